@@ -1,0 +1,39 @@
+# The two commands a new user runs: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+REQUIREMENTS := requirements.txt inference/runtime/requirements.txt
+
+.PHONY: run test venv venv-dev bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python $(REQUIREMENTS)
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+venv-dev: $(VENV)/.installed-dev
+
+## make run: set up everything and start Modelbay on 127.0.0.1:$(PORT) (embedded defaults)
+run: venv
+	PORT=$(PORT) $(BIN)/python scripts/run.py
+
+## make test: set up what the tests need and run them all
+test: venv-dev
+	bash scripts/test.sh
+
+## make bench: print throughput and latency figures (not a test)
+bench: venv-dev
+	$(BIN)/python bench/predict.py
+
+clean:
+	rm -rf var .pytest_cache

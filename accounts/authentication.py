@@ -1,0 +1,152 @@
+"""Who is calling, and for which organization.
+
+Both authenticators give ``request.auth`` an :class:`AuthContext`; views read the
+organization from it and nothing else. API keys are checked on every call, so their
+lookups live in process memory, invalidated through :mod:`modelbay.generation`.
+"""
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from accounts import keys, selectors, services
+from accounts.choices import ALL_SCOPES
+from modelbay import generation
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """The organization a request acts for, and what it may do there."""
+
+    organization_id: int
+    organization_slug: str
+    scopes: frozenset[str]
+    api_key_id: int | None = None
+
+
+@dataclass(frozen=True)
+class _CachedKey:
+    generation: str
+    api_key_id: int
+    secret_hash: str
+    context: AuthContext
+    expires_at: datetime | None
+    revoked: bool
+
+
+class KeyPrincipal:
+    """``request.user`` for a call made with an API key (not a person)."""
+
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, context: AuthContext):
+        self.context = context
+
+    def __str__(self):
+        return f"api-key:{self.context.api_key_id}"
+
+
+_MAX_CACHED_KEYS = 10_000
+_key_cache: dict[str, _CachedKey] = {}
+_last_touched: dict[int, float] = {}
+_lock = threading.Lock()
+
+
+def _load_key(prefix: str, gen: str) -> _CachedKey | None:
+    api_key = selectors.api_key_by_prefix(prefix=prefix)
+    if api_key is None:
+        return None
+    context = AuthContext(
+        organization_id=api_key.organization_id,
+        organization_slug=api_key.organization.slug,
+        scopes=frozenset(api_key.scopes),
+        api_key_id=api_key.pk,
+    )
+    return _CachedKey(gen, api_key.pk, api_key.secret_hash, context, api_key.expires_at, api_key.revoked_at is not None)
+
+
+def _cached_key(prefix: str) -> _CachedKey | None:
+    gen = generation.current()
+    cached = _key_cache.get(prefix)
+    if cached is not None and cached.generation == gen:
+        return cached
+    cached = _load_key(prefix, gen)
+    if cached is not None:
+        with _lock:
+            if len(_key_cache) >= _MAX_CACHED_KEYS:
+                _key_cache.clear()
+            _key_cache[prefix] = cached
+    return cached
+
+
+def _touch(api_key_id: int) -> None:
+    """Record ``last_used_at`` at most once per interval per process, not per call."""
+    now = time.monotonic()
+    if now - _last_touched.get(api_key_id, -1e9) < settings.MODELBAY_KEY_TOUCH_INTERVAL:
+        return
+    _last_touched[api_key_id] = now
+    services.api_key_touch(api_key_id=api_key_id, when=timezone.now())
+
+
+def authenticate_key(full_key: str) -> AuthContext:
+    """The context of a valid key; raises AuthenticationFailed otherwise."""
+    parts = keys.split(full_key)
+    if parts is None:
+        raise exceptions.AuthenticationFailed("Malformed API key.")
+    prefix, secret = parts
+    cached = _cached_key(prefix)
+    if cached is None or not keys.secret_matches(secret, cached.secret_hash):
+        raise exceptions.AuthenticationFailed("Unknown API key.")
+    if cached.revoked:
+        raise exceptions.AuthenticationFailed("This API key has been revoked.")
+    if cached.expires_at is not None and cached.expires_at <= timezone.now():
+        raise exceptions.AuthenticationFailed("This API key has expired.")
+    _touch(cached.api_key_id)
+    return cached.context
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer mb_<prefix>_<secret>``."""
+
+    keyword = "bearer"
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != self.keyword:
+            raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <api key>'.")
+        token = token.strip()
+        if not token:
+            raise exceptions.AuthenticationFailed("The Authorization header holds no key.")
+        context = authenticate_key(token)
+        return KeyPrincipal(context), context
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="modelbay"'
+
+
+class ConsoleSessionAuthentication(authentication.SessionAuthentication):
+    """The console's session cookie (with CSRF), acting for the user's current organization."""
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user, _ = result
+        organization = getattr(request._request, "organization", None)
+        if not organization:
+            raise exceptions.PermissionDenied("You are not a member of any organization.")
+        context = AuthContext(
+            organization_id=organization.pk,
+            organization_slug=organization.slug,
+            scopes=frozenset(ALL_SCOPES),
+        )
+        return user, context

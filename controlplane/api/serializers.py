@@ -1,0 +1,84 @@
+from django.conf import settings
+from rest_framework import serializers
+
+from controlplane import selectors
+from controlplane.models import Instance, Model, ModelVersion, Service
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["version", "framework", "sha256", "size", "filename", "manifest", "created_at"]
+        read_only_fields = fields
+
+
+class ModelSerializer(serializers.ModelSerializer):
+    versions = ModelVersionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Model
+        fields = ["slug", "name", "description", "created_at", "versions"]
+        read_only_fields = fields
+
+
+class ModelCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    slug = serializers.SlugField(max_length=64, required=False)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    file = serializers.FileField(help_text="A bare .onnx file, or a .zip / .tar.gz package with modelbay.yaml.")
+
+
+class ModelVersionCreateSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="A bare .onnx file, or a .zip / .tar.gz package with modelbay.yaml.")
+
+
+class InstanceSerializer(serializers.ModelSerializer):
+    version = serializers.IntegerField(source="deployment.model_version.version")
+
+    class Meta:
+        model = Instance
+        fields = ["id", "version", "zone", "status", "error", "restarts", "started_at", "ready_at"]
+        read_only_fields = fields
+
+
+class TrafficSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    weight = serializers.IntegerField()
+
+
+class ServiceSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.slug")
+    traffic = serializers.SerializerMethodField()
+    instances = serializers.SerializerMethodField()
+    predict_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Service
+        fields = [
+            "slug", "name", "model", "replicas", "status", "error",
+            "traffic", "instances", "predict_url", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_traffic(self, service) -> list[dict]:
+        return TrafficSerializer(
+            [{"version": d.model_version.version, "weight": d.weight} for d in service.deployments.all()], many=True
+        ).data
+
+    def get_instances(self, service) -> list[dict]:
+        return InstanceSerializer(selectors.service_instances(service=service), many=True).data
+
+    def get_predict_url(self, service) -> str:
+        return f"{settings.SITE_URL}/api/v1/services/{service.slug}/predict"
+
+
+class ServiceCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    slug = serializers.SlugField(max_length=64, required=False)
+    model = serializers.SlugField(max_length=64, help_text="The model's slug.")
+    version = serializers.IntegerField(min_value=1, required=False, help_text="Default: the latest version.")
+    replicas = serializers.IntegerField(default=1)
+
+
+class ServiceUpdateSerializer(serializers.Serializer):
+    replicas = serializers.IntegerField()

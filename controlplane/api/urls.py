@@ -1,0 +1,11 @@
+from django.urls import path
+
+from controlplane.api import views
+
+urlpatterns = [
+    path("models", views.ModelListView.as_view(), name="api-models"),
+    path("models/<slug:slug>", views.ModelDetailView.as_view(), name="api-model-detail"),
+    path("models/<slug:slug>/versions", views.ModelVersionListView.as_view(), name="api-model-versions"),
+    path("services", views.ServiceListView.as_view(), name="api-services"),
+    path("services/<slug:slug>", views.ServiceDetailView.as_view(), name="api-service-detail"),
+]

@@ -1,0 +1,127 @@
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Organization
+from accounts.permissions import CanManage
+from controlplane import selectors, services
+from controlplane.api import serializers as s
+from modelbay.errors import PayloadTooLarge
+
+
+def _organization(request) -> Organization:
+    return Organization.objects.get(pk=request.auth.organization_id)
+
+
+def _refuse_oversized_upload(request) -> None:
+    """Answer 413 from the declared length, before Django reads the body to disk."""
+    declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    if declared > settings.MODELBAY_MAX_UPLOAD_BYTES + 64 * 1024:
+        raise PayloadTooLarge(f"Uploads are limited to {settings.MODELBAY_MAX_UPLOAD_BYTES} bytes.")
+
+
+class ModelListView(APIView):
+    permission_classes = [CanManage]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(responses=s.ModelSerializer(many=True), summary="List models")
+    def get(self, request):
+        models = selectors.model_list(organization_id=request.auth.organization_id)
+        return Response(s.ModelSerializer(models, many=True).data)
+
+    @extend_schema(request=s.ModelCreateSerializer, responses={201: s.ModelSerializer}, summary="Upload a model")
+    def post(self, request):
+        _refuse_oversized_upload(request)
+        serializer = s.ModelCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        model = services.model_create(
+            organization=_organization(request),
+            name=data["name"],
+            slug=data.get("slug"),
+            description=data["description"],
+            upload=data["file"],
+        )
+        model = selectors.model_get(organization_id=request.auth.organization_id, slug=model.slug)
+        return Response(s.ModelSerializer(model).data, status=status.HTTP_201_CREATED)
+
+
+class ModelDetailView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(responses=s.ModelSerializer, summary="Get a model with its versions")
+    def get(self, request, slug: str):
+        model = selectors.model_get(organization_id=request.auth.organization_id, slug=slug)
+        return Response(s.ModelSerializer(model).data)
+
+    @extend_schema(responses={204: None}, summary="Delete a model (409 while a version is deployed)")
+    def delete(self, request, slug: str):
+        model = selectors.model_get(organization_id=request.auth.organization_id, slug=slug)
+        services.model_delete(model=model)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ModelVersionListView(APIView):
+    permission_classes = [CanManage]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request=s.ModelVersionCreateSerializer, responses={201: s.ModelVersionSerializer}, summary="Upload a new version")
+    def post(self, request, slug: str):
+        model = selectors.model_get(organization_id=request.auth.organization_id, slug=slug)
+        _refuse_oversized_upload(request)
+        serializer = s.ModelVersionCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        version = services.model_version_add(model=model, upload=serializer.validated_data["file"])
+        return Response(s.ModelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class ServiceListView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(responses=s.ServiceSerializer(many=True), summary="List services")
+    def get(self, request):
+        services_ = selectors.service_list(organization_id=request.auth.organization_id)
+        return Response(s.ServiceSerializer(services_, many=True).data)
+
+    @extend_schema(request=s.ServiceCreateSerializer, responses={202: s.ServiceSerializer}, summary="Deploy a model version as a service")
+    def post(self, request):
+        serializer = s.ServiceCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        service = services.service_create(
+            organization=_organization(request),
+            name=data["name"],
+            slug=data.get("slug"),
+            model_slug=data["model"],
+            version=data.get("version"),
+            replicas=data["replicas"],
+        )
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=service.slug)
+        return Response(s.ServiceSerializer(service).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ServiceDetailView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(responses=s.ServiceSerializer, summary="Get a service with its traffic and instances")
+    def get(self, request, slug: str):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        return Response(s.ServiceSerializer(service).data)
+
+    @extend_schema(request=s.ServiceUpdateSerializer, responses={202: s.ServiceSerializer}, summary="Scale a service")
+    def patch(self, request, slug: str):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        serializer = s.ServiceUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.service_scale(service=service, replicas=serializer.validated_data["replicas"])
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        return Response(s.ServiceSerializer(service).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={202: None}, summary="Delete a service and stop its instances")
+    def delete(self, request, slug: str):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        services.service_delete(service=service)
+        return Response(status=status.HTTP_202_ACCEPTED)

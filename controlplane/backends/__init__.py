@@ -1,0 +1,21 @@
+from functools import cache
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from controlplane.backends.base import BackendError, InstanceSpec, RunningInstance, RuntimeBackend
+
+BACKENDS = {
+    "local": "controlplane.backends.local.LocalBackend",
+}
+
+__all__ = ["BackendError", "InstanceSpec", "RunningInstance", "RuntimeBackend", "get_backend"]
+
+
+@cache
+def get_backend() -> RuntimeBackend:
+    """The backend named by MODELBAY_RUNTIME_BACKEND (one instance per process)."""
+    name = settings.MODELBAY_RUNTIME_BACKEND
+    if name not in BACKENDS:
+        raise ValueError(f"MODELBAY_RUNTIME_BACKEND: unknown backend {name!r}; choose from {sorted(BACKENDS)}")
+    return import_string(BACKENDS[name])()

@@ -1,0 +1,57 @@
+"""The interface every runtime backend implements (local processes, Docker, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class BackendError(Exception):
+    """Starting or reaching an instance failed.
+
+    ``permanent`` errors (a model's requirements do not install, a bad image) will fail
+    the same way again: the instance ends ``failed``. Transient ones (an engine that
+    does not answer) are retried by the next reconcile.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """All a backend needs to start one instance."""
+
+    instance_id: str
+    organization: str
+    service: str
+    model_version: int
+    zone: str
+    model_dir: Path
+    requirements: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunningInstance:
+    """What a backend reports of an instance that exists on its side."""
+
+    instance_id: str
+    endpoint: str  # base URL the gateway forwards to, e.g. http://127.0.0.1:41234
+    alive: bool  # the process/container is running (not whether the model is ready)
+    zone: str = ""
+    created_at: float = 0.0  # epoch seconds when the process/container was made
+
+
+class RuntimeBackend(Protocol):
+    name: str
+
+    def start(self, spec: InstanceSpec) -> RunningInstance: ...
+
+    def stop(self, instance_id: str) -> None: ...
+
+    def list(self) -> dict[str, RunningInstance]: ...
+
+    def logs(self, instance_id: str, *, tail: int = 200) -> str: ...

@@ -1,0 +1,176 @@
+"""The embedded backend: each instance is a ``python -m inference.runtime`` subprocess.
+
+Processes run in their own session, so they outlive a restart of the worker that
+started them; the backend finds them again by the ``--instance-id`` in their command
+line, which carries this installation's namespace so that two Modelbays on one host
+never touch each other's processes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from collections import deque
+from pathlib import Path
+
+import psutil
+from django.conf import settings
+
+from controlplane.backends.base import BackendError, InstanceSpec, RunningInstance
+
+ID_FLAG = "--instance-id"
+
+
+def _namespace() -> str:
+    return hashlib.sha256(str(settings.DATA_DIR).encode()).hexdigest()[:8]
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _flag_value(cmdline: list[str], flag: str) -> str | None:
+    try:
+        return cmdline[cmdline.index(flag) + 1]
+    except (ValueError, IndexError):
+        return None
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self):
+        self.namespace = _namespace()
+        self.host = settings.MODELBAY_RUNTIME_HOST
+        self.log_dir = settings.MODELBAY_RUN_DIR / "logs"
+        self.venv_dir = settings.DATA_DIR / "venvs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- interface ----------------------------------------------------------------
+    def start(self, spec: InstanceSpec) -> RunningInstance:
+        self.stop(spec.instance_id)
+        python = self._python_for(spec.requirements)
+        port = _free_port(self.host)
+        command = [
+            python, "-m", "inference.runtime",
+            "--model-dir", str(spec.model_dir),
+            "--host", self.host,
+            "--port", str(port),
+            "--name", spec.service,
+            "--model-version", str(spec.model_version),
+            ID_FLAG, f"{self.namespace}/{spec.instance_id}",
+        ]  # fmt: skip
+        with open(self._log_path(spec.instance_id), "ab") as log:
+            log.write(f"--- starting {spec.instance_id} on port {port}\n".encode())
+            log.flush()
+            subprocess.Popen(
+                command,
+                cwd=settings.BASE_DIR,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        return RunningInstance(
+            spec.instance_id, f"http://{self.host}:{port}", alive=True, zone=spec.zone, created_at=time.time()
+        )
+
+    def stop(self, instance_id: str) -> None:
+        for process in self._processes().get(instance_id, []):
+            self._terminate(process)
+
+    def list(self) -> dict[str, RunningInstance]:
+        running = {}
+        for instance_id, processes in self._processes().items():
+            process = processes[0]
+            try:
+                cmdline = process.cmdline()
+                alive = process.status() != psutil.STATUS_ZOMBIE
+                created_at = process.create_time()
+            except psutil.Error:
+                continue
+            port = _flag_value(cmdline, "--port")
+            host = _flag_value(cmdline, "--host") or self.host
+            running[instance_id] = RunningInstance(
+                instance_id, f"http://{host}:{port}", alive=alive, created_at=created_at
+            )
+        return running
+
+    def logs(self, instance_id: str, *, tail: int = 200) -> str:
+        path = self._log_path(instance_id)
+        if not path.exists():
+            return ""
+        with open(path, encoding="utf-8", errors="replace") as log:
+            return "".join(deque(log, maxlen=tail))
+
+    # --- processes ----------------------------------------------------------------
+    def _processes(self) -> dict[str, list[psutil.Process]]:
+        """This installation's runtime processes, by instance id."""
+        found: dict[str, list[psutil.Process]] = {}
+        prefix = f"{self.namespace}/"
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            marker = _flag_value(cmdline, ID_FLAG)
+            if marker and marker.startswith(prefix) and "inference.runtime" in cmdline:
+                found.setdefault(marker[len(prefix):], []).append(process)
+        return found
+
+    @staticmethod
+    def _terminate(process: psutil.Process, grace_s: float = 5.0) -> None:
+        """SIGTERM (the runtime finishes in-flight calls), then SIGKILL; reap our own children."""
+        try:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=grace_s)
+        except psutil.TimeoutExpired:
+            process.kill()
+        except psutil.Error:
+            pass
+        try:
+            os.waitpid(process.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+    def _log_path(self, instance_id: str) -> Path:
+        return self.log_dir / f"{instance_id}.log"
+
+    # --- python requirements ------------------------------------------------------
+    def _python_for(self, requirements: tuple[str, ...]) -> str:
+        """The interpreter for a model: ours, or a cached venv with its requirements on top."""
+        python = settings.MODELBAY_RUNTIME_PYTHON
+        if not requirements:
+            return python
+        digest = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:16]
+        venv = self.venv_dir / digest
+        self.venv_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.venv_dir / f"{digest}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (venv / ".complete").exists():
+                self._build_venv(venv, requirements)
+        return str(venv / "bin" / "python")
+
+    def _build_venv(self, venv: Path, requirements: tuple[str, ...]) -> None:
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True)
+        # The runtime's own packages come from our environment; the model's go on top.
+        site_packages = next((venv / "lib").glob("python3*/site-packages"))
+        (site_packages / "modelbay-runtime.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        result = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", *requirements],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr)[-4000:]
+            raise BackendError(f"Installing the model's requirements failed:\n{output}", permanent=True)
+        (venv / ".complete").write_text(f"{time.monotonic() - started:.1f}s\n")

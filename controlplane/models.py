@@ -1,0 +1,112 @@
+import secrets
+
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Organization
+from controlplane.choices import InstanceStatus, ServiceStatus
+
+
+class Model(models.Model):
+    """A model an organization uploaded; its uploads are its versions."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="models")
+    slug = models.SlugField(max_length=64)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["organization", "slug"], name="unique_model_slug")]
+
+    def __str__(self):
+        return self.slug
+
+
+class ModelVersion(models.Model):
+    """One uploaded package: the artifact (stored once by sha256) and its parsed manifest."""
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    framework = models.CharField(max_length=16)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size = models.BigIntegerField()
+    filename = models.CharField(max_length=255)
+    manifest = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["version"]
+        constraints = [models.UniqueConstraint(fields=["model", "version"], name="unique_model_version")]
+
+    def __str__(self):
+        return f"{self.model.slug} v{self.version}"
+
+
+class Service(models.Model):
+    """A deployed inference endpoint: desired replicas of one or more model versions."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="services")
+    slug = models.SlugField(max_length=64)
+    name = models.CharField(max_length=200)
+    model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="services")
+    replicas = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=ServiceStatus.choices, default=ServiceStatus.PROVISIONING)
+    error = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Set when the owner deletes the service; the worker then removes its instances and the row.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "slug"], condition=Q(deleted_at__isnull=True), name="unique_live_service_slug"
+            )
+        ]
+
+    def __str__(self):
+        return self.slug
+
+
+class Deployment(models.Model):
+    """One model version running in a service, with its share of the traffic (0-100)."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="deployments")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployments")
+    weight = models.PositiveSmallIntegerField(default=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model_version__version"]
+        constraints = [models.UniqueConstraint(fields=["service", "model_version"], name="unique_deployment")]
+
+    def __str__(self):
+        return f"{self.service.slug} v{self.model_version.version} ({self.weight}%)"
+
+
+def _instance_id() -> str:
+    return "i-" + secrets.token_hex(6)
+
+
+class Instance(models.Model):
+    """One runtime process or container serving a deployment in a zone."""
+
+    id = models.CharField(primary_key=True, max_length=20, default=_instance_id, editable=False)
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="instances")
+    zone = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=InstanceStatus.choices, default=InstanceStatus.STARTING)
+    endpoint = models.CharField(max_length=255, blank=True)
+    error = models.TextField(null=True, blank=True)
+    restarts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self):
+        return self.id

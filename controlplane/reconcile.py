@@ -1,0 +1,232 @@
+"""Make what runs match what is desired.
+
+Desired state is in the database (services, deployments, their replicas); actual state
+is what the runtime backend reports. One pass over a service starts what is missing,
+restarts what died, promotes instances that became ready, fails those whose model
+cannot load, and sets the service's status. Passes are safe to run twice and from
+several workers: each holds the service's row lock.
+"""
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+
+import urllib3
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from controlplane import packages
+from controlplane.backends import BackendError, InstanceSpec, RunningInstance, get_backend
+from controlplane.choices import LIVE_INSTANCE_STATUSES, InstanceStatus, ServiceStatus
+from controlplane.models import Deployment, Instance, Service
+from modelbay import generation
+
+logger = logging.getLogger(__name__)
+
+
+_http = urllib3.PoolManager(num_pools=64, maxsize=2, retries=False)
+
+
+@dataclass(frozen=True)
+class Probe:
+    ready: bool
+    error: str | None = None  # the runtime's own message when its model failed to load
+
+
+def probe(endpoint: str) -> Probe:
+    """Ask an instance's runtime whether its model is loaded."""
+    try:
+        response = _http.request("GET", f"{endpoint}/v2/health/ready", timeout=urllib3.Timeout(connect=0.5, read=1.0))
+    except urllib3.exceptions.HTTPError:
+        return Probe(ready=False)
+    if response.status == 200:
+        return Probe(ready=True)
+    try:
+        error = response.json().get("error")
+    except ValueError:
+        error = None
+    return Probe(ready=False, error=error)
+
+
+# --- one instance -------------------------------------------------------------------
+def _spec(instance: Instance) -> InstanceSpec:
+    deployment = instance.deployment
+    version = deployment.model_version
+    service = deployment.service
+    return InstanceSpec(
+        instance_id=instance.id,
+        organization=service.organization.slug,
+        service=service.slug,
+        model_version=version.version,
+        zone=instance.zone,
+        model_dir=packages.unpacked_path(version.sha256, artifact_root=settings.MODELBAY_ARTIFACT_ROOT),
+        requirements=tuple(version.manifest.get("requirements") or ()),
+        labels={"organization": service.organization.slug, "service": service.slug},
+    )
+
+
+def _start(instance: Instance) -> None:
+    backend = get_backend()
+    instance.status = InstanceStatus.STARTING
+    instance.started_at = timezone.now()
+    instance.ready_at = None
+    try:
+        running = backend.start(_spec(instance))
+    except BackendError as error:
+        if not error.permanent:
+            raise
+        _fail(instance, str(error))
+        return
+    instance.endpoint = running.endpoint
+    instance.error = None
+    instance.save()
+
+
+def _fail(instance: Instance, error: str) -> None:
+    instance.status = InstanceStatus.FAILED
+    instance.error = error
+    instance.save()
+    get_backend().stop(instance.id)
+
+
+def _died_message(instance: Instance) -> str:
+    tail = get_backend().logs(instance.id, tail=20).strip()
+    return "The runtime process exited while starting." + (f"\n{tail}" if tail else "")
+
+
+def _converge_instance(instance: Instance, running: RunningInstance | None) -> None:
+    """One step of one instance's life, from what the backend and the runtime say."""
+    alive = running is not None and running.alive
+    if not alive:
+        if instance.status == InstanceStatus.STARTING and instance.started_at is not None:
+            _fail(instance, _died_message(instance))
+        else:
+            if instance.started_at is not None:
+                instance.restarts += 1
+                logger.warning("instance %s is gone; restarting it", instance.id)
+            _start(instance)
+        return
+    result = probe(running.endpoint)
+    if instance.status == InstanceStatus.STARTING:
+        if result.ready:
+            instance.status, instance.ready_at, instance.endpoint = InstanceStatus.READY, timezone.now(), running.endpoint
+            instance.save()
+        elif result.error:
+            _fail(instance, f"The model failed to load: {result.error}")
+        elif timezone.now() - instance.started_at > timedelta(seconds=settings.MODELBAY_READY_TIMEOUT):
+            _fail(instance, f"The instance did not become ready within {settings.MODELBAY_READY_TIMEOUT:.0f} s.")
+    elif instance.status == InstanceStatus.READY and not result.ready:
+        instance.status, instance.error = InstanceStatus.UNHEALTHY, result.error or "Readiness check failed."
+        instance.save()
+    elif instance.status == InstanceStatus.UNHEALTHY and result.ready:
+        instance.status, instance.error = InstanceStatus.READY, None
+        instance.save()
+
+
+# --- one deployment, one service ------------------------------------------------------
+def _least_used_zone(instances: list[Instance]) -> str:
+    used = Counter(instance.zone for instance in instances)
+    return min(settings.MODELBAY_ZONES, key=lambda zone: used[zone])
+
+
+def _scale(deployment: Deployment, replicas: int) -> None:
+    """Add instances spread over the zones, or stop the newest extra ones."""
+    instances = list(deployment.instances.exclude(status=InstanceStatus.STOPPED).order_by("created_at"))
+    for _ in range(replicas - len(instances)):
+        instance = Instance.objects.create(deployment=deployment, zone=_least_used_zone(instances))
+        instances.append(instance)
+        _start(instance)
+    for instance in reversed(instances[replicas:]):
+        get_backend().stop(instance.id)
+        instance.delete()
+
+
+def _status_of(service: Service, instances: list[Instance]) -> tuple[str, str | None]:
+    counts = Counter(instance.status for instance in instances)
+    failed = [instance.error for instance in instances if instance.status == InstanceStatus.FAILED]
+    desired = service.replicas * service.deployments.count()
+    ready = counts[InstanceStatus.READY]
+    if ready >= desired and not failed:
+        return ServiceStatus.READY, None
+    if failed and ready == 0 and counts[InstanceStatus.STARTING] == 0:
+        return ServiceStatus.FAILED, failed[0]
+    if ready > 0 or service.status in (ServiceStatus.READY, ServiceStatus.DEGRADED):
+        return ServiceStatus.DEGRADED, failed[0] if failed else None
+    return ServiceStatus.PROVISIONING, None
+
+
+def _teardown(service: Service) -> None:
+    backend = get_backend()
+    for instance in Instance.objects.filter(deployment__service=service):
+        backend.stop(instance.id)
+    service.delete()
+
+
+def service_reconcile(service_id: int, *, running: dict[str, RunningInstance] | None = None) -> bool:
+    """One pass over a service. Returns True while some instance is still starting."""
+    with transaction.atomic():
+        service = (
+            Service.objects.select_for_update().select_related("organization").filter(pk=service_id).first()
+        )
+        if service is None:
+            return False
+        if service.deleted_at is not None:
+            _teardown(service)
+            generation.bump()
+            return False
+        live = list(Instance.objects.filter(deployment__service=service, status__in=LIVE_INSTANCE_STATUSES))
+        if running is None or any(not (running.get(i.id) and running[i.id].alive) for i in live):
+            # A snapshot taken before this pass may miss an instance another worker just
+            # started: look again before calling anything dead.
+            running = get_backend().list()
+        before = list(Instance.objects.filter(deployment__service=service).values_list("id", "status", "endpoint"))
+        for deployment in service.deployments.select_related("model_version"):
+            for instance in deployment.instances.filter(status__in=LIVE_INSTANCE_STATUSES):
+                _converge_instance(instance, running.get(instance.id))
+            _scale(deployment, service.replicas)
+        instances = list(Instance.objects.filter(deployment__service=service))
+        status, error = _status_of(service, instances)
+        if (status, error) != (service.status, service.error):
+            service.status, service.error = status, error
+            service.save(update_fields=["status", "error", "updated_at"])
+        after = [(i.id, i.status, i.endpoint) for i in instances]
+        if sorted(after) != sorted(before):
+            generation.bump()
+        return any(instance.status == InstanceStatus.STARTING for instance in instances)
+
+
+def service_converge(service_id: int, *, poll_s: float = 0.2) -> None:
+    """Pass after pass until no instance is starting (bounded by the ready timeout)."""
+    deadline = time.monotonic() + settings.MODELBAY_READY_TIMEOUT + 30
+    while service_reconcile(service_id) and time.monotonic() < deadline:
+        time.sleep(poll_s)
+
+
+def remove_orphans(running: dict[str, RunningInstance]) -> list[str]:
+    """Stop processes or containers that no live instance owns."""
+    owned = set(Instance.objects.filter(status__in=LIVE_INSTANCE_STATUSES).values_list("id", flat=True))
+    now = time.time()
+    orphans = [
+        instance_id
+        for instance_id, instance in running.items()
+        if instance_id not in owned and now - instance.created_at > settings.MODELBAY_ORPHAN_GRACE_S
+    ]
+    for instance_id in orphans:
+        logger.warning("removing orphan instance %s", instance_id)
+        get_backend().stop(instance_id)
+    return orphans
+
+
+def reconcile_all() -> list[int]:
+    """One pass over every service; returns the services still converging."""
+    running = get_backend().list()
+    converging = [
+        service_id
+        for service_id in Service.objects.values_list("pk", flat=True)
+        if service_reconcile(service_id, running=running)
+    ]
+    remove_orphans(running)
+    return converging

@@ -1,0 +1,146 @@
+"""Writes for models, versions and services. Views, API views and tasks call these."""
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+from django.utils.text import slugify
+
+from accounts.models import Organization
+from controlplane import packages, selectors
+from controlplane.choices import ServiceStatus
+from controlplane.models import Deployment, Model, ModelVersion, Service
+from modelbay import generation
+from modelbay.errors import ApiError, Conflict
+
+
+def _slug_from(*, name: str, slug: str | None, field: str) -> str:
+    slug = slugify(slug or name)[:64]
+    if not slug:
+        raise ApiError(400, "invalid_request", "Give a name with at least one letter or digit.", field=field)
+    return slug
+
+
+def _checked_upload(upload) -> packages.CheckedPackage:
+    try:
+        return packages.check_upload(
+            upload,
+            max_bytes=settings.MODELBAY_MAX_UPLOAD_BYTES,
+            max_unpacked_bytes=settings.MODELBAY_MAX_UNPACKED_BYTES,
+        )
+    except packages.PackageError as error:
+        raise ApiError(error.status, error.code, error.detail, field="file") from None
+
+
+def _version_create(*, model: Model, checked: packages.CheckedPackage) -> ModelVersion:
+    """Number the version, store the package (once per sha256) and record it."""
+    Model.objects.select_for_update().filter(pk=model.pk).first()
+    last = model.versions.aggregate(last=Max("version"))["last"] or 0
+    packages.store_package(checked, artifact_root=settings.MODELBAY_ARTIFACT_ROOT)
+    return ModelVersion.objects.create(
+        model=model,
+        version=last + 1,
+        framework=checked.framework,
+        sha256=checked.sha256,
+        size=checked.size,
+        filename=checked.filename,
+        manifest=checked.manifest,
+    )
+
+
+def model_create(
+    *, organization: Organization, name: str, upload, description: str = "", slug: str | None = None
+) -> Model:
+    """A new model with its first version. A bad package is refused and leaves nothing behind."""
+    slug = _slug_from(name=name, slug=slug, field="name")
+    if Model.objects.filter(organization=organization, slug=slug).exists():
+        raise Conflict(f"A model with the slug '{slug}' already exists.")
+    checked = _checked_upload(upload)
+    try:
+        with transaction.atomic():
+            model = Model.objects.create(organization=organization, slug=slug, name=name, description=description)
+            _version_create(model=model, checked=checked)
+    except IntegrityError:
+        raise Conflict(f"A model with the slug '{slug}' already exists.") from None
+    finally:
+        packages.discard(checked)
+    return model
+
+
+def model_version_add(*, model: Model, upload) -> ModelVersion:
+    checked = _checked_upload(upload)
+    try:
+        with transaction.atomic():
+            return _version_create(model=model, checked=checked)
+    finally:
+        packages.discard(checked)
+
+
+def model_delete(*, model: Model) -> None:
+    """Delete a model and its versions; refused while any version is deployed."""
+    if selectors.model_is_deployed(model=model):
+        raise Conflict("A version of this model is deployed; delete its services first.")
+    model.delete()
+
+
+def _check_replicas(replicas: int) -> None:
+    if not 1 <= replicas <= settings.MODELBAY_MAX_REPLICAS:
+        raise ApiError(
+            400, "invalid_request", f"replicas must be between 1 and {settings.MODELBAY_MAX_REPLICAS}.", field="replicas"
+        )
+
+
+def _enqueue_reconcile(service: Service) -> None:
+    from controlplane.tasks import provision_service
+
+    transaction.on_commit(lambda: provision_service.delay(service.pk))
+
+
+def service_create(
+    *,
+    organization: Organization,
+    name: str,
+    model_slug: str,
+    version: int | None = None,
+    replicas: int = 1,
+    slug: str | None = None,
+) -> Service:
+    """Record the desired service; a worker provisions its instances after commit."""
+    slug = _slug_from(name=name, slug=slug, field="name")
+    _check_replicas(replicas)
+    model = Model.objects.filter(organization=organization, slug=model_slug).first()
+    if model is None:
+        raise ApiError(400, "invalid_request", f"No model '{model_slug}' in this organization.", field="model")
+    versions = model.versions.all()
+    model_version = versions.filter(version=version).first() if version else versions.order_by("-version").first()
+    if model_version is None:
+        raise ApiError(400, "invalid_request", f"Model '{model_slug}' has no version {version}.", field="version")
+    try:
+        with transaction.atomic():
+            service = Service.objects.create(
+                organization=organization, slug=slug, name=name, model=model, replicas=replicas
+            )
+            Deployment.objects.create(service=service, model_version=model_version, weight=100)
+            _enqueue_reconcile(service)
+    except IntegrityError:
+        raise Conflict(f"A service with the slug '{slug}' already exists.") from None
+    return service
+
+
+def service_scale(*, service: Service, replicas: int) -> Service:
+    _check_replicas(replicas)
+    with transaction.atomic():
+        Service.objects.filter(pk=service.pk).update(replicas=replicas, updated_at=timezone.now())
+        _enqueue_reconcile(service)
+    service.replicas = replicas
+    return service
+
+
+def service_delete(*, service: Service) -> None:
+    """Take the service out of routing now; a worker stops its instances and removes it."""
+    with transaction.atomic():
+        Service.objects.filter(pk=service.pk).update(
+            deleted_at=timezone.now(), status=ServiceStatus.STOPPED, updated_at=timezone.now()
+        )
+        generation.bump()
+        _enqueue_reconcile(service)

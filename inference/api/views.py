@@ -1,0 +1,125 @@
+"""The gateway's HTTP endpoints: service predict and the Open Inference Protocol (v2).
+
+The request body is passed to the runtime untouched (the runtime validates it and
+answers 400/422 itself); the gateway authenticates, routes and forwards.
+"""
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.views import APIView
+
+from accounts.permissions import CanPredict
+from inference import gateway, routing
+from modelbay.errors import ApiError, PayloadTooLarge
+
+_ROUTE_KEY_HEADER = OpenApiParameter(
+    "X-Route-Key", str, OpenApiParameter.HEADER, required=False, description="Reserved for sticky routing."
+)
+_PREDICT_REQUEST = inline_serializer("PredictRequest", {"inputs": serializers.ListField(child=serializers.JSONField())})
+_PREDICT_RESPONSE = inline_serializer(
+    "PredictResponse",
+    {"outputs": serializers.ListField(child=serializers.JSONField()), "model_version": serializers.IntegerField()},
+)
+
+
+def _body(request) -> bytes:
+    declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    if declared > settings.MODELBAY_MAX_PREDICT_BYTES:
+        raise PayloadTooLarge(f"Request bodies are limited to {settings.MODELBAY_MAX_PREDICT_BYTES} bytes.")
+    return request._request.body
+
+
+def _route(request, slug: str) -> routing.Route:
+    route = routing.route_for(request.auth.organization_id, slug)
+    if route is None:
+        raise ApiError(404, "not_found", f"No service '{slug}' in this organization.")
+    return route
+
+
+def _respond(upstream: gateway.Upstream) -> HttpResponse:
+    response = HttpResponse(upstream.body, status=upstream.status, content_type=upstream.content_type)
+    response["X-Model-Version"] = str(upstream.version)
+    return response
+
+
+class _GatewayView(APIView):
+    permission_classes = [CanPredict]
+    parser_classes = []
+
+    def _forward(self, request, slug: str, *, path: str, version: int | None = None) -> HttpResponse:
+        route = _route(request, slug)
+        body = _body(request) if request.method == "POST" else None
+        upstream = gateway.forward(
+            route,
+            method=request.method,
+            path=path,
+            body=body,
+            headers=gateway.forwarded_headers(request.META),
+            version=version,
+        )
+        return _respond(upstream)
+
+
+class ServicePredictView(_GatewayView):
+    @extend_schema(
+        request={"application/json": _PREDICT_REQUEST, "application/octet-stream": OpenApiTypes.BINARY},
+        responses={200: _PREDICT_RESPONSE},
+        parameters=[_ROUTE_KEY_HEADER],
+        summary="Call a service",
+        examples=[OpenApiExample("digits", value={"inputs": [[0.0] * 64]}, request_only=True)],
+    )
+    def post(self, request, slug: str):
+        return self._forward(request, slug, path="/predict")
+
+
+_OIP_TENSOR = inline_serializer(
+    "OipTensor",
+    {
+        "name": serializers.CharField(),
+        "shape": serializers.ListField(child=serializers.IntegerField()),
+        "datatype": serializers.CharField(),
+        "data": serializers.ListField(child=serializers.JSONField()),
+    },
+)
+_OIP_REQUEST = inline_serializer("OipInferRequest", {"id": serializers.CharField(required=False), "inputs": _OIP_TENSOR})
+_OIP_RESPONSE = inline_serializer(
+    "OipInferResponse",
+    {"model_name": serializers.CharField(), "model_version": serializers.CharField(), "outputs": _OIP_TENSOR},
+)
+
+
+class OipModelMetadataView(_GatewayView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Model metadata (Open Inference Protocol v2)")
+    def get(self, request, slug: str, version: int | None = None):
+        path = f"/v2/models/{slug}" + (f"/versions/{version}" if version else "")
+        return self._forward(request, slug, path=path, version=version)
+
+
+class OipModelReadyView(_GatewayView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT}, summary="Model readiness (OIP v2)")
+    def get(self, request, slug: str, version: int | None = None):
+        route = _route(request, slug)
+        ready = route.pick_version(version) is not None
+        return JsonResponse({"name": slug, "ready": ready}, status=200 if ready else 503)
+
+
+class OipInferView(_GatewayView):
+    @extend_schema(request=_OIP_REQUEST, responses={200: _OIP_RESPONSE}, summary="Infer (Open Inference Protocol v2)")
+    def post(self, request, slug: str, version: int | None = None):
+        path = f"/v2/models/{slug}" + (f"/versions/{version}" if version else "") + "/infer"
+        return self._forward(request, slug, path=path, version=version)
+
+
+class OipServerHealthView(APIView):
+    """Server liveness and readiness: the gateway itself is up (no key needed)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Server health (OIP v2)")
+    def get(self, request):
+        return JsonResponse({"live": True, "ready": True})

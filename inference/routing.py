@@ -1,0 +1,107 @@
+"""The gateway's routing table: service -> versions by weight -> ready instances.
+
+Tables live in process memory and are reloaded when the shared generation token
+changes (see modelbay.generation), so the hot path makes no database query.
+"""
+
+import itertools
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+from controlplane.choices import InstanceStatus
+from controlplane.models import Deployment, Instance, Service
+from modelbay import generation
+
+# An instance that refused a connection is skipped by this process for a while, so
+# calls do not keep paying for a dead one before reconcile takes it out.
+SUSPECT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Target:
+    instance_id: str
+    endpoint: str
+    zone: str
+
+
+@dataclass
+class VersionRoute:
+    version: int
+    weight: int
+    targets: tuple[Target, ...]
+    _next: itertools.count = field(default_factory=itertools.count, repr=False)
+
+    def ordered_targets(self) -> list[Target]:
+        """Round robin: a different first target on every call, the rest as fallbacks."""
+        start = next(self._next) % len(self.targets)
+        return list(self.targets[start:] + self.targets[:start])
+
+
+@dataclass(frozen=True)
+class Route:
+    service_id: int
+    slug: str
+    versions: tuple[VersionRoute, ...]
+
+    def pick_version(self, version: int | None = None) -> VersionRoute | None:
+        """The version a call goes to: the one asked for, else weighted random among those with targets."""
+        candidates = [v for v in self.versions if v.targets]
+        if version is not None:
+            return next((v for v in candidates if v.version == version), None)
+        weighted = [v for v in candidates if v.weight > 0] or candidates
+        if not weighted:
+            return None
+        if len(weighted) == 1:
+            return weighted[0]
+        return random.choices(weighted, weights=[max(v.weight, 1) for v in weighted])[0]
+
+
+def _load(organization_id: int, slug: str) -> Route | None:
+    service = Service.objects.filter(organization_id=organization_id, slug=slug, deleted_at__isnull=True).first()
+    if service is None:
+        return None
+    ready = Instance.objects.filter(deployment__service=service, status=InstanceStatus.READY).order_by("zone", "id")
+    targets: dict[int, list[Target]] = {}
+    for instance in ready:
+        targets.setdefault(instance.deployment_id, []).append(Target(instance.id, instance.endpoint, instance.zone))
+    versions = tuple(
+        VersionRoute(d.model_version.version, d.weight, tuple(targets.get(d.pk, ())))
+        for d in Deployment.objects.filter(service=service).select_related("model_version")
+    )
+    return Route(service.pk, service.slug, versions)
+
+
+_MAX_ROUTES = 10_000
+_routes: dict[tuple[int, str], tuple[str, Route | None]] = {}
+_suspects: dict[str, float] = {}
+_lock = threading.Lock()
+
+
+def route_for(organization_id: int, slug: str) -> Route | None:
+    """The routing table of a service of this organization, or None when it has none."""
+    gen = generation.current()
+    key = (organization_id, slug)
+    cached = _routes.get(key)
+    if cached is not None and cached[0] == gen:
+        return cached[1]
+    route = _load(organization_id, slug)
+    with _lock:
+        if len(_routes) >= _MAX_ROUTES:
+            _routes.clear()
+        _routes[key] = (gen, route)
+    return route
+
+
+def mark_suspect(target: Target) -> None:
+    _suspects[target.instance_id] = time.monotonic() + SUSPECT_S
+
+
+def healthy_first(targets: list[Target]) -> list[Target]:
+    """Targets not recently refusing connections first, then the rest (better than nothing)."""
+    if not _suspects:
+        return targets
+    now = time.monotonic()
+    good = [t for t in targets if _suspects.get(t.instance_id, 0) < now]
+    return good + [t for t in targets if t not in good]

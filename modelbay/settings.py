@@ -1,0 +1,247 @@
+"""Modelbay settings: read from the environment, with embedded defaults.
+
+With nothing set, Modelbay runs on SQLite, a file-based cache, an in-memory channel
+layer, a Celery broker on the local filesystem and the ``local`` runtime backend. Set
+DATABASE_URL, REDIS_URL, CELERY_BROKER_URL and MODELBAY_RUNTIME_BACKEND for the
+production stack (see docker-compose.yml).
+"""
+
+import secrets
+import sys
+from pathlib import Path
+
+import dj_database_url
+
+from modelbay.env import env_bool, env_float, env_int, env_list, env_str, parse_zones
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("MODELBAY_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in DATA_DIR."""
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+SITE_URL = env_str("MODELBAY_SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "allauth",
+    "allauth.account",
+    "channels",
+    "accounts",
+    "controlplane",
+    "inference",
+    "marketplace",
+    "console",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "accounts.middleware.CurrentOrganizationMiddleware",
+]
+
+ROOT_URLCONF = "modelbay.urls"
+WSGI_APPLICATION = "modelbay.wsgi.application"
+ASGI_APPLICATION = "modelbay.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "console.context_processors.organizations",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server, the worker and beat share one file: WAL lets readers run beside
+    # the writer, IMMEDIATE transactions avoid deadlocks between two writers.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+# --- Cache, channel layer, Celery ---------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+else:
+    # Shared by every process on this host (web workers, Celery), unlike locmem.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = DATA_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+MODELBAY_RECONCILE_INTERVAL = env_float("MODELBAY_RECONCILE_INTERVAL", 10.0)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-services": {
+        "task": "controlplane.tasks.reconcile_all",
+        "schedule": MODELBAY_RECONCILE_INTERVAL,
+        # Missed runs do not pile up: a run older than its interval is dropped.
+        "options": {"expires": MODELBAY_RECONCILE_INTERVAL * 0.9},
+    },
+}
+
+# --- Auth ------------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = env_str("MODELBAY_EMAIL_VERIFICATION", "none")
+ACCOUNT_LOGOUT_ON_GET = False
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "console:home"
+ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+# --- REST API --------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
+        "accounts.authentication.ConsoleSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.HasOrganization"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "modelbay.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Modelbay API",
+    "DESCRIPTION": "Upload models, deploy them as inference services, and call them.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Static files ---------------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}
+
+# --- Modelbay -------------------------------------------------------------------------
+MODELBAY_RUNTIME_BACKEND = env_str("MODELBAY_RUNTIME_BACKEND", "local")
+MODELBAY_ZONES = parse_zones(env_str("MODELBAY_ZONES", "zone-a,zone-b"))
+MODELBAY_ARTIFACT_ROOT = Path(env_str("MODELBAY_ARTIFACT_ROOT", str(DATA_DIR / "artifacts")))
+MODELBAY_RUN_DIR = Path(env_str("MODELBAY_RUN_DIR", str(DATA_DIR / "run")))
+MODELBAY_MAX_UPLOAD_BYTES = env_int("MODELBAY_MAX_UPLOAD_BYTES", 500 * 1024 * 1024)
+MODELBAY_MAX_UNPACKED_BYTES = env_int("MODELBAY_MAX_UNPACKED_BYTES", 2 * 1024 * 1024 * 1024)
+MODELBAY_MAX_PREDICT_BYTES = env_int("MODELBAY_MAX_PREDICT_BYTES", 20 * 1024 * 1024)
+MODELBAY_MAX_REPLICAS = env_int("MODELBAY_MAX_REPLICAS", 16)
+MODELBAY_PREDICT_TIMEOUT = env_float("MODELBAY_PREDICT_TIMEOUT", 30.0)
+MODELBAY_CONNECT_TIMEOUT = env_float("MODELBAY_CONNECT_TIMEOUT", 1.0)
+MODELBAY_READY_TIMEOUT = env_float("MODELBAY_READY_TIMEOUT", 60.0)
+MODELBAY_RUNTIME_PYTHON = env_str("MODELBAY_RUNTIME_PYTHON", sys.executable)
+MODELBAY_RUNTIME_HOST = env_str("MODELBAY_RUNTIME_HOST", "127.0.0.1")
+# A process nothing owns is removed only once it is this old: a pass in another worker
+# may have started it moments ago, before its instance row was committed.
+MODELBAY_ORPHAN_GRACE_S = env_float("MODELBAY_ORPHAN_GRACE_S", 30.0)
+MODELBAY_KEY_TOUCH_INTERVAL = env_float("MODELBAY_KEY_TOUCH_INTERVAL", 60.0)
+
+# Request bodies read by Django itself (not file parts of an upload).
+DATA_UPLOAD_MAX_MEMORY_SIZE = MODELBAY_MAX_PREDICT_BYTES

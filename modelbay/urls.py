@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from inference.api.urls import api_urlpatterns as inference_api, oip_urlpatterns
+
+api_v1 = [
+    *inference_api,
+    path("", include("accounts.api.urls")),
+    path("", include("controlplane.api.urls")),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    path("v2/", include(oip_urlpatterns)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+    path("", include("console.urls")),
+]
+
+handler400 = "modelbay.errors.json_400"
+handler403 = "modelbay.errors.json_403"
+handler404 = "modelbay.errors.json_404"
+handler500 = "modelbay.errors.json_500"

@@ -1,0 +1,111 @@
+"""`make run`: migrate, load the demo, start the worker and the web server, print how to use it.
+
+Embedded defaults: SQLite, a filesystem Celery broker, the local runtime backend. Set
+the variables of docker-compose.yml for the production stack.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PORT = os.environ.get("PORT", "8000")
+HOST = os.environ.get("HOST", "127.0.0.1")
+URL = f"http://{HOST}:{PORT}"
+os.environ.setdefault("MODELBAY_SITE_URL", URL)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelbay.settings")
+BIN = Path(sys.executable).parent
+
+
+def manage(*args: str) -> str:
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, check=True, stdout=subprocess.PIPE, text=True)
+    return result.stdout
+
+
+def start(command: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=REPO, start_new_session=True)
+
+
+def wait_ready(service: str, organization: str, timeout_s: float = 120) -> str:
+    import django
+
+    django.setup()
+    from controlplane.models import Service
+
+    deadline = time.monotonic() + timeout_s
+    status = "provisioning"
+    while time.monotonic() < deadline:
+        service_row = Service.objects.filter(slug=service, organization__slug=organization, deleted_at=None).first()
+        status = service_row.status if service_row else "missing"
+        if status in ("ready", "failed", "degraded"):
+            return status if status != "failed" else f"failed: {service_row.error}"
+        time.sleep(0.5)
+    return status
+
+
+def stop_runtimes() -> None:
+    from controlplane.backends import get_backend
+
+    backend = get_backend()
+    for instance_id in backend.list():
+        backend.stop(instance_id)
+
+
+def main() -> int:
+    print("Preparing the database and the demo (first run trains the demo model) ...", flush=True)
+    manage("migrate", "--noinput", "-v", "0")
+    manage("collectstatic", "--noinput", "-v", "0")
+    demo = json.loads(manage("load_demo").strip().splitlines()[-1])
+    children = [
+        start([str(BIN / "celery"), "-A", "modelbay", "worker", "-B", "--pool=threads", "--concurrency=4",
+               "--loglevel=WARNING"]),
+        start([str(BIN / "gunicorn"), "modelbay.wsgi", "--bind", f"{HOST}:{PORT}",
+               "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--timeout", "120"]),
+    ]  # fmt: skip
+    status = wait_ready(demo["service"], demo["organization"])
+    example = json.dumps({"inputs": [[0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0,
+                                      0, 4, 12, 0, 0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0,
+                                      2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]]})  # fmt: skip
+    print(
+        f"""
+Modelbay is running at {URL}/
+  console login:  {demo['email']} / {demo['password']}
+  API docs:       {URL}/api/docs/
+  demo service:   {demo['service']} ({status})
+
+Try a prediction (a handwritten zero from the digits data set):
+  curl -s -X POST {URL}/api/v1/services/{demo['service']}/predict \\
+    -H 'Authorization: Bearer {demo['key']}' -H 'Content-Type: application/json' \\
+    -d '{example}'
+
+Press Ctrl+C to stop.""",
+        flush=True,
+    )
+
+    def shutdown(*_):
+        for child in children:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+        stop_runtimes()
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGTERM, shutdown)
+    while all(child.poll() is None for child in children):
+        time.sleep(1)
+    print("A Modelbay process exited; stopping.", file=sys.stderr)
+    shutdown()
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

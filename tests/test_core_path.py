@@ -1,0 +1,240 @@
+"""End to end on real processes: upload -> deploy (real Celery worker) -> runtime
+subprocesses -> predictions through the gateway, and the ways it goes wrong."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import psutil
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from conftest import python_package, wait_for
+from controlplane.backends import get_backend
+from controlplane.models import Instance, Service
+
+pytestmark = pytest.mark.integration
+
+
+def _upload(api, name: str, filename: str, content: bytes) -> dict:
+    response = api.post("/api/v1/models", {"name": name, "file": SimpleUploadedFile(filename, content)}, format="multipart")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def _deploy(api, name: str, model: str, replicas: int = 1) -> dict:
+    response = api.post("/api/v1/services", {"name": name, "model": model, "replicas": replicas}, format="json")
+    assert response.status_code == 202, response.content
+    return response.json()
+
+
+def _wait_status(api, slug: str, statuses=("ready",), timeout_s: float = 90) -> dict:
+    def settled():
+        body = api.get(f"/api/v1/services/{slug}").json()
+        return body if body["status"] in statuses else None
+
+    return wait_for(settled, timeout_s=timeout_s, what=f"service {slug} to be {'/'.join(statuses)}")
+
+
+def _predict(api, slug: str, inputs, **extra):
+    return api.post(f"/api/v1/services/{slug}/predict", {"inputs": inputs}, format="json", **extra)
+
+
+@pytest.fixture
+def digits_service(worker, api, digits_model):
+    _upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
+    _deploy(api, "digits", "digits", replicas=2)
+    return _wait_status(api, "digits")
+
+
+def test_upload_deploy_predict_matches_the_model(digits_service, api, digits_model):
+    from controlplane.demo import digits_data
+
+    _, classifier = digits_model
+    features, _ = digits_data()
+    batch = features[:25]
+    response = _predict(api, "digits", batch.tolist())
+    assert response.status_code == 200, response.content
+    assert response["X-Model-Version"] == "1"
+    body = response.json()
+    assert body["model_version"] == 1
+    assert len(body["outputs"]) == 25
+    assert [o["label"] for o in body["outputs"]] == classifier.predict(batch).tolist()
+    probabilities = np.array([o["probabilities"] for o in body["outputs"]])
+    np.testing.assert_allclose(probabilities, classifier.predict_proba(batch), atol=1e-4)
+
+
+def test_replicas_spread_over_zones_and_ready(digits_service):
+    instances = digits_service["instances"]
+    assert len(instances) == 2
+    assert {i["zone"] for i in instances} == {"zone-a", "zone-b"}
+    assert all(i["status"] == "ready" and i["version"] == 1 for i in instances)
+    assert digits_service["error"] is None
+
+
+def test_open_inference_protocol_through_the_gateway(digits_service, api, digits_model):
+    from controlplane.demo import digits_data
+
+    features, _ = digits_data()
+    metadata = api.get("/v2/models/digits").json()
+    assert metadata["name"] == "digits"
+    assert metadata["inputs"][0]["shape"] == [-1, 64]
+    assert api.get("/v2/models/digits/ready").json() == {"name": "digits", "ready": True}
+    request = {"inputs": [{"name": "X", "shape": [2, 64], "datatype": "FP32", "data": features[:2].ravel().tolist()}]}
+    response = api.post("/v2/models/digits/infer", request, format="json")
+    assert response.status_code == 200, response.content
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert outputs["label"]["data"] == digits_model[1].predict(features[:2]).tolist()
+
+
+@pytest.mark.parametrize(
+    "body, content_type, status, code",
+    [
+        (b"{not json", "application/json", 400, "invalid_request"),
+        (b'{"instances": [[1]]}', "application/json", 400, "invalid_request"),
+        (b'{"inputs": [[1, 2, 3]]}', "application/json", 422, "invalid_input"),
+        (json.dumps({"inputs": [["a"] * 64]}).encode(), "application/json", 422, "invalid_input"),
+    ],
+    ids=["malformed-json", "missing-inputs", "wrong-shape", "wrong-type"],
+)
+def test_bad_predict_input_answers_json_errors(digits_service, api, body, content_type, status, code):
+    response = api.generic("POST", "/api/v1/services/digits/predict", body, content_type=content_type)
+    assert response.status_code == status, response.content
+    assert response.json()["code"] == code
+    assert response.json()["detail"]
+
+
+def test_oversized_predict_body_answers_413(digits_service, api, settings):
+    settings.MODELBAY_MAX_PREDICT_BYTES = 10_000
+    response = _predict(api, "digits", [[0.0] * 64] * 200)
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+def test_wrong_scope_and_foreign_tenant_cannot_predict(digits_service, manage_only_api, outsider_api):
+    assert _predict(manage_only_api, "digits", [[0] * 64]).status_code == 403
+    response = _predict(outsider_api, "digits", [[0] * 64])
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_killed_runtime_is_restarted_and_calls_keep_working(digits_service, api):
+    victim = Instance.objects.filter(status="ready").first()
+    process = next(
+        p for p in psutil.process_iter(["cmdline"]) if any(victim.id in part for part in (p.info["cmdline"] or []))
+    )
+    os.kill(process.pid, signal.SIGKILL)
+    # The other replica takes the calls while reconcile brings the killed one back.
+    for _ in range(20):
+        assert _predict(api, "digits", [[0] * 64]).status_code == 200
+
+    def restarted():
+        victim.refresh_from_db()
+        return victim.restarts >= 1 and victim.status == "ready"
+
+    wait_for(restarted, what="the killed instance to be restarted")
+    assert get_backend().list()[victim.id].alive
+    assert _wait_status(api, "digits")["status"] == "ready"
+
+
+def test_scale_up_then_down(digits_service, api):
+    assert api.patch("/api/v1/services/digits", {"replicas": 3}, format="json").status_code == 202
+    wait_for(lambda: Instance.objects.filter(status="ready").count() == 3, what="3 ready instances")
+    assert api.patch("/api/v1/services/digits", {"replicas": 1}, format="json").status_code == 202
+    wait_for(lambda: Instance.objects.count() == 1, what="scale down to 1")
+    wait_for(lambda: len(get_backend().list()) == 1, what="extra processes stopped")
+    assert _predict(api, "digits", [[0] * 64]).status_code == 200
+
+
+def test_deleting_a_service_stops_its_processes(digits_service, api):
+    ids = {i["id"] for i in digits_service["instances"]}
+    assert ids <= set(get_backend().list())
+    assert api.delete("/api/v1/services/digits").status_code == 202
+    assert _predict(api, "digits", [[0] * 64]).status_code == 404
+    wait_for(lambda: not (ids & set(get_backend().list())), what="the processes to stop")
+    wait_for(lambda: not Service.objects.exists(), what="the service row to go")
+    assert api.delete("/api/v1/models/digits").status_code == 204
+
+
+def test_orphan_runtime_process_is_removed(digits_service, digits_model, tmp_path):
+    from controlplane.backends import InstanceSpec
+
+    model_dir = tmp_path / "orphan"
+    model_dir.mkdir()
+    (model_dir / "model.onnx").write_bytes(digits_model[0].read_bytes())
+    spec = InstanceSpec("i-orphan00000", "acme", "nobody", 1, "zone-a", model_dir)
+    get_backend().start(spec)
+    assert "i-orphan00000" in get_backend().list()
+    wait_for(lambda: "i-orphan00000" not in get_backend().list(), what="reconcile to remove the orphan")
+
+
+FAILING_LOAD = """
+class Model:
+    def load(self, model_dir):
+        raise ValueError("weights file is corrupt")
+
+    def predict(self, inputs):
+        return inputs
+"""
+
+
+def test_model_whose_load_fails_ends_failed_with_its_message(worker, api):
+    _upload(api, "broken", "broken.zip", python_package(FAILING_LOAD))
+    _deploy(api, "broken", "broken")
+    body = _wait_status(api, "broken", statuses=("failed",), timeout_s=60)
+    assert "weights file is corrupt" in body["error"]
+    assert all(i["status"] == "failed" for i in body["instances"])
+    response = _predict(api, "broken", [1])
+    assert response.status_code == 503
+    assert response.json()["code"] == "unavailable"
+    assert response["Retry-After"]
+
+
+ECHO_MODEL = """
+import time
+
+class Model:
+    def load(self, model_dir):
+        self.prefix = open(model_dir + "/prefix.txt").read().strip()
+
+    def predict(self, inputs):
+        out = []
+        for item in inputs:
+            if item == "slow":
+                time.sleep(3)
+            out.append(len(item) if isinstance(item, bytes) else f"{self.prefix}{item}")
+        return out
+"""
+
+
+@pytest.fixture
+def echo_service(worker, api):
+    from conftest import make_zip
+
+    package = make_zip(
+        {
+            "modelbay.yaml": "framework: python\nentrypoint: predictor:Model\n",
+            "predictor.py": ECHO_MODEL,
+            "prefix.txt": "echo:",
+        }
+    )
+    _upload(api, "echo", "echo.zip", package)
+    _deploy(api, "echo", "echo")
+    return _wait_status(api, "echo")
+
+
+def test_python_model_predicts_json_and_raw_bytes(echo_service, api):
+    response = _predict(api, "echo", ["a", "b"])
+    assert response.status_code == 200, response.content
+    assert response.json()["outputs"] == ["echo:a", "echo:b"]
+    raw = api.generic("POST", "/api/v1/services/echo/predict", b"\x89PNG....", content_type="image/png")
+    assert raw.status_code == 200, raw.content
+    assert raw.json()["outputs"] == [8]
+
+
+def test_slow_instance_answers_504(echo_service, api, settings):
+    settings.MODELBAY_PREDICT_TIMEOUT = 1.0
+    response = _predict(api, "echo", ["slow"])
+    assert response.status_code == 504
+    assert response.json()["code"] == "upstream_timeout"

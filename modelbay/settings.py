@@ -127,8 +127,8 @@ else:
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
-if CELERY_BROKER_URL == "filesystem://":
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
+if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = DATA_DIR / "broker"
     for _sub in ("queue", "processed"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
@@ -137,6 +137,7 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        "polling_interval": 0.2,  # seconds between looks at the queue folder (default 1)
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -202,8 +203,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Static files ---------------------------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = Path(env_str("MODELBAY_STATIC_ROOT", str(DATA_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -237,7 +238,9 @@ MODELBAY_PREDICT_TIMEOUT = env_float("MODELBAY_PREDICT_TIMEOUT", 30.0)
 MODELBAY_CONNECT_TIMEOUT = env_float("MODELBAY_CONNECT_TIMEOUT", 1.0)
 MODELBAY_READY_TIMEOUT = env_float("MODELBAY_READY_TIMEOUT", 60.0)
 MODELBAY_RUNTIME_PYTHON = env_str("MODELBAY_RUNTIME_PYTHON", sys.executable)
-MODELBAY_RUNTIME_HOST = env_str("MODELBAY_RUNTIME_HOST", "127.0.0.1")
+MODELBAY_RUNTIME_HOST = env_str("MODELBAY_RUNTIME_HOST", "127.0.0.1")  # where local runtimes listen
+# The host name the gateway uses to reach local runtimes (another container in compose).
+MODELBAY_RUNTIME_ADVERTISE_HOST = env_str("MODELBAY_RUNTIME_ADVERTISE_HOST", MODELBAY_RUNTIME_HOST)
 # A process nothing owns is removed only once it is this old: a pass in another worker
 # may have started it moments ago, before its instance row was committed.
 MODELBAY_ORPHAN_GRACE_S = env_float("MODELBAY_ORPHAN_GRACE_S", 30.0)

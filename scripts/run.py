@@ -19,6 +19,7 @@ URL = f"http://{HOST}:{PORT}"
 os.environ.setdefault("MODELBAY_SITE_URL", URL)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelbay.settings")
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
 
 
 def manage(*args: str) -> str:
@@ -64,7 +65,7 @@ def main() -> int:
         start([str(BIN / "celery"), "-A", "modelbay", "worker", "-B", "--pool=threads", "--concurrency=4",
                "--loglevel=WARNING"]),
         start([str(BIN / "gunicorn"), "modelbay.wsgi", "--bind", f"{HOST}:{PORT}",
-               "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--timeout", "120"]),
+               "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--timeout", "120", "--no-control-socket"]),
     ]  # fmt: skip
     status = wait_ready(demo["service"], demo["organization"])
     example = json.dumps({"inputs": [[0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0,

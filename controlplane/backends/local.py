@@ -51,6 +51,7 @@ class LocalBackend:
     def __init__(self):
         self.namespace = _namespace()
         self.host = settings.MODELBAY_RUNTIME_HOST
+        self.advertise_host = settings.MODELBAY_RUNTIME_ADVERTISE_HOST
         self.log_dir = settings.MODELBAY_RUN_DIR / "logs"
         self.venv_dir = settings.DATA_DIR / "venvs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,7 @@ class LocalBackend:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         return RunningInstance(
-            spec.instance_id, f"http://{self.host}:{port}", alive=True, zone=spec.zone, created_at=time.time()
+            spec.instance_id, f"http://{self.advertise_host}:{port}", alive=True, zone=spec.zone, created_at=time.time()
         )
 
     def stop(self, instance_id: str) -> None:
@@ -100,9 +101,8 @@ class LocalBackend:
             except psutil.Error:
                 continue
             port = _flag_value(cmdline, "--port")
-            host = _flag_value(cmdline, "--host") or self.host
             running[instance_id] = RunningInstance(
-                instance_id, f"http://{host}:{port}", alive=alive, created_at=created_at
+                instance_id, f"http://{self.advertise_host}:{port}", alive=alive, created_at=created_at
             )
         return running
 

@@ -1,0 +1,18 @@
+# The Modelbay web/gateway and worker image (docker-compose.yml runs it as web, worker, beat).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 \
+    MODELBAY_DATA_DIR=/data MODELBAY_STATIC_ROOT=/app/staticfiles
+WORKDIR /app
+COPY requirements.txt ./
+COPY inference/runtime/requirements.txt inference/runtime/requirements.txt
+RUN pip install -r requirements.txt
+COPY . .
+RUN useradd --system --uid 10001 --home /app modelbay \
+    && mkdir -p /data && chown modelbay /data \
+    && MODELBAY_DATA_DIR=/tmp/build SECRET_KEY=build python manage.py collectstatic --noinput -v 0 \
+    && rm -rf /tmp/build
+USER modelbay
+EXPOSE 8000
+CMD ["gunicorn", "modelbay.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--no-control-socket"]

@@ -136,6 +136,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 class ConsoleSessionAuthentication(authentication.SessionAuthentication):
     """The console's session cookie (with CSRF), acting for the user's current organization."""
 
+    def enforce_csrf(self, request):
+        # Check the Django request: DRF's request.POST would parse the body with the
+        # view's parsers, and the gateway views have none (they forward the raw body).
+        super().enforce_csrf(request._request)
+
     def authenticate(self, request):
         result = super().authenticate(request)
         if result is None:

@@ -1,0 +1,53 @@
+"""Example predict bodies for the "Try it" box, made from a model version's input shape."""
+
+import json
+from functools import lru_cache
+
+from django.conf import settings
+
+from controlplane import packages
+from controlplane.models import ModelVersion
+
+_FALLBACK_SHAPE = (-1, 1)
+_ONNX_STRING = 8  # onnx.TensorProto.STRING
+
+
+def example_body(model_version: ModelVersion | None) -> str:
+    """``{"inputs": [<one example>]}`` as compact JSON, ready to edit and send."""
+    shape, text = _input_spec(model_version) if model_version else (_FALLBACK_SHAPE, False)
+    return json.dumps({"inputs": [_filled(shape[1:], "" if text else 0.0)]})
+
+
+def _filled(shape, value):
+    if not shape:
+        return value
+    return [_filled(shape[1:], value) for _ in range(max(shape[0], 1))]
+
+
+def _input_spec(model_version: ModelVersion) -> tuple[tuple[int, ...], bool]:
+    """The first input's shape (batch first) and whether it holds text."""
+    inputs = model_version.manifest.get("inputs")
+    if inputs:
+        return tuple(inputs[0]["shape"]) or _FALLBACK_SHAPE, inputs[0]["datatype"] == "BYTES"
+    model_file = model_version.manifest.get("model")
+    if model_version.framework == "onnx" and model_file:
+        return _onnx_input_spec(model_version.sha256, model_file)
+    return _FALLBACK_SHAPE, False
+
+
+@lru_cache(maxsize=64)
+def _onnx_input_spec(sha256: str, model_file: str) -> tuple[tuple[int, ...], bool]:
+    import onnx
+
+    path = packages.unpacked_path(sha256, artifact_root=settings.MODELBAY_ARTIFACT_ROOT) / model_file
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # a missing or unreadable artifact only costs the example
+        return _FALLBACK_SHAPE, False
+    initializers = {tensor.name for tensor in graph.initializer}
+    first = next((i for i in graph.input if i.name not in initializers), None)
+    if first is None:
+        return _FALLBACK_SHAPE, False
+    tensor = first.type.tensor_type
+    shape = tuple(dim.dim_value or -1 for dim in tensor.shape.dim)
+    return shape or _FALLBACK_SHAPE, tensor.elem_type == _ONNX_STRING

@@ -1,0 +1,466 @@
+import json
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import services as account_services
+from accounts.middleware import SESSION_KEY
+from accounts.models import ApiKey, Membership
+from console import examples
+from controlplane import services
+from controlplane.choices import ServiceStatus
+from controlplane.models import Model, ModelVersion, Service
+
+pytestmark = pytest.mark.django_db
+
+
+def _url(name, *args):
+    return reverse(f"console:{name}", args=args)
+
+
+# --- access ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name", ["home", "model_list", "service_list", "service_create", "key_list", "organization_create"]
+)
+def test_anonymous_visitor_is_sent_to_login(client, name):
+    response = client.get(_url(name))
+
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("account_login"))
+
+
+def test_user_without_organization_is_sent_to_create_one(client, user_factory):
+    client.force_login(user_factory())
+
+    response = client.get(_url("service_list"))
+
+    assert response.status_code == 302
+    assert response.url == _url("organization_create")
+
+
+def test_every_page_renders_for_the_owner(owner_client, service, api_key):
+    slug = service.model.slug
+    pages = [
+        _url("home"),
+        _url("model_list"),
+        _url("model_detail", slug),
+        _url("service_list"),
+        _url("service_create"),
+        _url("service_detail", service.slug),
+        _url("service_status", service.slug),
+        _url("key_list"),
+        _url("organization_create"),
+    ]
+    for page in pages:
+        response = owner_client.get(page)
+        assert response.status_code == 200, page
+
+
+def test_auth_pages_render(client, owner):
+    for name in ["account_login", "account_signup"]:
+        assert client.get(reverse(name)).status_code == 200
+    client.force_login(owner)
+    assert client.get(reverse("account_logout")).status_code == 200
+
+
+def test_home_counts_the_organizations_objects(owner_client, service, api_key):
+    response = owner_client.get(_url("home"))
+
+    assert response.context["model_count"] == 1
+    assert list(response.context["services"]) == [service]
+    assert response.context["key_count"] == 1
+
+
+def test_missing_objects_answer_404(owner_client, organization):
+    for page in [_url("model_detail", "nope"), _url("service_detail", "nope"), _url("service_status", "nope")]:
+        assert owner_client.get(page).status_code == 404
+    assert owner_client.post(_url("key_revoke", 999999)).status_code == 404
+
+
+def test_mutating_views_refuse_get(owner_client, service, api_key):
+    for page in [
+        _url("model_delete", service.model.slug),
+        _url("service_delete", service.slug),
+        _url("service_scale", service.slug),
+        _url("key_revoke", api_key.pk),
+    ]:
+        assert owner_client.get(page).status_code == 405
+
+
+# --- organizations -------------------------------------------------------------------------
+def test_creating_an_organization_makes_the_creator_owner_and_switches_to_it(owner_client, owner):
+    response = owner_client.post(_url("organization_create"), {"name": "Research Lab"})
+
+    membership = Membership.objects.get(user=owner, organization__name="Research Lab")
+    assert membership.role == "owner"
+    assert response.url == _url("home")
+    assert owner_client.session[SESSION_KEY] == membership.organization_id
+
+
+def test_user_without_organization_can_create_one(client, user_factory):
+    user = user_factory()
+    client.force_login(user)
+
+    client.post(_url("organization_create"), {"name": "Solo"})
+
+    assert client.get(_url("home")).context["current_organization"].name == "Solo"
+
+
+def test_switching_to_an_own_organization(owner_client, owner):
+    other = account_services.organization_create(name="Second", owner=owner)
+
+    response = owner_client.post(_url("organization_switch"), {"organization": other.pk, "next": _url("model_list")})
+
+    assert response.url == _url("model_list")
+    assert owner_client.session[SESSION_KEY] == other.pk
+    assert owner_client.get(_url("home")).context["current_organization"] == other
+
+
+def test_switching_to_another_users_organization_is_404(owner_client, organization, outsider_organization):
+    response = owner_client.post(_url("organization_switch"), {"organization": outsider_organization.pk})
+
+    assert response.status_code == 404
+    assert owner_client.get(_url("home")).context["current_organization"] == organization
+
+
+def test_switch_ignores_a_foreign_next_url(owner_client, organization):
+    response = owner_client.post(
+        _url("organization_switch"), {"organization": organization.pk, "next": "https://evil.example/"}
+    )
+
+    assert response.url == _url("home")
+
+
+def test_switcher_lists_only_the_users_organizations(owner_client, outsider_organization):
+    response = owner_client.get(_url("home"))
+
+    assert b"Acme" in response.content
+    assert b"Globex" not in response.content
+
+
+# --- models --------------------------------------------------------------------------------
+def test_uploading_a_model_redirects_to_its_page(owner_client, organization, digits_upload):
+    response = owner_client.post(
+        _url("model_list"), {"name": "Digits", "description": "Handwritten digits", "file": digits_upload}
+    )
+
+    model = Model.objects.get(organization=organization)
+    assert response.url == _url("model_detail", model.slug)
+    assert model.versions.get().framework == "onnx"
+    page = owner_client.get(response.url)
+    assert b"Handwritten digits" in page.content
+    assert model.versions.get().sha256[:12].encode() in page.content
+
+
+def test_a_bad_package_shows_its_error_and_stores_nothing(owner_client, bad_package):
+    response = owner_client.post(_url("model_list"), {"name": "Broken", "file": bad_package})
+
+    assert response.status_code == 400
+    assert "modelbay.yaml: framework:" in response.context["form"].errors["file"][0]
+    assert b"modelbay.yaml: framework:" in response.content
+    assert Model.objects.count() == 0
+    assert ModelVersion.objects.count() == 0
+
+
+def test_a_taken_model_name_is_a_form_error(owner_client, model, make_digits_upload):
+    response = owner_client.post(_url("model_list"), {"name": "Digits", "file": make_digits_upload()})
+
+    assert response.status_code == 400
+    assert "already exists" in response.context["form"].non_field_errors()[0]
+    assert Model.objects.count() == 1
+
+
+def test_model_list_shows_versions_framework_and_size(owner_client, model):
+    response = owner_client.get(_url("model_list"))
+
+    listed = response.context["models"][0]
+    assert (listed.version_count, listed.latest.framework) == (1, "onnx")
+    assert b"Digits" in response.content
+
+
+def test_uploading_a_new_version(owner_client, model, make_digits_upload):
+    response = owner_client.post(_url("model_version_add", model.slug), {"file": make_digits_upload()})
+
+    assert response.url == _url("model_detail", model.slug)
+    assert list(model.versions.values_list("version", flat=True)) == [1, 2]
+
+
+def test_a_bad_new_version_is_refused_on_the_model_page(owner_client, model, bad_package):
+    response = owner_client.post(_url("model_version_add", model.slug), {"file": bad_package})
+
+    assert response.status_code == 400
+    assert b"modelbay.yaml: framework" in response.content
+    assert model.versions.count() == 1
+
+
+def test_deleting_a_model(owner_client, model):
+    response = owner_client.post(_url("model_delete", model.slug))
+
+    assert response.url == _url("model_list")
+    assert not Model.objects.exists()
+
+
+def test_deleting_a_deployed_model_shows_the_conflict(owner_client, service):
+    response = owner_client.post(_url("model_delete", service.model.slug), follow=True)
+
+    assert b"A version of this model is deployed" in response.content
+    assert Model.objects.filter(pk=service.model_id).exists()
+
+
+# --- services ------------------------------------------------------------------------------
+def test_deploying_creates_a_service_and_enqueues_provisioning(
+    owner_client, model, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = owner_client.post(
+            _url("service_create"), {"name": "Digits API", "model": model.slug, "version": "", "replicas": 2}
+        )
+
+    service = Service.objects.get(slug="digits-api")
+    assert response.url == _url("service_detail", service.slug)
+    assert (service.replicas, service.status) == (2, ServiceStatus.PROVISIONING)
+    assert service.deployments.get().model_version.version == 1
+    assert len(callbacks) == 1
+
+
+def test_deploy_form_preselects_the_model(owner_client, model):
+    response = owner_client.get(_url("service_create"), {"model": model.slug})
+
+    assert response.context["form"]["model"].value() == model.slug
+
+
+def test_deploying_an_unknown_version_is_a_version_error(owner_client, model):
+    response = owner_client.post(
+        _url("service_create"), {"name": "Digits API", "model": model.slug, "version": 7, "replicas": 1}
+    )
+
+    assert response.status_code == 400
+    assert "has no version 7" in response.context["form"].errors["version"][0]
+    assert not Service.objects.exists()
+
+
+def test_deploying_too_many_replicas_is_a_replicas_error(owner_client, model, settings):
+    response = owner_client.post(
+        _url("service_create"),
+        {"name": "Digits API", "model": model.slug, "replicas": settings.MODELBAY_MAX_REPLICAS + 1},
+    )
+
+    assert "replicas must be between" in response.context["form"].errors["replicas"][0]
+
+
+def test_deploying_under_a_taken_name_is_a_form_error(owner_client, service):
+    response = owner_client.post(
+        _url("service_create"), {"name": service.name, "model": service.model.slug, "replicas": 1}
+    )
+
+    assert response.status_code == 400
+    assert "already exists" in response.context["form"].non_field_errors()[0]
+    assert Service.objects.count() == 1
+
+
+def test_service_page_shows_status_traffic_try_it_and_curl(owner_client, service):
+    response = owner_client.get(_url("service_detail", service.slug))
+
+    content = response.content.decode()
+    assert 'data-status="provisioning"' in content
+    assert "v1 · 100%" in content
+    assert json.loads(response.context["example"]) == {"inputs": [[0.0] * 64]}
+    assert f"http://testserver/api/v1/services/{service.slug}/predict" in content
+    assert 'data-polling="on"' in content
+
+
+def test_service_page_shows_the_error_and_instances(owner_client, service):
+    Service.objects.filter(pk=service.pk).update(status=ServiceStatus.FAILED, error="cannot load model.onnx")
+    deployment = service.deployments.get()
+    deployment.instances.create(zone="zone-a", status="failed", error="exit code 1", restarts=3)
+
+    response = owner_client.get(_url("service_detail", service.slug))
+
+    content = response.content.decode()
+    assert "<pre>cannot load model.onnx</pre>" in content
+    assert "zone-a" in content and "exit code 1" in content
+    assert 'data-polling="off"' in content
+
+
+def test_status_fragment_polls_only_while_the_service_settles(owner_client, service):
+    assert b'data-polling="on"' in owner_client.get(_url("service_status", service.slug)).content
+
+    Service.objects.filter(pk=service.pk).update(status=ServiceStatus.READY)
+
+    fragment = owner_client.get(_url("service_status", service.slug))
+    assert b'data-polling="off"' in fragment.content
+    assert b"<html" not in fragment.content
+
+
+def test_scaling_a_service(owner_client, service):
+    response = owner_client.post(_url("service_scale", service.slug), {"replicas": 3})
+
+    assert response.url == _url("service_detail", service.slug)
+    service.refresh_from_db()
+    assert service.replicas == 3
+
+
+def test_scaling_beyond_the_limit_is_a_form_error(owner_client, service, settings):
+    response = owner_client.post(_url("service_scale", service.slug), {"replicas": settings.MODELBAY_MAX_REPLICAS + 1})
+
+    assert response.status_code == 400
+    assert "replicas must be between" in response.context["scale_form"].errors["replicas"][0]
+    service.refresh_from_db()
+    assert service.replicas == 1
+
+
+def test_deleting_a_service_removes_it_from_the_list(owner_client, service):
+    response = owner_client.post(_url("service_delete", service.slug))
+
+    assert response.url == _url("service_list")
+    assert list(owner_client.get(_url("service_list")).context["services"]) == []
+    assert owner_client.get(_url("service_detail", service.slug)).status_code == 404
+
+
+# --- API keys ------------------------------------------------------------------------------
+def test_creating_a_key_shows_it_once(owner_client, organization, owner):
+    response = owner_client.post(_url("key_list"), {"name": "ci", "scopes": ["predict"]})
+
+    assert response.url == _url("key_created")
+    api_key = ApiKey.objects.get(organization=organization)
+    assert (api_key.scopes, api_key.created_by) == (["predict"], owner)
+    shown = owner_client.get(_url("key_created"))
+    full_key = shown.context["full_key"]
+    assert full_key.startswith(f"mb_{api_key.prefix}_")
+    assert full_key.encode() in shown.content
+    assert "no-store" in shown["Cache-Control"]
+    again = owner_client.get(_url("key_created"))
+    assert again.url == _url("key_list")
+    assert full_key.encode() not in owner_client.get(_url("key_list")).content
+
+
+def test_a_created_key_works_against_the_api(owner_client):
+    owner_client.post(_url("key_list"), {"name": "ci", "scopes": ["manage"]})
+    full_key = owner_client.get(_url("key_created")).context["full_key"]
+
+    response = owner_client.get("/api/v1/models", HTTP_AUTHORIZATION=f"Bearer {full_key}")
+
+    assert response.status_code == 200
+
+
+def test_a_key_can_expire_on_a_future_day(owner_client, organization):
+    day = (timezone.now() + timedelta(days=30)).date()
+
+    owner_client.post(_url("key_list"), {"name": "temp", "scopes": ["predict"], "expires_on": day.isoformat()})
+
+    assert ApiKey.objects.get(organization=organization).expires_at.date() == day
+
+
+def test_a_key_cannot_expire_in_the_past(owner_client):
+    day = (timezone.now() - timedelta(days=1)).date()
+
+    response = owner_client.post(_url("key_list"), {"name": "old", "scopes": ["predict"], "expires_on": day})
+
+    assert response.status_code == 400
+    assert "expires_on" in response.context["form"].errors
+    assert not ApiKey.objects.exists()
+
+
+def test_a_key_needs_a_scope(owner_client):
+    response = owner_client.post(_url("key_list"), {"name": "none"})
+
+    assert "scopes" in response.context["form"].errors
+
+
+def test_revoking_a_key(owner_client, api_key):
+    response = owner_client.post(_url("key_revoke", api_key.pk))
+
+    assert response.url == _url("key_list")
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is not None
+    assert list(owner_client.get(_url("key_list")).context["keys"]) == []
+
+
+# --- owner / member / outsider -------------------------------------------------------------
+def _object_pages(service, api_key):
+    """Every console page and action addressing one object of the owner's organization."""
+    model_slug = service.model.slug
+    return [
+        ("get", _url("model_detail", model_slug)),
+        ("post", _url("model_version_add", model_slug)),
+        ("post", _url("model_delete", model_slug)),
+        ("get", _url("service_detail", service.slug)),
+        ("get", _url("service_status", service.slug)),
+        ("post", _url("service_scale", service.slug)),
+        ("post", _url("service_delete", service.slug)),
+        ("post", _url("key_revoke", api_key.pk)),
+    ]
+
+
+def test_outsider_gets_404_on_every_object_page_and_action(outsider_client, service, api_key):
+    for method, page in _object_pages(service, api_key):
+        data = {"replicas": 2} if method == "post" else None
+        response = getattr(outsider_client, method)(page, data)
+        assert response.status_code == 404, (method, page)
+
+    service.refresh_from_db()
+    api_key.refresh_from_db()
+    assert (service.replicas, service.deleted_at, api_key.revoked_at) == (1, None, None)
+    assert Model.objects.filter(pk=service.model_id).exists()
+
+
+def test_outsider_cannot_deploy_another_organizations_model(outsider_client, model):
+    response = outsider_client.post(_url("service_create"), {"name": "Stolen", "model": model.slug, "replicas": 1})
+
+    assert response.status_code == 400
+    assert "model" in response.context["form"].errors
+    assert not Service.objects.exists()
+
+
+def test_member_can_see_and_use_the_organizations_objects(member_client, service, api_key):
+    pages = [_url("model_detail", service.model.slug), _url("service_detail", service.slug), _url("key_list")]
+    for page in pages:
+        assert member_client.get(page).status_code == 200, page
+
+    response = member_client.post(_url("service_scale", service.slug), {"replicas": 2})
+
+    assert response.status_code == 302
+    service.refresh_from_db()
+    assert service.replicas == 2
+
+
+def test_list_pages_never_show_another_organizations_objects(
+    owner_client, outsider_client, service, api_key, outsider_organization, make_digits_upload
+):
+    foreign_model = services.model_create(
+        organization=outsider_organization, name="Globex secret", upload=make_digits_upload()
+    )
+    foreign_service = services.service_create(
+        organization=outsider_organization, name="Globex service", model_slug=foreign_model.slug
+    )
+    account_services.api_key_create(organization=outsider_organization, name="globex-key")
+
+    for page in [_url("home"), _url("model_list"), _url("service_list"), _url("key_list"), _url("service_create")]:
+        content = owner_client.get(page).content
+        assert b"Globex secret" not in content and b"Globex service" not in content and b"globex-key" not in content
+
+    for page in [_url("home"), _url("model_list"), _url("service_list"), _url("key_list"), _url("service_create")]:
+        content = outsider_client.get(page).content
+        assert b"Digits API" not in content and b">ci<" not in content
+    assert outsider_client.get(_url("service_detail", foreign_service.slug)).status_code == 200
+
+
+# --- example inputs ------------------------------------------------------------------------
+def test_example_body_follows_the_manifest_schema():
+    version = ModelVersion(
+        framework="python", manifest={"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2, 3]}]}
+    )
+
+    assert json.loads(examples.example_body(version)) == {"inputs": [[[0.0] * 3] * 2]}
+
+
+def test_example_body_for_text_inputs():
+    version = ModelVersion(framework="python", manifest={"inputs": [{"name": "t", "datatype": "BYTES", "shape": [-1]}]})
+
+    assert json.loads(examples.example_body(version)) == {"inputs": [""]}
+
+
+def test_example_body_without_a_schema_is_a_small_batch():
+    assert json.loads(examples.example_body(ModelVersion(framework="python", manifest={}))) == {"inputs": [[0.0]]}

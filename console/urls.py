@@ -1,0 +1,24 @@
+from django.urls import path
+
+from console import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("organizations/new/", views.organization_create, name="organization_create"),
+    path("organizations/switch/", views.organization_switch, name="organization_switch"),
+    path("models/", views.model_list, name="model_list"),
+    path("models/<slug:slug>/", views.model_detail, name="model_detail"),
+    path("models/<slug:slug>/versions/", views.model_version_add, name="model_version_add"),
+    path("models/<slug:slug>/delete/", views.model_delete, name="model_delete"),
+    path("deploy/", views.service_create, name="service_create"),
+    path("services/", views.service_list, name="service_list"),
+    path("services/<slug:slug>/", views.service_detail, name="service_detail"),
+    path("services/<slug:slug>/status/", views.service_status, name="service_status"),
+    path("services/<slug:slug>/scale/", views.service_scale, name="service_scale"),
+    path("services/<slug:slug>/delete/", views.service_delete, name="service_delete"),
+    path("keys/", views.key_list, name="key_list"),
+    path("keys/created/", views.key_created, name="key_created"),
+    path("keys/<int:key_id>/revoke/", views.key_revoke, name="key_revoke"),
+]

@@ -1,0 +1,145 @@
+/* Modelbay console: small progressive enhancements. Every page works without it. */
+(function () {
+  "use strict";
+
+  var POLL_INTERVAL_MS = 2000;
+
+  function csrfToken(root) {
+    var input = (root || document).querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  }
+
+  /* The service status block reloads itself while the service is settling. */
+  function poll(block) {
+    if (block.dataset.polling !== "on") return;
+    window.setTimeout(function () {
+      fetch(block.dataset.pollUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (response) {
+          if (response.status === 404 || response.status === 403) return null;
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.text();
+        })
+        .then(function (html) {
+          if (html === null) return;
+          var template = document.createElement("template");
+          template.innerHTML = html.trim();
+          var fresh = template.content.firstElementChild;
+          block.replaceWith(fresh);
+          poll(fresh);
+        })
+        .catch(function () { poll(block); });
+    }, POLL_INTERVAL_MS);
+  }
+
+  function pretty(text) {
+    try { return JSON.stringify(JSON.parse(text), null, 2); } catch (error) { return text; }
+  }
+
+  function showAnswer(form, label, ok, text) {
+    var status = form.querySelector("[data-try-status]");
+    var output = form.querySelector("[data-try-output]");
+    status.textContent = label;
+    status.className = "try-status " + (ok ? "is-ok" : "is-error");
+    output.textContent = text;
+    output.className = "response " + (ok ? "is-ok" : "is-error");
+    output.hidden = false;
+  }
+
+  /* "Try it": send the textarea to the predict API with the session cookie and show the answer. */
+  function setUpTryIt(form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var body = form.elements.body.value;
+      try { JSON.parse(body); } catch (error) {
+        showAnswer(form, "Not sent", false, "The request body is not valid JSON: " + error.message);
+        return;
+      }
+      var button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      fetch(form.action, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken(form) },
+        body: body
+      })
+        .then(function (response) {
+          return response.text().then(function (text) {
+            var label = response.status + " " + (response.statusText || "");
+            showAnswer(form, label.trim(), response.ok, pretty(text));
+          });
+        })
+        .catch(function (error) { showAnswer(form, "Network error", false, String(error)); })
+        .then(function () { button.disabled = false; });
+    });
+  }
+
+  function copyWithSelection(text) {
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text).catch(function () { copyWithSelection(text); });
+    }
+    copyWithSelection(text);
+    return Promise.resolve();
+  }
+
+  function setUpCopy(button) {
+    button.addEventListener("click", function () {
+      var target = document.querySelector(button.dataset.copy);
+      copyText(target.textContent).then(function () {
+        var label = button.textContent;
+        button.textContent = "Copied";
+        window.setTimeout(function () { button.textContent = label; }, 1500);
+      });
+    });
+  }
+
+  function setUpConfirm(form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  }
+
+  /* Uploads take a moment: say so and stop double submits. */
+  function setUpBusy(button) {
+    button.form.addEventListener("submit", function () {
+      window.setTimeout(function () {
+        button.disabled = true;
+        button.textContent = button.dataset.busyLabel;
+      }, 0);
+    });
+  }
+
+  function closeMenusOnOutsideClick(event) {
+    document.querySelectorAll("details.user-menu[open]").forEach(function (menu) {
+      if (!menu.contains(event.target)) menu.removeAttribute("open");
+    });
+  }
+
+  function each(selector, setUp) {
+    document.querySelectorAll(selector).forEach(setUp);
+  }
+
+  document.documentElement.classList.add("js");
+  document.addEventListener("DOMContentLoaded", function () {
+    each("[data-poll-url]", poll);
+    each("[data-try-it]", setUpTryIt);
+    each("[data-copy]", setUpCopy);
+    each("form[data-confirm]", setUpConfirm);
+    each("[data-busy-label]", setUpBusy);
+    each("select[data-autosubmit]", function (select) {
+      select.addEventListener("change", function () { select.form.submit(); });
+    });
+    document.addEventListener("click", closeMenusOnOutsideClick);
+  });
+})();

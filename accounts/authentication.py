@@ -71,8 +71,7 @@ def _load_key(prefix: str, gen: str) -> _CachedKey | None:
     return _CachedKey(gen, api_key.pk, api_key.secret_hash, context, api_key.expires_at, api_key.revoked_at is not None)
 
 
-def _cached_key(prefix: str) -> _CachedKey | None:
-    gen = generation.current()
+def _cached_key(prefix: str, gen: str) -> _CachedKey | None:
     cached = _key_cache.get(prefix)
     if cached is not None and cached.generation == gen:
         return cached
@@ -94,13 +93,16 @@ def _touch(api_key_id: int) -> None:
     services.api_key_touch(api_key_id=api_key_id, when=timezone.now())
 
 
-def authenticate_key(full_key: str) -> AuthContext:
-    """The context of a valid key; raises AuthenticationFailed otherwise."""
+def authenticate_key(full_key: str, *, gen: str) -> AuthContext:
+    """The context of a valid key; raises AuthenticationFailed otherwise.
+
+    ``gen`` is the current generation token (see modelbay.generation).
+    """
     parts = keys.split(full_key)
     if parts is None:
         raise exceptions.AuthenticationFailed("Malformed API key.")
     prefix, secret = parts
-    cached = _cached_key(prefix)
+    cached = _cached_key(prefix, gen)
     if cached is None or not keys.secret_matches(secret, cached.secret_hash):
         raise exceptions.AuthenticationFailed("Unknown API key.")
     if cached.revoked:
@@ -126,7 +128,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         token = token.strip()
         if not token:
             raise exceptions.AuthenticationFailed("The Authorization header holds no key.")
-        context = authenticate_key(token)
+        context = authenticate_key(token, gen=generation.for_request(request))
         return KeyPrincipal(context), context
 
     def authenticate_header(self, request):

@@ -1,23 +1,19 @@
 """Forward a call to a ready instance of a service, failing over between instances.
 
-One pooled, kept-alive urllib3 client per process. A connection that cannot be made
-(the instance died) is retried on another instance, another zone first; a call that
-started but timed out is not retried (504).
+A connection that cannot be made, or that the instance drops (it died), is retried on
+another instance, another zone first: predictions are stateless, so sending one again
+is safe. A call that reached an instance but timed out is not retried (504).
 """
 
 from dataclasses import dataclass
 
-import urllib3
 from django.conf import settings
 
 from inference import routing
+from inference.upstream import ConnectFailed, Dropped, TimedOut, UpstreamPool
 from modelbay.errors import ApiError, Unavailable, UpstreamTimeout
 
-_pool = urllib3.PoolManager(num_pools=512, maxsize=64, block=False, retries=False)
-
-# Failures that mean the request never reached a runtime (or the runtime vanished
-# mid-call): safe to send to another instance, since predictions are stateless.
-_RETRYABLE = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError, urllib3.exceptions.ConnectTimeoutError)
+_pool = UpstreamPool(connect_timeout=settings.MODELBAY_CONNECT_TIMEOUT)
 
 _FORWARDED_HEADERS = ("Content-Type", "Content-Encoding")
 
@@ -28,10 +24,6 @@ class Upstream:
     body: bytes
     content_type: str
     version: int
-
-
-def _timeout() -> urllib3.Timeout:
-    return urllib3.Timeout(connect=settings.MODELBAY_CONNECT_TIMEOUT, read=settings.MODELBAY_PREDICT_TIMEOUT)
 
 
 def _failover_order(targets: list[routing.Target]) -> list[routing.Target]:
@@ -58,23 +50,15 @@ def forward(
     targets = _failover_order(routing.healthy_first(version_route.ordered_targets()))
     for target in targets:
         try:
-            response = _pool.urlopen(
-                method,
-                target.endpoint + path,
-                body=body,
-                headers=headers,
-                timeout=_timeout(),
-                retries=False,
-                redirect=False,
-                preload_content=True,
+            reply = _pool.request(
+                target.endpoint, method, path, body=body, headers=headers, read_timeout=settings.MODELBAY_PREDICT_TIMEOUT
             )
-        except urllib3.exceptions.ReadTimeoutError:
+        except TimedOut:
             raise UpstreamTimeout() from None
-        except _RETRYABLE:
+        except (ConnectFailed, Dropped):
             routing.mark_suspect(target)
             continue
-        content_type = response.headers.get("Content-Type", "application/json")
-        return Upstream(response.status, response.data, content_type, version_route.version)
+        return Upstream(reply.status, reply.body, reply.content_type, version_route.version)
     raise Unavailable()
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from controlplane.choices import InstanceStatus
 from controlplane.models import Deployment, Instance, Service
-from modelbay import generation
 
 # An instance that refused a connection is skipped by this process for a while, so
 # calls do not keep paying for a dead one before reconcile takes it out.
@@ -79,9 +78,11 @@ _suspects: dict[str, float] = {}
 _lock = threading.Lock()
 
 
-def route_for(organization_id: int, slug: str) -> Route | None:
-    """The routing table of a service of this organization, or None when it has none."""
-    gen = generation.current()
+def route_for(organization_id: int, slug: str, *, gen: str) -> Route | None:
+    """The routing table of a service of this organization, or None when it has none.
+
+    ``gen`` is the current generation token: a table loaded under another is reloaded.
+    """
     key = (organization_id, slug)
     cached = _routes.get(key)
     if cached is not None and cached[0] == gen:

@@ -30,3 +30,13 @@ def bump() -> None:
     """
     _set_new()
     transaction.on_commit(_set_new)
+
+
+def for_request(request) -> str:
+    """The token as of this request, read from the cache once however often it is asked."""
+    django_request = getattr(request, "_request", request)
+    token = getattr(django_request, "_modelbay_generation", None)
+    if token is None:
+        token = current()
+        django_request._modelbay_generation = token
+    return token

@@ -9,11 +9,14 @@ from django.http import HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from accounts.permissions import CanPredict
 from inference import gateway, routing
+from modelbay import generation
 from modelbay.errors import ApiError, PayloadTooLarge
 
 _ROUTE_KEY_HEADER = OpenApiParameter(
@@ -34,7 +37,7 @@ def _body(request) -> bytes:
 
 
 def _route(request, slug: str) -> routing.Route:
-    route = routing.route_for(request.auth.organization_id, slug)
+    route = routing.route_for(request.auth.organization_id, slug, gen=generation.for_request(request))
     if route is None:
         raise ApiError(404, "not_found", f"No service '{slug}' in this organization.")
     return route
@@ -46,9 +49,22 @@ def _respond(upstream: gateway.Upstream) -> HttpResponse:
     return response
 
 
+class _JSONOnly(BaseContentNegotiation):
+    """Errors are always JSON: skip DRF's Accept-header negotiation on the hot path."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):
+        return None
+
+
 class _GatewayView(APIView):
     permission_classes = [CanPredict]
     parser_classes = []
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _JSONOnly
+    throttle_classes = []
 
     def _forward(self, request, slug: str, *, path: str, version: int | None = None) -> HttpResponse:
         route = _route(request, slug)

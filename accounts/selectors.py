@@ -6,6 +6,10 @@ from django.shortcuts import get_object_or_404
 from accounts.models import ApiKey, Membership, Organization, User
 
 
+def organization_get(*, organization_id: int) -> Organization:
+    return Organization.objects.get(pk=organization_id)
+
+
 def organizations_for_user(*, user: User) -> QuerySet[Organization]:
     return Organization.objects.filter(memberships__user=user).order_by("name")
 

@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from inference.api.urls import api_urlpatterns as inference_api, oip_urlpatterns
+from inference.api.urls import api_urlpatterns as inference_api
+from inference.api.urls import oip_urlpatterns
 
 api_v1 = [
     *inference_api,

@@ -5,7 +5,6 @@ from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.api.serializers import ApiKeyCreatedSerializer, ApiKeyCreateSerializer, ApiKeySerializer
-from accounts.models import Organization
 from accounts.permissions import CanManage
 
 
@@ -23,7 +22,7 @@ class ApiKeyListView(APIView):
         serializer.is_valid(raise_exception=True)
         user = request.user if getattr(request.user, "pk", None) else None
         api_key, full_key = services.api_key_create(
-            organization=Organization.objects.get(pk=request.auth.organization_id),
+            organization=selectors.organization_get(organization_id=request.auth.organization_id),
             created_by=user,
             **serializer.validated_data,
         )

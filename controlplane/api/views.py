@@ -5,6 +5,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import selectors as account_selectors
 from accounts.models import Organization
 from accounts.permissions import CanManage
 from controlplane import selectors, services
@@ -13,7 +14,7 @@ from modelbay.errors import PayloadTooLarge
 
 
 def _organization(request) -> Organization:
-    return Organization.objects.get(pk=request.auth.organization_id)
+    return account_selectors.organization_get(organization_id=request.auth.organization_id)
 
 
 def _refuse_oversized_upload(request) -> None:

@@ -1,0 +1,44 @@
+"""``python -m inference.runtime --model-dir DIR --port P [...]``.
+
+Every option can also come from the environment (``MODELBAY_RUNTIME_MODEL_DIR``,
+``_PORT``, ``_HOST``, ``_NAME``, ``_MODEL_VERSION``); the command line wins.
+Tuning: ``MODELBAY_RUNTIME_THREADS`` (onnxruntime intra-op threads, default 1),
+``MODELBAY_RUNTIME_WORKERS`` (thread pool for python/sklearn models, default 4),
+``MODELBAY_RUNTIME_MAX_BODY`` (bytes, default 64 MiB), ``MODELBAY_RUNTIME_BATCHING``
+(``0`` turns off dynamic batching of concurrent ONNX requests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _env(name: str, default=None):
+    value = os.environ.get(f"MODELBAY_RUNTIME_{name}")
+    return value if value not in (None, "") else default
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m inference.runtime", description="Modelbay model runtime server")
+    parser.add_argument("--model-dir", default=_env("MODEL_DIR"), help="model package directory")
+    parser.add_argument("--port", type=int, default=int(_env("PORT", 8080)))
+    parser.add_argument("--host", default=_env("HOST", "127.0.0.1"))
+    parser.add_argument("--name", default=_env("NAME", "model"), help="model name in OIP paths")
+    parser.add_argument("--model-version", type=int, default=int(_env("MODEL_VERSION", 1)))
+    parser.add_argument("--instance-id", default=_env("INSTANCE_ID"), help="marker for the control plane; ignored")
+    args = parser.parse_args(argv)
+    if not args.model_dir:
+        parser.error("--model-dir (or MODELBAY_RUNTIME_MODEL_DIR) is required")
+    if not os.path.isdir(args.model_dir):
+        # Still start: readiness will report the problem. Warn right away too.
+        print(f"modelbay-runtime: warning: model directory {args.model_dir!r} does not exist", file=sys.stderr)
+
+    from .server import serve
+
+    serve(args.model_dir, host=args.host, port=args.port, name=args.name, version=args.model_version)
+
+
+if __name__ == "__main__":
+    main()

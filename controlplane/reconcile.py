@@ -149,10 +149,17 @@ def _status_of(service: Service, instances: list[Instance]) -> tuple[str, str | 
     failed = [instance.error for instance in instances if instance.status == InstanceStatus.FAILED]
     desired = service.replicas * service.deployments.count()
     ready = counts[InstanceStatus.READY]
+    # Instances starting for the first time (a deploy, a scale-up) are not a fault;
+    # a restart after a crash, an unhealthy or a failed instance is.
+    troubled = failed or counts[InstanceStatus.UNHEALTHY] or any(
+        instance.status == InstanceStatus.STARTING and instance.restarts for instance in instances
+    )
     if ready >= desired and not failed:
         return ServiceStatus.READY, None
     if failed and ready == 0 and counts[InstanceStatus.STARTING] == 0:
         return ServiceStatus.FAILED, failed[0]
+    if not troubled:
+        return (ServiceStatus.READY if service.status == ServiceStatus.READY and ready else ServiceStatus.PROVISIONING), None
     if ready > 0 or service.status in (ServiceStatus.READY, ServiceStatus.DEGRADED):
         return ServiceStatus.DEGRADED, failed[0] if failed else None
     return ServiceStatus.PROVISIONING, None

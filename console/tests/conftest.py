@@ -84,10 +84,11 @@ def bad_package():
     return SimpleUploadedFile("model.zip", buffer.getvalue(), content_type="application/zip")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     """Headless Chromium. Playwright's sync API keeps an event loop in this thread, so the
-    ORM calls the tests make next to it are allowed explicitly."""
+    ORM calls the tests make next to it are allowed explicitly; module-scoped, so that the
+    loop is gone before tests that run their own."""
     from playwright.sync_api import sync_playwright
 
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")

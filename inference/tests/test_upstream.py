@@ -1,0 +1,111 @@
+"""The gateway's HTTP client against a real runtime process."""
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from inference.upstream import ConnectFailed, Dropped, TimedOut, UpstreamPool
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runtime(digits_model, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("upstream-model")
+    (model_dir / "model.onnx").write_bytes(digits_model[0].read_bytes())
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inference.runtime", "--model-dir", str(model_dir), "--port", str(port), "--name", "d"],
+        cwd=REPO,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    pool = UpstreamPool(connect_timeout=1)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if pool.request(endpoint, "GET", "/v2/health/ready", body=None, headers={}, read_timeout=1).status == 200:
+                break
+        except (ConnectFailed, Dropped):
+            pass
+        assert time.monotonic() < deadline, "runtime did not start"
+        time.sleep(0.1)
+    yield endpoint
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _predict(pool, endpoint, inputs, timeout=5.0):
+    body = json.dumps({"inputs": inputs}).encode()
+    return pool.request(endpoint, "POST", "/predict", body=body, headers={"Content-Type": "application/json"}, read_timeout=timeout)
+
+
+def test_calls_reuse_one_kept_alive_connection(runtime, digits_model):
+    from controlplane.demo import digits_data
+
+    features, _ = digits_data()
+    pool = UpstreamPool(connect_timeout=1)
+    for row in features[:5]:
+        reply = _predict(pool, runtime, [row.tolist()])
+        assert reply.status == 200
+        assert reply.content_type.startswith("application/json")
+        assert json.loads(reply.body)["outputs"][0]["label"] == digits_model[1].predict(row[None])[0]
+    assert len(pool._idle[runtime]) == 1
+
+
+def test_error_answers_come_back_whole(runtime):
+    reply = _predict(UpstreamPool(connect_timeout=1), runtime, [[1, 2]])
+    assert reply.status == 422
+    assert json.loads(reply.body)["code"] == "invalid_input"
+
+
+def test_large_answers_are_read_in_full(runtime):
+    reply = _predict(UpstreamPool(connect_timeout=1), runtime, [[0.0] * 64] * 3000)
+    assert reply.status == 200
+    assert len(json.loads(reply.body)["outputs"]) == 3000
+
+
+def test_concurrent_callers_each_get_their_answer(runtime):
+    pool, errors = UpstreamPool(connect_timeout=1), []
+
+    def call(batch):
+        reply = _predict(pool, runtime, [[0.0] * 64] * batch)
+        if len(json.loads(reply.body)["outputs"]) != batch:
+            errors.append(batch)
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(1, 17)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []
+
+
+def test_a_stale_idle_connection_is_replaced(runtime):
+    pool = UpstreamPool(connect_timeout=1)
+    assert _predict(pool, runtime, [[0.0] * 64]).status == 200
+    pool._idle[runtime][0].sock.close()  # as if the runtime had closed it
+    assert _predict(pool, runtime, [[0.0] * 64]).status == 200
+
+
+def test_nothing_listening_is_connect_failed():
+    with pytest.raises(ConnectFailed):
+        _predict(UpstreamPool(connect_timeout=1), f"http://127.0.0.1:{_free_port()}", [[0]])
+
+
+def test_a_silent_server_times_out():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(TimedOut):
+            _predict(UpstreamPool(connect_timeout=1), endpoint, [[0]], timeout=0.3)

@@ -240,10 +240,22 @@ def service_delete(request, slug):
     return redirect("console:service_list")
 
 
+def _logs_context(request, service) -> dict:
+    """The output of the instance named by ``?logs=`` (default: the newest), if any."""
+    try:
+        instance = selectors.service_instance_get(service=service, instance_id=request.GET.get("logs"))
+    except Http404:
+        if request.GET.get("logs"):
+            raise
+        return {"log_instance": None, "logs": ""}
+    return {"log_instance": instance, "logs": selectors.instance_logs(instance=instance, tail=200)}
+
+
 def _render_service_detail(request, service, *, scale_form=None, status=200):
     predict_url = request.build_absolute_uri(reverse("api-service-predict", args=[service.slug]))
     context = {
         **_status_context(service),
+        **_logs_context(request, service),
         "scale_form": scale_form or ScaleForm(initial={"replicas": service.replicas}),
         "example": examples.example_body(_main_version(service)),
         "predict_url": predict_url,

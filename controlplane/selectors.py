@@ -4,6 +4,7 @@ A missing object and another organization's object raise the same Http404.
 """
 
 from django.db.models import Prefetch, QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from controlplane.choices import LIVE_INSTANCE_STATUSES
@@ -54,3 +55,21 @@ def service_instances(*, service: Service) -> list[Instance]:
 
 def live_instances(*, service: Service) -> QuerySet[Instance]:
     return Instance.objects.filter(deployment__service=service, status__in=LIVE_INSTANCE_STATUSES)
+
+
+def service_instance_get(*, service: Service, instance_id: str | None) -> Instance:
+    """One instance of the service (the newest when none is named); 404 for any other."""
+    instances = Instance.objects.filter(deployment__service=service)
+    if instance_id is None:
+        instance = instances.order_by("-created_at").first()
+        if instance is None:
+            raise Http404("This service has no instances.")
+        return instance
+    return get_object_or_404(instances, pk=instance_id)
+
+
+def instance_logs(*, instance: Instance, tail: int) -> str:
+    """The last ``tail`` lines the instance's runtime printed (its traceback, when it failed)."""
+    from controlplane.backends import get_backend
+
+    return get_backend().logs(instance.id, tail=tail)

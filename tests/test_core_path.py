@@ -238,3 +238,25 @@ def test_slow_instance_answers_504(echo_service, api, settings):
     response = _predict(api, "echo", ["slow"])
     assert response.status_code == 504
     assert response.json()["code"] == "upstream_timeout"
+
+
+def test_logs_of_a_running_and_of_a_failed_instance(worker, api, outsider_api, digits_model):
+    _upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
+    _deploy(api, "digits", "digits")
+    ready = _wait_status(api, "digits")["instances"][0]["id"]
+    response = api.get("/api/v1/services/digits/logs", {"instance": ready, "tail": 50})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["instance"] == ready and body["status"] == "ready" and body["tail"] == 50
+    assert f"starting {ready}" in body["logs"]
+
+    _upload(api, "broken", "broken.zip", python_package(FAILING_LOAD))
+    _deploy(api, "broken", "broken")
+    _wait_status(api, "broken", statuses=("failed",), timeout_s=60)
+    logs = api.get("/api/v1/services/broken/logs").json()
+    assert "Traceback" in logs["logs"] and "weights file is corrupt" in logs["logs"]
+
+    assert api.get("/api/v1/services/digits/logs", {"instance": "i-nope"}).status_code == 404
+    assert api.get("/api/v1/services/broken/logs", {"instance": ready}).status_code == 404  # another service's
+    assert api.get("/api/v1/services/digits/logs", {"tail": 0}).json()["code"] == "invalid_request"
+    assert outsider_api.get("/api/v1/services/digits/logs").status_code == 404

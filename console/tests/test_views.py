@@ -464,3 +464,21 @@ def test_example_body_for_text_inputs():
 
 def test_example_body_without_a_schema_is_a_small_batch():
     assert json.loads(examples.example_body(ModelVersion(framework="python", manifest={}))) == {"inputs": [[0.0]]}
+
+
+def test_service_page_shows_an_instances_logs(owner_client, service, settings):
+    instance = service.deployments.get().instances.create(zone="zone-a", status="failed")
+    log_dir = settings.MODELBAY_RUN_DIR / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / f"{instance.id}.log").write_text("Traceback (most recent call last):\nValueError: <bad> weights\n")
+
+    content = owner_client.get(_url("service_detail", service.slug)).content.decode()
+
+    assert "ValueError: &lt;bad&gt; weights" in content  # escaped, shown
+    assert owner_client.get(_url("service_detail", service.slug) + "?logs=i-unknown").status_code == 404
+
+
+def test_outsider_cannot_read_logs_through_another_service(outsider_client, owner_client, service, outsider_organization):
+    instance = service.deployments.get().instances.create(zone="zone-a", status="ready")
+    response = outsider_client.get(_url("service_detail", service.slug) + f"?logs={instance.id}")
+    assert response.status_code == 404

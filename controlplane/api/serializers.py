@@ -82,3 +82,15 @@ class ServiceCreateSerializer(serializers.Serializer):
 
 class ServiceUpdateSerializer(serializers.Serializer):
     replicas = serializers.IntegerField()
+
+
+class LogsQuerySerializer(serializers.Serializer):
+    instance = serializers.CharField(required=False, help_text="An instance id; default: the newest instance.")
+    tail = serializers.IntegerField(default=200, min_value=1, max_value=10_000)
+
+
+class LogsSerializer(serializers.Serializer):
+    instance = serializers.CharField()
+    status = serializers.CharField()
+    tail = serializers.IntegerField()
+    logs = serializers.CharField(help_text="The instance's recent output, oldest line first.")

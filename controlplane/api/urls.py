@@ -8,4 +8,5 @@ urlpatterns = [
     path("models/<slug:slug>/versions", views.ModelVersionListView.as_view(), name="api-model-versions"),
     path("services", views.ServiceListView.as_view(), name="api-services"),
     path("services/<slug:slug>", views.ServiceDetailView.as_view(), name="api-service-detail"),
+    path("services/<slug:slug>/logs", views.ServiceLogsView.as_view(), name="api-service-logs"),
 ]

@@ -1,5 +1,5 @@
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -126,3 +126,24 @@ class ServiceDetailView(APIView):
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         services.service_delete(service=service)
         return Response(status=status.HTTP_202_ACCEPTED)
+
+
+class ServiceLogsView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("instance", str, description="An instance id; default: the newest instance."),
+            OpenApiParameter("tail", int, description="How many lines (1-10000, default 200)."),
+        ],
+        responses=s.LogsSerializer,
+        summary="An instance's recent output",
+    )
+    def get(self, request, slug: str):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        query = s.LogsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        instance = selectors.service_instance_get(service=service, instance_id=query.validated_data.get("instance"))
+        tail = query.validated_data["tail"]
+        logs = selectors.instance_logs(instance=instance, tail=tail)
+        return Response(s.LogsSerializer({"instance": instance.id, "status": instance.status, "tail": tail, "logs": logs}).data)

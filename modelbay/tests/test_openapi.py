@@ -12,6 +12,7 @@ DOCUMENTED = {
     "/api/v1/services": {"get", "post"},
     "/api/v1/services/{slug}": {"get", "patch", "delete"},
     "/api/v1/services/{slug}/predict": {"post"},
+    "/api/v1/services/{slug}/logs": {"get"},
     "/v2/health/live": {"get"},
     "/v2/health/ready": {"get"},
     "/v2/models/{slug}": {"get"},

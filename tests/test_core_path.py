@@ -260,3 +260,35 @@ def test_logs_of_a_running_and_of_a_failed_instance(worker, api, outsider_api, d
     assert api.get("/api/v1/services/broken/logs", {"instance": ready}).status_code == 404  # another service's
     assert api.get("/api/v1/services/digits/logs", {"tail": 0}).json()["code"] == "invalid_request"
     assert outsider_api.get("/api/v1/services/digits/logs").status_code == 404
+
+
+NUMPY_MODEL = """
+import numpy
+
+class Model:
+    def load(self, model_dir):
+        pass
+
+    def predict(self, inputs):
+        return [float(numpy.sum(item)) for item in inputs]
+"""
+
+
+def test_python_requirements_are_installed_into_a_venv_for_the_model(worker, api, settings):
+    # numpy is already in the runtime's environment: pip resolves it without downloading.
+    package = python_package(NUMPY_MODEL, 'requirements: ["numpy"]\n')
+    _upload(api, "summer", "summer.zip", package)
+    _deploy(api, "summer", "summer")
+    _wait_status(api, "summer", timeout_s=180)
+    assert _predict(api, "summer", [[1, 2, 3]]).json()["outputs"] == [6.0]
+    venvs = [p for p in (settings.DATA_DIR / "venvs").iterdir() if p.is_dir()]
+    assert any((venv / ".complete").exists() for venv in venvs)
+
+
+def test_requirements_that_do_not_install_fail_the_service_with_pips_message(worker, api):
+    package = python_package(NUMPY_MODEL, 'requirements: ["modelbay-no-such-package-4f9c==0.0.1"]\n')
+    _upload(api, "broken-reqs", "broken.zip", package)
+    _deploy(api, "broken-reqs", "broken-reqs")
+    body = _wait_status(api, "broken-reqs", statuses=("failed",), timeout_s=240)
+    assert "Installing the model's requirements failed" in body["error"]
+    assert "modelbay-no-such-package-4f9c" in body["error"]

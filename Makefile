@@ -6,7 +6,7 @@ PORT ?= 8000
 
 REQUIREMENTS := requirements.txt inference/runtime/requirements.txt
 
-.PHONY: run test venv venv-dev bench clean
+.PHONY: run test venv venv-dev bench runtime-image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: venv-dev
 ## make bench: print throughput and latency figures (not a test)
 bench: venv-dev
 	$(BIN)/python bench/predict.py
+
+## make runtime-image: build the runtime's container image (for the Docker backend)
+runtime-image:
+	bash scripts/build-runtime-image.sh
 
 clean:
 	rm -rf var .pytest_cache

@@ -7,13 +7,13 @@ cannot load, and sets the service's status. Passes are safe to run twice and fro
 several workers: each holds the service's row lock.
 """
 
+import json
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
-import urllib3
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -22,12 +22,13 @@ from controlplane import packages
 from controlplane.backends import BackendError, InstanceSpec, RunningInstance, get_backend
 from controlplane.choices import LIVE_INSTANCE_STATUSES, InstanceStatus, ServiceStatus
 from controlplane.models import Deployment, Instance, Service
+from inference.upstream import ConnectFailed, Dropped, TimedOut, UpstreamPool
 from modelbay import generation
 
 logger = logging.getLogger(__name__)
 
 
-_http = urllib3.PoolManager(num_pools=64, maxsize=2, retries=False)
+_probes = UpstreamPool(connect_timeout=0.5)
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,14 @@ class Probe:
 def probe(endpoint: str) -> Probe:
     """Ask an instance's runtime whether its model is loaded."""
     try:
-        response = _http.request("GET", f"{endpoint}/v2/health/ready", timeout=urllib3.Timeout(connect=0.5, read=1.0))
-    except urllib3.exceptions.HTTPError:
+        reply = _probes.request(endpoint, "GET", "/v2/health/ready", body=None, headers={}, read_timeout=1.0)
+    except (ConnectFailed, Dropped, TimedOut):
         return Probe(ready=False)
-    if response.status == 200:
+    if reply.status == 200:
         return Probe(ready=True)
     try:
-        error = response.json().get("error")
-    except ValueError:
+        error = json.loads(reply.body).get("error")
+    except (ValueError, AttributeError):
         error = None
     return Probe(ready=False, error=error)
 

@@ -52,6 +52,8 @@ class Service(models.Model):
     name = models.CharField(max_length=200)
     model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="services")
     replicas = models.PositiveIntegerField(default=1)
+    # Per-instance limits the owner asked for ({"cpu": 1, "memory_mb": 1024}); see resources.py.
+    resources = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=ServiceStatus.choices, default=ServiceStatus.PROVISIONING)
     error = models.TextField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -249,5 +249,26 @@ MODELBAY_RUNTIME_ADVERTISE_HOST = env_str("MODELBAY_RUNTIME_ADVERTISE_HOST", MOD
 MODELBAY_ORPHAN_GRACE_S = env_float("MODELBAY_ORPHAN_GRACE_S", 30.0)
 MODELBAY_KEY_TOUCH_INTERVAL = env_float("MODELBAY_KEY_TOUCH_INTERVAL", 60.0)
 
+# Per-instance resources: a service's "resources" overrides the defaults, up to the maximums.
+MODELBAY_DEFAULT_CPU = env_float("MODELBAY_DEFAULT_CPU", 1.0)
+MODELBAY_DEFAULT_MEMORY_MB = env_int("MODELBAY_DEFAULT_MEMORY_MB", 1024)
+MODELBAY_MAX_CPU = env_float("MODELBAY_MAX_CPU", 4.0)
+MODELBAY_MAX_MEMORY_MB = env_int("MODELBAY_MAX_MEMORY_MB", 8192)
+MODELBAY_PIDS_LIMIT = env_int("MODELBAY_PIDS_LIMIT", 256)
+
+# --- the docker backend ---------------------------------------------------------------
+# Zones map to Docker endpoints in MODELBAY_ZONES (zone-a=unix:///var/run/docker.sock,...);
+# a zone without one uses DOCKER_HOST or the local socket.
+MODELBAY_RUNTIME_IMAGE = env_str("MODELBAY_RUNTIME_IMAGE", "modelbay/runtime:latest")
+# Containers publish their port on this address of the Docker host, and the gateway calls
+# them there; with MODELBAY_DOCKER_NETWORK set they join that network instead, publish
+# nothing, and the gateway calls their address on it (compose: the web service's network).
+MODELBAY_DOCKER_PUBLISH_HOST = env_str("MODELBAY_DOCKER_PUBLISH_HOST", "127.0.0.1")
+MODELBAY_DOCKER_NETWORK = env_str("MODELBAY_DOCKER_NETWORK", "")
+# Where the Docker host sees MODELBAY_ARTIFACT_ROOT (differs when the worker runs in a container).
+MODELBAY_DOCKER_ARTIFACT_ROOT = Path(env_str("MODELBAY_DOCKER_ARTIFACT_ROOT", str(MODELBAY_ARTIFACT_ROOT)))
+MODELBAY_DOCKER_TMPFS_MB = env_int("MODELBAY_DOCKER_TMPFS_MB", 64)
+MODELBAY_DOCKER_TIMEOUT = env_float("MODELBAY_DOCKER_TIMEOUT", 10.0)  # per Docker API call
+
 # Request bodies read by Django itself (not file parts of an upload).
 DATA_UPLOAD_MAX_MEMORY_SIZE = MODELBAY_MAX_PREDICT_BYTES

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Build the runtime image (modelbay/runtime:<tag>) for the Docker backend.
+# Build the runtime image for the Docker backend and print its tag.
+#
+# The image is tagged by a hash of what goes into it (modelbay/runtime:src-<hash>), so an
+# image is rebuilt exactly when the runtime's code or requirements change; it is also
+# tagged as MODELBAY_RUNTIME_IMAGE (default modelbay/runtime:latest).
 #
 # The base is MODELBAY_RUNTIME_BASE_IMAGE (default python:3.11-slim). Where no registry
 # can be reached (air-gapped sites, build machines), a Debian bookworm base with Python
@@ -11,13 +15,27 @@ base=${MODELBAY_RUNTIME_BASE_IMAGE:-python:3.11-slim}
 tag=${MODELBAY_RUNTIME_IMAGE:-modelbay/runtime:latest}
 local_base=modelbay/debian-python:bookworm
 
+source_hash=$( (echo "$base"; cat inference/runtime/Dockerfile inference/__init__.py;
+  find inference/runtime -name '*.py' -not -path '*/tests/*' | sort | xargs cat;
+  cat inference/runtime/requirements.txt) | sha256sum | cut -c1-12)
+source_tag=modelbay/runtime:src-$source_hash
+
+if docker image inspect "$source_tag" >/dev/null 2>&1; then
+  docker tag "$source_tag" "$tag"
+  echo "$source_tag"
+  exit 0
+fi
+
 if ! docker image inspect "$base" >/dev/null 2>&1 && ! docker pull -q "$base" >/dev/null 2>&1; then
   echo "cannot pull $base; using a local Debian base ($local_base)" >&2
   if ! docker image inspect "$local_base" >/dev/null 2>&1; then
+    command -v debootstrap >/dev/null || { echo "debootstrap is needed to make $local_base" >&2; exit 1; }
     rootfs=$(mktemp -d /tmp/modelbay-rootfs.XXXXXX)
     trap 'rm -rf "$rootfs"' EXIT
-    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$rootfs" >&2
+    echo "building $local_base with debootstrap (a few minutes, once) ..." >&2
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$rootfs" >/dev/null
     tar -C "$rootfs" -c . | docker import - "$local_base" >/dev/null
+    rm -rf "$rootfs"
   fi
   base=$local_base
 fi
@@ -27,8 +45,11 @@ trap 'rm -rf "$context"' EXIT
 mkdir -p "$context/inference"
 cp inference/__init__.py "$context/inference/"
 cp -r inference/runtime "$context/inference/runtime"
-rm -rf "$context/inference/runtime/tests" "$context"/inference/runtime/__pycache__
+rm -rf "$context/inference/runtime/tests"
+find "$context" -name __pycache__ -prune -exec rm -rf {} +
 # pip inside the build trusts what this host trusts (a site's own CA, a proxy's).
 cp /etc/ssl/certs/ca-certificates.crt "$context/build-ca.crt"
-docker build -q --build-arg "BASE_IMAGE=$base" -f inference/runtime/Dockerfile -t "$tag" "$context" >/dev/null
-echo "$tag"
+echo "building $source_tag on $base ..." >&2
+docker build -q --build-arg "BASE_IMAGE=$base" -f inference/runtime/Dockerfile \
+  -t "$source_tag" -t "$tag" "$context" >/dev/null
+echo "$source_tag"

@@ -5,13 +5,15 @@ from django.utils import timezone
 from rest_framework.exceptions import APIException
 
 from accounts.choices import ALL_SCOPES, Scope
+from controlplane import resources
 
 _PACKAGE_HELP = "A bare .onnx file, or a .zip / .tar.gz package holding modelbay.yaml."
 
 
 def add_api_error(form: forms.Form, error: APIException) -> None:
-    """Show a service's error on the form field it concerns, else above the form."""
-    field = getattr(error, "field", None)
+    """Show a service's error on the form field it concerns (``resources.cpu`` on ``cpu``),
+    else above the form."""
+    field = (getattr(error, "field", None) or "").rpartition(".")[2]
     form.add_error(field if field in form.fields else None, str(error.detail))
 
 
@@ -34,7 +36,36 @@ class ModelVersionForm(forms.Form):
     file = forms.FileField(help_text=_PACKAGE_HELP)
 
 
-class DeployForm(forms.Form):
+class ResourcesForm(forms.Form):
+    """What one instance may use. An empty field is the installation's default; the limits
+    are checked by the service functions (``resources.check``), as for the API."""
+
+    cpu = forms.FloatField(required=False, label="CPU")
+    memory_mb = forms.IntegerField(required=False, label="Memory (MB)")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        defaults = resources.effective({}).as_dict()
+        for name, (least, most) in resources.limits().items():
+            field = self.fields[name]
+            field.widget.attrs.update(min=least, max=most, placeholder=defaults[name])
+            field.help_text = f"{least} to {most}; empty for the default ({defaults[name]})."
+
+    def resources(self) -> dict:
+        """The request for ``service_create`` / ``service_update``; ``None`` means the default."""
+        return {name: self.cleaned_data[name] for name in resources.limits()}
+
+    def changes(self) -> dict:
+        return {"resources": self.resources()}
+
+    def done_message(self, service) -> str:
+        limits = resources.effective(service.resources)
+        return f"{service.name}: {limits.cpu} CPU and {limits.memory_mb} MB per instance."
+
+
+class DeployForm(ResourcesForm):
+    field_order = ["name", "model", "version", "replicas"]
+
     name = forms.CharField(max_length=200)
     model = forms.ChoiceField()
     version = forms.IntegerField(min_value=1, required=False, help_text="Leave empty for the latest version.")
@@ -58,12 +89,17 @@ class DeployForm(forms.Form):
 class ScaleForm(forms.Form):
     replicas = forms.IntegerField(min_value=1)
 
+    def changes(self) -> dict:
+        """The keyword arguments for ``service_update``."""
+        return {"replicas": self.cleaned_data["replicas"]}
+
+    def done_message(self, service) -> str:
+        return f"Scaling {service.name} to {service.replicas} replicas."
+
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100)
-    scopes = forms.MultipleChoiceField(
-        choices=Scope.choices, initial=ALL_SCOPES, widget=forms.CheckboxSelectMultiple
-    )
+    scopes = forms.MultipleChoiceField(choices=Scope.choices, initial=ALL_SCOPES, widget=forms.CheckboxSelectMultiple)
     expires_on = forms.DateField(
         required=False,
         label="Expires on",

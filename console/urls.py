@@ -17,6 +17,7 @@ urlpatterns = [
     path("services/<slug:slug>/", views.service_detail, name="service_detail"),
     path("services/<slug:slug>/status/", views.service_status, name="service_status"),
     path("services/<slug:slug>/scale/", views.service_scale, name="service_scale"),
+    path("services/<slug:slug>/resources/", views.service_resources, name="service_resources"),
     path("services/<slug:slug>/delete/", views.service_delete, name="service_delete"),
     path("keys/", views.key_list, name="key_list"),
     path("keys/created/", views.key_created, name="key_created"),

@@ -23,10 +23,11 @@ from console.forms import (
     ModelVersionForm,
     OrganizationForm,
     OrganizationSwitchForm,
+    ResourcesForm,
     ScaleForm,
     add_api_error,
 )
-from controlplane import selectors, services
+from controlplane import resources, selectors, services
 from controlplane.choices import InstanceStatus, ServiceStatus
 
 NEW_KEY_SESSION_KEY = "console_new_api_key"
@@ -191,6 +192,7 @@ def service_create(request):
                 model_slug=form.cleaned_data["model"],
                 version=form.cleaned_data["version"],
                 replicas=form.cleaned_data["replicas"],
+                resources=form.resources(),
             )
         except APIException as error:
             add_api_error(form, error)
@@ -218,17 +220,28 @@ def service_status(request, slug):
 @require_POST
 @organization_required
 def service_scale(request, slug):
+    return _service_update(request, slug, ScaleForm, "scale_form")
+
+
+@require_POST
+@organization_required
+def service_resources(request, slug):
+    return _service_update(request, slug, ResourcesForm, "resources_form")
+
+
+def _service_update(request, slug, form_class, form_name: str):
+    """One of the service page's forms, applied with ``service_update``; errors show on it."""
     service = selectors.service_get(organization_id=_org_id(request), slug=slug)
-    form = ScaleForm(request.POST)
+    form = form_class(request.POST)
     if form.is_valid():
         try:
-            services.service_scale(service=service, replicas=form.cleaned_data["replicas"])
+            services.service_update(service=service, **form.changes())
         except APIException as error:
             add_api_error(form, error)
         else:
-            messages.success(request, f"Scaling {service.name} to {service.replicas} replicas.")
+            messages.success(request, form.done_message(service))
             return redirect("console:service_detail", slug=service.slug)
-    return _render_service_detail(request, service, scale_form=form, status=400)
+    return _render_service_detail(request, service, **{form_name: form}, status=400)
 
 
 @require_POST
@@ -251,12 +264,13 @@ def _logs_context(request, service) -> dict:
     return {"log_instance": instance, "logs": selectors.instance_logs(instance=instance, tail=200)}
 
 
-def _render_service_detail(request, service, *, scale_form=None, status=200):
+def _render_service_detail(request, service, *, scale_form=None, resources_form=None, status=200):
     predict_url = request.build_absolute_uri(reverse("api-service-predict", args=[service.slug]))
     context = {
         **_status_context(service),
         **_logs_context(request, service),
         "scale_form": scale_form or ScaleForm(initial={"replicas": service.replicas}),
+        "resources_form": resources_form or ResourcesForm(initial=service.resources),
         "example": examples.example_body(_main_version(service)),
         "predict_url": predict_url,
     }
@@ -267,6 +281,7 @@ def _status_context(service) -> dict:
     return {
         "service": service,
         "deployments": service.deployments.all(),
+        "resources": resources.effective(service.resources),
         "instances": selectors.service_instances(service=service),
         "polling": service.status in POLLED_STATUSES,
     }

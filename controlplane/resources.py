@@ -11,6 +11,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from modelbay.errors import ApiError
+
+MIN_CPU = 0.1
+MIN_MEMORY_MB = 64
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -30,3 +35,54 @@ def effective(requested: dict | None) -> Resources:
         memory_mb=int(requested.get("memory_mb", settings.MODELBAY_DEFAULT_MEMORY_MB)),
         pids=settings.MODELBAY_PIDS_LIMIT,
     )
+
+
+def limits() -> dict[str, tuple[float, float]]:
+    """What an owner may ask for, per resource: ``(least, most)``; the most from the settings."""
+    return {
+        "cpu": (MIN_CPU, settings.MODELBAY_MAX_CPU),
+        "memory_mb": (MIN_MEMORY_MB, settings.MODELBAY_MAX_MEMORY_MB),
+    }
+
+
+def check(requested: dict) -> dict:
+    """The owner's request, validated and normalized (cpu a float, memory_mb an int).
+
+    ``None`` for a resource means "the default" and is kept, for ``merge`` to apply. A bad
+    request raises ``ApiError`` (400) naming the field, e.g. ``resources.cpu``.
+    """
+    if not isinstance(requested, dict):
+        raise ApiError(
+            400, "invalid_request", 'resources must be an object: {"cpu": 1, "memory_mb": 1024}.', field="resources"
+        )
+    bounds = limits()
+    unknown = sorted(set(requested) - set(bounds))
+    if unknown:
+        raise _invalid(unknown[0], f"is not a resource; give {' and/or '.join(bounds)}.")
+    checked = {}
+    for name, value in requested.items():
+        if value is not None:
+            value = _checked_value(name, value, *bounds[name])
+        checked[name] = value
+    return checked
+
+
+def merge(stored: dict, requested: dict) -> dict:
+    """A checked request over the stored one: a resource given replaces, ``None`` removes it."""
+    merged = {**stored, **requested}
+    return {name: value for name, value in merged.items() if value is not None}
+
+
+def _checked_value(name: str, value, least: float, most: float) -> float | int:
+    whole = name == "memory_mb"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _invalid(name, "must be a whole number." if whole else "must be a number.")
+    if not least <= value <= most:
+        raise _invalid(name, f"must be between {least} and {most}; got {value}.")
+    if whole and value != int(value):
+        raise _invalid(name, "must be a whole number.")
+    return int(value) if whole else float(value)
+
+
+def _invalid(name: str, message: str) -> ApiError:
+    return ApiError(400, "invalid_request", f"resources.{name} {message}", field=f"resources.{name}")

@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import Organization
-from controlplane import packages, selectors
+from controlplane import packages, resources as resources_, selectors
 from controlplane.choices import ServiceStatus
 from controlplane.models import Deployment, Model, ModelVersion, Service
 from modelbay import generation
@@ -86,7 +86,10 @@ def model_delete(*, model: Model) -> None:
 def _check_replicas(replicas: int) -> None:
     if not 1 <= replicas <= settings.MODELBAY_MAX_REPLICAS:
         raise ApiError(
-            400, "invalid_request", f"replicas must be between 1 and {settings.MODELBAY_MAX_REPLICAS}.", field="replicas"
+            400,
+            "invalid_request",
+            f"replicas must be between 1 and {settings.MODELBAY_MAX_REPLICAS}.",
+            field="replicas",
         )
 
 
@@ -103,11 +106,17 @@ def service_create(
     model_slug: str,
     version: int | None = None,
     replicas: int = 1,
+    resources: dict | None = None,
     slug: str | None = None,
 ) -> Service:
-    """Record the desired service; a worker provisions its instances after commit."""
+    """Record the desired service; a worker provisions its instances after commit.
+
+    ``resources`` is what one instance may use (``{"cpu": 2}``); what it leaves out follows
+    the installation's defaults.
+    """
     slug = _slug_from(name=name, slug=slug, field="name")
     _check_replicas(replicas)
+    requested = resources_.merge({}, resources_.check(resources or {}))
     model = Model.objects.filter(organization=organization, slug=model_slug).first()
     if model is None:
         raise ApiError(400, "invalid_request", f"No model '{model_slug}' in this organization.", field="model")
@@ -118,7 +127,7 @@ def service_create(
     try:
         with transaction.atomic():
             service = Service.objects.create(
-                organization=organization, slug=slug, name=name, model=model, replicas=replicas
+                organization=organization, slug=slug, name=name, model=model, replicas=replicas, resources=requested
             )
             Deployment.objects.create(service=service, model_version=model_version, weight=100)
             _enqueue_reconcile(service)
@@ -127,12 +136,23 @@ def service_create(
     return service
 
 
-def service_scale(*, service: Service, replicas: int) -> Service:
-    _check_replicas(replicas)
+def service_update(*, service: Service, replicas: int | None = None, resources: dict | None = None) -> Service:
+    """Change the replicas and/or what one instance may use; the reconcile loop applies it.
+
+    The resources given replace the stored request key by key (``None`` returns one to the
+    default); the others stay as they are.
+    """
+    if replicas is not None:
+        _check_replicas(replicas)
+    checked = resources_.check(resources) if resources is not None else {}
     with transaction.atomic():
-        Service.objects.filter(pk=service.pk).update(replicas=replicas, updated_at=timezone.now())
+        locked = Service.objects.select_for_update().get(pk=service.pk)
+        service.replicas = locked.replicas if replicas is None else replicas
+        service.resources = resources_.merge(locked.resources, checked)
+        Service.objects.filter(pk=service.pk).update(
+            replicas=service.replicas, resources=service.resources, updated_at=timezone.now()
+        )
         _enqueue_reconcile(service)
-    service.replicas = replicas
     return service
 
 

@@ -79,11 +79,14 @@ def error_body(code: str, detail: str, fields: dict | None = None) -> dict:
 
 
 def _flatten_fields(data, prefix: str = "") -> dict[str, list[str]]:
-    """DRF's nested ``{field: [errors]}`` (or lists of them) as ``{"a.b": ["..."]}``."""
+    """DRF's nested ``{field: [errors]}`` (or lists of them) as ``{"a.b": ["..."]}``.
+
+    A nested serializer's own errors (its ``non_field_errors``) name the field holding it.
+    """
     fields: dict[str, list[str]] = {}
     if isinstance(data, dict):
         for key, value in data.items():
-            name = "non_field_errors" if key == "non_field_errors" and not prefix else f"{prefix}{key}"
+            name = f"{prefix}{key}" if key != "non_field_errors" else prefix.rstrip(".") or "non_field_errors"
             fields.update(_flatten_fields(value, f"{name}."))
     elif isinstance(data, list) and data and all(not isinstance(v, (dict, list)) for v in data):
         fields[prefix.rstrip(".") or "non_field_errors"] = [str(v) for v in data]

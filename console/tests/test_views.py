@@ -84,6 +84,7 @@ def test_mutating_views_refuse_get(owner_client, service, api_key):
         _url("model_delete", service.model.slug),
         _url("service_delete", service.slug),
         _url("service_scale", service.slug),
+        _url("service_resources", service.slug),
         _url("key_revoke", api_key.pk),
     ]:
         assert owner_client.get(page).status_code == 405
@@ -210,9 +211,7 @@ def test_deleting_a_deployed_model_shows_the_conflict(owner_client, service):
 
 
 # --- services ------------------------------------------------------------------------------
-def test_deploying_creates_a_service_and_enqueues_provisioning(
-    owner_client, model, django_capture_on_commit_callbacks
-):
+def test_deploying_creates_a_service_and_enqueues_provisioning(owner_client, model, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
         response = owner_client.post(
             _url("service_create"), {"name": "Digits API", "model": model.slug, "version": "", "replicas": 2}
@@ -311,6 +310,87 @@ def test_scaling_beyond_the_limit_is_a_form_error(owner_client, service, setting
     assert service.replicas == 1
 
 
+# --- resources -----------------------------------------------------------------------------
+def test_deploying_with_resources_stores_what_was_asked(owner_client, model):
+    response = owner_client.post(
+        _url("service_create"),
+        {"name": "Digits API", "model": model.slug, "replicas": 1, "cpu": "0.5", "memory_mb": ""},
+    )
+
+    service = Service.objects.get(slug="digits-api")
+    assert response.url == _url("service_detail", service.slug)
+    assert service.resources == {"cpu": 0.5}
+
+
+def test_deploying_without_resources_leaves_the_defaults(owner_client, model):
+    owner_client.post(_url("service_create"), {"name": "Digits API", "model": model.slug, "replicas": 1})
+
+    assert Service.objects.get(slug="digits-api").resources == {}
+
+
+def test_deploying_with_too_much_memory_is_a_memory_error(owner_client, model, settings):
+    response = owner_client.post(
+        _url("service_create"),
+        {"name": "Digits API", "model": model.slug, "replicas": 1, "memory_mb": settings.MODELBAY_MAX_MEMORY_MB + 1},
+    )
+
+    assert response.status_code == 400
+    assert "resources.memory_mb must be between 64 and" in response.context["form"].errors["memory_mb"][0]
+    assert b"resources.memory_mb must be between" in response.content
+    assert not Service.objects.exists()
+
+
+def test_deploy_form_shows_the_limits_and_defaults(owner_client, model, settings):
+    settings.MODELBAY_MAX_CPU = 2.0
+
+    content = owner_client.get(_url("service_create")).content.decode()
+
+    assert 'name="cpu"' in content and 'max="2.0"' in content and 'placeholder="1.0"' in content
+    assert 'name="memory_mb"' in content and 'placeholder="1024"' in content
+
+
+def test_service_page_shows_the_effective_resources_and_the_request(owner_client, service):
+    services.service_update(service=service, resources={"cpu": 2.5})
+
+    response = owner_client.get(_url("service_detail", service.slug))
+
+    assert '<dd id="resources-effective">2.5 CPU · 1024 MB</dd>' in response.content.decode()
+    form = response.context["resources_form"]
+    assert (form["cpu"].value(), form["memory_mb"].value()) == (2.5, None)
+
+
+def test_changing_resources(owner_client, service, django_capture_on_commit_callbacks):
+    services.service_update(service=service, resources={"cpu": 2, "memory_mb": 2048})
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = owner_client.post(_url("service_resources", service.slug), {"cpu": "3", "memory_mb": ""})
+
+    assert response.url == _url("service_detail", service.slug)
+    service.refresh_from_db()
+    assert service.resources == {"cpu": 3.0}  # an empty field is the default again
+    assert len(callbacks) == 1
+    assert "Digits API: 3.0 CPU and 1024 MB per instance." in owner_client.get(response.url).content.decode()
+
+
+@pytest.mark.parametrize(
+    "data, field, message",
+    [
+        ({"cpu": "0", "memory_mb": ""}, "cpu", "resources.cpu must be between 0.1 and"),
+        ({"cpu": "-1", "memory_mb": ""}, "cpu", "resources.cpu must be between 0.1 and"),
+        ({"cpu": "", "memory_mb": "32"}, "memory_mb", "resources.memory_mb must be between 64 and"),
+        ({"cpu": "lots", "memory_mb": ""}, "cpu", "Enter a number."),
+        ({"cpu": "", "memory_mb": "1.5"}, "memory_mb", "Enter a whole number."),
+    ],
+)
+def test_bad_resources_are_form_errors_and_change_nothing(owner_client, service, data, field, message):
+    response = owner_client.post(_url("service_resources", service.slug), data)
+
+    assert response.status_code == 400
+    assert message in response.context["resources_form"].errors[field][0]
+    service.refresh_from_db()
+    assert service.resources == {}
+
+
 def test_deleting_a_service_removes_it_from_the_list(owner_client, service):
     response = owner_client.post(_url("service_delete", service.slug))
 
@@ -389,6 +469,7 @@ def _object_pages(service, api_key):
         ("get", _url("service_detail", service.slug)),
         ("get", _url("service_status", service.slug)),
         ("post", _url("service_scale", service.slug)),
+        ("post", _url("service_resources", service.slug)),
         ("post", _url("service_delete", service.slug)),
         ("post", _url("key_revoke", api_key.pk)),
     ]
@@ -396,13 +477,13 @@ def _object_pages(service, api_key):
 
 def test_outsider_gets_404_on_every_object_page_and_action(outsider_client, service, api_key):
     for method, page in _object_pages(service, api_key):
-        data = {"replicas": 2} if method == "post" else None
+        data = {"replicas": 2, "cpu": 2} if method == "post" else None
         response = getattr(outsider_client, method)(page, data)
         assert response.status_code == 404, (method, page)
 
     service.refresh_from_db()
     api_key.refresh_from_db()
-    assert (service.replicas, service.deleted_at, api_key.revoked_at) == (1, None, None)
+    assert (service.replicas, service.resources, service.deleted_at, api_key.revoked_at) == (1, {}, None, None)
     assert Model.objects.filter(pk=service.model_id).exists()
 
 
@@ -478,7 +559,9 @@ def test_service_page_shows_an_instances_logs(owner_client, service, settings):
     assert owner_client.get(_url("service_detail", service.slug) + "?logs=i-unknown").status_code == 404
 
 
-def test_outsider_cannot_read_logs_through_another_service(outsider_client, owner_client, service, outsider_organization):
+def test_outsider_cannot_read_logs_through_another_service(
+    outsider_client, owner_client, service, outsider_organization
+):
     instance = service.deployments.get().instances.create(zone="zone-a", status="ready")
     response = outsider_client.get(_url("service_detail", service.slug) + f"?logs={instance.id}")
     assert response.status_code == 404

@@ -1,7 +1,8 @@
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from controlplane import selectors
+from controlplane import resources, selectors
 from controlplane.models import Instance, Model, ModelVersion, Service
 
 
@@ -46,16 +47,60 @@ class TrafficSerializer(serializers.Serializer):
     weight = serializers.IntegerField()
 
 
+class CpuField(serializers.FloatField):
+    """A number of CPUs; unlike DRF's FloatField, ``true`` is not 1."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ResourcesSerializer(serializers.Serializer):
+    """What one instance may use; a resource left out keeps its value (on create: the default)."""
+
+    # Types are checked here; the limits by resources.check, in the service functions the
+    # console calls too, so that the rule is in one place.
+    cpu = CpuField(
+        required=False,
+        allow_null=True,
+        help_text=f"CPUs per instance, at least {resources.MIN_CPU}, at most the installation's maximum "
+        "(MODELBAY_MAX_CPU, 4 by default). null: back to the default.",
+    )
+    memory_mb = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text=f"Memory per instance in MB, at least {resources.MIN_MEMORY_MB}, at most the installation's "
+        "maximum (MODELBAY_MAX_MEMORY_MB, 8192 by default). null: back to the default.",
+    )
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                message = f"Unknown resource; give {' and/or '.join(self.fields)}."
+                raise serializers.ValidationError({name: [message] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class EffectiveResourcesSerializer(serializers.Serializer):
+    """The limits instances run with: the service's request over the installation's defaults."""
+
+    cpu = serializers.FloatField()
+    memory_mb = serializers.IntegerField()
+
+
 class ServiceSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model.slug")
     traffic = serializers.SerializerMethodField()
     instances = serializers.SerializerMethodField()
     predict_url = serializers.SerializerMethodField()
+    resources = serializers.SerializerMethodField()
 
     class Meta:
         model = Service
         fields = [
-            "slug", "name", "model", "replicas", "status", "error",
+            "slug", "name", "model", "replicas", "resources", "status", "error",
             "traffic", "instances", "predict_url", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
@@ -71,6 +116,10 @@ class ServiceSerializer(serializers.ModelSerializer):
     def get_predict_url(self, service) -> str:
         return f"{settings.SITE_URL}/api/v1/services/{service.slug}/predict"
 
+    @extend_schema_field(EffectiveResourcesSerializer)
+    def get_resources(self, service) -> dict:
+        return resources.effective(service.resources).as_dict()
+
 
 class ServiceCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
@@ -78,10 +127,19 @@ class ServiceCreateSerializer(serializers.Serializer):
     model = serializers.SlugField(max_length=64, help_text="The model's slug.")
     version = serializers.IntegerField(min_value=1, required=False, help_text="Default: the latest version.")
     replicas = serializers.IntegerField(default=1)
+    resources = ResourcesSerializer(required=False, help_text="Default: the installation's defaults.")
 
 
 class ServiceUpdateSerializer(serializers.Serializer):
-    replicas = serializers.IntegerField()
+    replicas = serializers.IntegerField(required=False)
+    resources = ResourcesSerializer(
+        required=False, help_text="The resources given replace the service's; the others stay as they are."
+    )
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError("Give replicas, resources or both.")
+        return attrs
 
 
 class LogsQuerySerializer(serializers.Serializer):

@@ -69,7 +69,11 @@ class ModelVersionListView(APIView):
     permission_classes = [CanManage]
     parser_classes = [MultiPartParser]
 
-    @extend_schema(request=s.ModelVersionCreateSerializer, responses={201: s.ModelVersionSerializer}, summary="Upload a new version")
+    @extend_schema(
+        request=s.ModelVersionCreateSerializer,
+        responses={201: s.ModelVersionSerializer},
+        summary="Upload a new version",
+    )
     def post(self, request, slug: str):
         model = selectors.model_get(organization_id=request.auth.organization_id, slug=slug)
         _refuse_oversized_upload(request)
@@ -87,7 +91,11 @@ class ServiceListView(APIView):
         services_ = selectors.service_list(organization_id=request.auth.organization_id)
         return Response(s.ServiceSerializer(services_, many=True).data)
 
-    @extend_schema(request=s.ServiceCreateSerializer, responses={202: s.ServiceSerializer}, summary="Deploy a model version as a service")
+    @extend_schema(
+        request=s.ServiceCreateSerializer,
+        responses={202: s.ServiceSerializer},
+        summary="Deploy a model version as a service",
+    )
     def post(self, request):
         serializer = s.ServiceCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -99,6 +107,7 @@ class ServiceListView(APIView):
             model_slug=data["model"],
             version=data.get("version"),
             replicas=data["replicas"],
+            resources=data.get("resources"),
         )
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=service.slug)
         return Response(s.ServiceSerializer(service).data, status=status.HTTP_202_ACCEPTED)
@@ -112,12 +121,17 @@ class ServiceDetailView(APIView):
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         return Response(s.ServiceSerializer(service).data)
 
-    @extend_schema(request=s.ServiceUpdateSerializer, responses={202: s.ServiceSerializer}, summary="Scale a service")
+    @extend_schema(
+        request=s.ServiceUpdateSerializer,
+        responses={202: s.ServiceSerializer},
+        summary="Scale a service or change what one instance may use",
+    )
     def patch(self, request, slug: str):
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         serializer = s.ServiceUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.service_scale(service=service, replicas=serializer.validated_data["replicas"])
+        data = serializer.validated_data
+        services.service_update(service=service, replicas=data.get("replicas"), resources=data.get("resources"))
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         return Response(s.ServiceSerializer(service).data, status=status.HTTP_202_ACCEPTED)
 
@@ -146,4 +160,6 @@ class ServiceLogsView(APIView):
         instance = selectors.service_instance_get(service=service, instance_id=query.validated_data.get("instance"))
         tail = query.validated_data["tail"]
         logs = selectors.instance_logs(instance=instance, tail=tail)
-        return Response(s.LogsSerializer({"instance": instance.id, "status": instance.status, "tail": tail, "logs": logs}).data)
+        return Response(
+            s.LogsSerializer({"instance": instance.id, "status": instance.status, "tail": tail, "logs": logs}).data
+        )

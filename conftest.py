@@ -3,8 +3,10 @@ a real Celery worker, and a clean slate of runtime processes."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,31 +112,78 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+class WorkerProcess:
+    """A real ``celery worker -B`` process (with beat) on the test database and broker.
+
+    Tests may stop and start it (a worker outage), and the Docker tests run it with the
+    docker backend: ``ensure(backend)`` restarts it when the backend differs.
+    """
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.process: subprocess.Popen | None = None
+        self.backend: str | None = None
+        self.extra_env: dict[str, str] = {}
+        self.log_path = log_dir / "worker.log"
+
+    def start(self, backend: str = "local", **extra_env: str) -> None:
+        assert self.process is None, "the worker is already running"
+        env = {**_worker_env(), **extra_env, "MODELBAY_RUNTIME_BACKEND": backend}
+        self.log_path.write_bytes(b"")
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "celery", "-A", "modelbay", "worker", "-B",
+                    "--pool=threads", "--concurrency=4", "--loglevel=INFO",
+                    "-s", str(self.log_dir / "beat-schedule"),
+                ],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.backend, self.extra_env = backend, extra_env
+        deadline = time.monotonic() + 60
+        while b"ready." not in self.log_path.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Celery worker did not start:\n{self.log_path.read_text()[-4000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def ensure(self, backend: str, **extra_env: str) -> None:
+        """Running, with this backend and environment."""
+        if self.process is not None and (
+            (self.backend, self.extra_env) != (backend, extra_env) or self.process.poll() is not None
+        ):
+            self.stop()
+        if self.process is None:
+            self.start(backend, **extra_env)
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real ``celery worker -B`` process (with beat) on the test database and broker."""
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    schedule = log_path.parent / "beat-schedule"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "modelbay", "worker", "-B",
-                "--pool=threads", "--concurrency=4", "--loglevel=INFO", "-s", str(schedule),
-            ],
-            cwd=REPO, env=_worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while b"ready." not in log_path.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the Celery worker did not start:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.2)
-    process.log_path = log_path
+    process = WorkerProcess(tmp_path_factory.mktemp("worker"))
     yield process
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    process.stop()
+
+
+DEFAULT_ZONES = dict(settings.MODELBAY_ZONES)
+
+
+def _use_backend(name: str, zones: dict[str, str] | None = None) -> None:
+    """Make this (the test) process use a runtime backend and zones, as the worker does."""
+    from controlplane.backends import get_backend
+
+    settings.MODELBAY_RUNTIME_BACKEND = name
+    settings.MODELBAY_ZONES = zones or DEFAULT_ZONES
+    get_backend.cache_clear()
 
 
 @pytest.fixture
@@ -142,9 +191,112 @@ def worker(celery_worker_process, transactional_db):
     """Integration tests: data is committed so the worker sees it; runtimes are cleaned up."""
     from controlplane.models import Service
 
+    _use_backend("local")
+    celery_worker_process.ensure("local")
     yield celery_worker_process
     Service.objects.all().delete()  # first, so that reconcile does not restart what we stop
     _stop_all_runtimes()
+
+
+DOCKER_SOCKET = Path("/var/run/docker.sock")
+
+
+class UnixSocketProxy:
+    """Forwards a unix socket to the Docker engine's; ``stop()`` cuts every connection
+    and the socket itself, as an engine that went away would."""
+
+    def __init__(self, path: Path, target: Path):
+        self.path, self.target = path, target
+        self.server: socket.socket | None = None
+        self.connections: list[socket.socket] = []
+
+    def start(self) -> None:
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(self.path))
+        self.server.listen(64)
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
+        self.path.unlink(missing_ok=True)
+        for connection in self.connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            connection.close()
+        self.connections.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return  # stopped
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(str(self.target))
+            except OSError:  # the engine itself is down
+                client.close()
+                upstream.close()
+                continue
+            self.connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                sink.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+
+@pytest.fixture(scope="session")
+def zone_b_engine(tmp_path_factory) -> UnixSocketProxy:
+    proxy = UnixSocketProxy(tmp_path_factory.mktemp("zone-b") / "docker.sock", DOCKER_SOCKET)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_zones(zone_b_engine) -> dict[str, str]:
+    """Two zones on this machine's engine, each through its own endpoint; zone-b's goes
+    through a proxy that a test may stop (an engine outage) and start again."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.images.get(settings.MODELBAY_RUNTIME_IMAGE)
+    except docker.errors.DockerException as error:
+        pytest.fail(
+            f"The Docker tests need a running engine and the runtime image {settings.MODELBAY_RUNTIME_IMAGE} "
+            f"(`make test` starts and builds both as root): {error}"
+        )
+    return {"zone-a": f"unix://{DOCKER_SOCKET}", "zone-b": f"unix://{zone_b_engine.path}"}
+
+
+@pytest.fixture
+def docker_worker(celery_worker_process, transactional_db, docker_zones):
+    """Like ``worker``, with every instance a container of the Docker engine."""
+    from controlplane.models import Service
+
+    _use_backend("docker", docker_zones)
+    zones = ",".join(f"{zone}={endpoint}" for zone, endpoint in docker_zones.items())
+    celery_worker_process.ensure("docker", MODELBAY_ZONES=zones)
+    yield celery_worker_process
+    Service.objects.all().delete()
+    _stop_all_runtimes()
+    _use_backend("local")
 
 
 def wait_for(condition, *, timeout_s: float = 90, interval_s: float = 0.25, what: str = "condition"):
@@ -170,6 +322,9 @@ def _stop_all_runtimes() -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _no_runtime_left_behind():
     yield
+    _use_backend("docker")  # an engine that is not running has nothing to stop
+    _stop_all_runtimes()
+    _use_backend("local")
     _stop_all_runtimes()
 
 

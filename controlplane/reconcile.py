@@ -18,8 +18,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from controlplane import packages
-from controlplane.backends import BackendError, InstanceSpec, RunningInstance, get_backend
+from controlplane import packages, resources
+from controlplane.backends import BackendError, InstanceSpec, Inventory, RunningInstance, get_backend
 from controlplane.choices import LIVE_INSTANCE_STATUSES, InstanceStatus, ServiceStatus
 from controlplane.models import Deployment, Instance, Service
 from inference.upstream import ConnectFailed, Dropped, TimedOut, UpstreamPool
@@ -64,26 +64,40 @@ def _spec(instance: Instance) -> InstanceSpec:
         model_version=version.version,
         zone=instance.zone,
         model_dir=packages.unpacked_path(version.sha256, artifact_root=settings.MODELBAY_ARTIFACT_ROOT),
+        resources=resources.effective(service.resources),
         requirements=tuple(version.manifest.get("requirements") or ()),
-        labels={"organization": service.organization.slug, "service": service.slug},
     )
 
 
 def _start(instance: Instance) -> None:
-    backend = get_backend()
+    spec = _spec(instance)
+    try:
+        running = get_backend().start(spec)
+    except BackendError as error:
+        if error.permanent:
+            _fail(instance, str(error))
+        else:
+            _unreachable(instance, str(error))
+        return
     instance.status = InstanceStatus.STARTING
     instance.started_at = timezone.now()
     instance.ready_at = None
-    try:
-        running = backend.start(_spec(instance))
-    except BackendError as error:
-        if not error.permanent:
-            raise
-        _fail(instance, str(error))
-        return
     instance.endpoint = running.endpoint
+    instance.resources = spec.resources.as_dict()
     instance.error = None
     instance.save()
+
+
+def _unreachable(instance: Instance, reason: str) -> None:
+    """The engine that runs (or should run) the instance does not answer: not the model's fault.
+
+    The instance leaves the routing table and is started again once its engine answers;
+    the service is degraded meanwhile, never failed.
+    """
+    if (instance.status, instance.error) != (InstanceStatus.UNHEALTHY, reason):
+        logger.warning("instance %s: %s", instance.id, reason)
+        instance.status, instance.error = InstanceStatus.UNHEALTHY, reason
+        instance.save()
 
 
 def _fail(instance: Instance, error: str) -> None:
@@ -98,8 +112,11 @@ def _died_message(instance: Instance) -> str:
     return "The runtime process exited while starting." + (f"\n{tail}" if tail else "")
 
 
-def _converge_instance(instance: Instance, running: RunningInstance | None) -> None:
+def _converge_instance(instance: Instance, running: RunningInstance | None, inventory: Inventory) -> None:
     """One step of one instance's life, from what the backend and the runtime say."""
+    if instance.zone in inventory.unreachable:
+        _unreachable(instance, inventory.unreachable[instance.zone])
+        return
     alive = running is not None and running.alive
     if not alive:
         if instance.status == InstanceStatus.STARTING and instance.started_at is not None:
@@ -110,10 +127,15 @@ def _converge_instance(instance: Instance, running: RunningInstance | None) -> N
                 logger.warning("instance %s is gone; restarting it", instance.id)
             _start(instance)
         return
+    _apply_resources(instance)
     result = probe(running.endpoint)
     if instance.status == InstanceStatus.STARTING:
         if result.ready:
-            instance.status, instance.ready_at, instance.endpoint = InstanceStatus.READY, timezone.now(), running.endpoint
+            instance.status, instance.ready_at, instance.endpoint = (
+                InstanceStatus.READY,
+                timezone.now(),
+                running.endpoint,
+            )
             instance.save()
         elif result.error:
             _fail(instance, f"The model failed to load: {result.error}")
@@ -127,17 +149,33 @@ def _converge_instance(instance: Instance, running: RunningInstance | None) -> N
         instance.save()
 
 
+def _apply_resources(instance: Instance) -> None:
+    """Bring a running instance's limits to what its service asks for now."""
+    wanted = resources.effective(instance.deployment.service.resources)
+    if instance.resources == wanted.as_dict():
+        return
+    try:
+        get_backend().resize(instance.id, wanted)
+    except BackendError as error:
+        logger.warning("instance %s: %s", instance.id, error)
+        return
+    instance.resources = wanted.as_dict()
+    instance.save(update_fields=["resources"])
+
+
 # --- one deployment, one service ------------------------------------------------------
-def _least_used_zone(instances: list[Instance]) -> str:
+def _least_used_zone(instances: list[Instance], unreachable: dict[str, str]) -> str:
+    """The zone with fewest of these instances, preferring zones whose engine answers."""
     used = Counter(instance.zone for instance in instances)
-    return min(settings.MODELBAY_ZONES, key=lambda zone: used[zone])
+    return min(settings.MODELBAY_ZONES, key=lambda zone: (zone in unreachable, used[zone]))
 
 
-def _scale(deployment: Deployment, replicas: int) -> None:
+def _scale(deployment: Deployment, replicas: int, inventory: Inventory) -> None:
     """Add instances spread over the zones, or stop the newest extra ones."""
     instances = list(deployment.instances.exclude(status=InstanceStatus.STOPPED).order_by("created_at"))
     for _ in range(replicas - len(instances)):
-        instance = Instance.objects.create(deployment=deployment, zone=_least_used_zone(instances))
+        zone = _least_used_zone(instances, inventory.unreachable)
+        instance = Instance.objects.create(deployment=deployment, zone=zone)
         instances.append(instance)
         _start(instance)
     for instance in reversed(instances[replicas:]):
@@ -152,15 +190,19 @@ def _status_of(service: Service, instances: list[Instance]) -> tuple[str, str | 
     ready = counts[InstanceStatus.READY]
     # Instances starting for the first time (a deploy, a scale-up) are not a fault;
     # a restart after a crash, an unhealthy or a failed instance is.
-    troubled = failed or counts[InstanceStatus.UNHEALTHY] or any(
-        instance.status == InstanceStatus.STARTING and instance.restarts for instance in instances
+    troubled = (
+        failed
+        or counts[InstanceStatus.UNHEALTHY]
+        or any(instance.status == InstanceStatus.STARTING and instance.restarts for instance in instances)
     )
     if ready >= desired and not failed:
         return ServiceStatus.READY, None
     if failed and ready == 0 and counts[InstanceStatus.STARTING] == 0:
         return ServiceStatus.FAILED, failed[0]
     if not troubled:
-        return (ServiceStatus.READY if service.status == ServiceStatus.READY and ready else ServiceStatus.PROVISIONING), None
+        return (
+            ServiceStatus.READY if service.status == ServiceStatus.READY and ready else ServiceStatus.PROVISIONING
+        ), None
     if ready > 0 or service.status in (ServiceStatus.READY, ServiceStatus.DEGRADED):
         return ServiceStatus.DEGRADED, failed[0] if failed else None
     return ServiceStatus.PROVISIONING, None
@@ -173,12 +215,10 @@ def _teardown(service: Service) -> None:
     service.delete()
 
 
-def service_reconcile(service_id: int, *, running: dict[str, RunningInstance] | None = None) -> bool:
+def service_reconcile(service_id: int, *, running: Inventory | None = None) -> bool:
     """One pass over a service. Returns True while some instance is still starting."""
     with transaction.atomic():
-        service = (
-            Service.objects.select_for_update().select_related("organization").filter(pk=service_id).first()
-        )
+        service = Service.objects.select_for_update().select_related("organization").filter(pk=service_id).first()
         if service is None:
             return False
         if service.deleted_at is not None:
@@ -191,10 +231,10 @@ def service_reconcile(service_id: int, *, running: dict[str, RunningInstance] | 
             # started: look again before calling anything dead.
             running = get_backend().list()
         before = list(Instance.objects.filter(deployment__service=service).values_list("id", "status", "endpoint"))
-        for deployment in service.deployments.select_related("model_version"):
+        for deployment in service.deployments.select_related("model_version", "service__organization"):
             for instance in deployment.instances.filter(status__in=LIVE_INSTANCE_STATUSES):
-                _converge_instance(instance, running.get(instance.id))
-            _scale(deployment, service.replicas)
+                _converge_instance(instance, running.get(instance.id), running)
+            _scale(deployment, service.replicas, running)
         instances = list(Instance.objects.filter(deployment__service=service))
         status, error = _status_of(service, instances)
         if (status, error) != (service.status, service.error):
@@ -213,7 +253,7 @@ def service_converge(service_id: int, *, poll_s: float = 0.2) -> None:
         time.sleep(poll_s)
 
 
-def remove_orphans(running: dict[str, RunningInstance]) -> list[str]:
+def remove_orphans(running: Inventory) -> list[str]:
     """Stop processes or containers that no live instance owns."""
     owned = set(Instance.objects.filter(status__in=LIVE_INSTANCE_STATUSES).values_list("id", flat=True))
     now = time.time()

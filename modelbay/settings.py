@@ -115,9 +115,7 @@ AUTH_USER_MODEL = "accounts.User"
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
-    CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
-    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
 else:
     # Shared by every process on this host (web workers, Celery), unlike locmem.
     CACHES = {
@@ -269,6 +267,8 @@ MODELBAY_DOCKER_NETWORK = env_str("MODELBAY_DOCKER_NETWORK", "")
 MODELBAY_DOCKER_ARTIFACT_ROOT = Path(env_str("MODELBAY_DOCKER_ARTIFACT_ROOT", str(MODELBAY_ARTIFACT_ROOT)))
 MODELBAY_DOCKER_TMPFS_MB = env_int("MODELBAY_DOCKER_TMPFS_MB", 64)
 MODELBAY_DOCKER_TIMEOUT = env_float("MODELBAY_DOCKER_TIMEOUT", 10.0)  # per Docker API call
+# pip inside per-model image builds trusts these CAs (a site's own, a proxy's).
+MODELBAY_BUILD_CA_BUNDLE = env_str("MODELBAY_BUILD_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
 
 # Request bodies read by Django itself (not file parts of an upload).
 DATA_UPLOAD_MAX_MEMORY_SIZE = MODELBAY_MAX_PREDICT_BYTES

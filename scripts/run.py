@@ -1,7 +1,9 @@
 """`make run`: migrate, load the demo, start the worker and the web server, print how to use it.
 
-Embedded defaults: SQLite, a filesystem Celery broker, the local runtime backend. Set
-the variables of docker-compose.yml for the production stack.
+Embedded defaults: SQLite, a filesystem Celery broker, the local runtime backend. With
+MODELBAY_RUNTIME_BACKEND=docker, instances are containers of this machine's Docker engine
+(started and given the runtime image here when needed). Set the variables of
+docker-compose.yml for the production stack.
 """
 
 import json
@@ -23,7 +25,9 @@ sys.path.insert(0, str(REPO))
 
 
 def manage(*args: str) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, check=True, stdout=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, check=True, stdout=subprocess.PIPE, text=True
+    )
     return result.stdout
 
 
@@ -56,7 +60,20 @@ def stop_runtimes() -> None:
         backend.stop(instance_id)
 
 
+def prepare_docker() -> None:
+    """The engine running and the runtime image of this tree built (once; a few minutes)."""
+    print("Docker backend: checking the engine and the runtime image ...", flush=True)
+    subprocess.run(["bash", "scripts/start-docker.sh"], cwd=REPO, check=True)
+    image = subprocess.run(
+        ["bash", "scripts/build-runtime-image.sh"], cwd=REPO, check=True, stdout=subprocess.PIPE, text=True
+    ).stdout.strip()
+    os.environ["MODELBAY_RUNTIME_IMAGE"] = image
+
+
 def main() -> int:
+    docker = os.environ.get("MODELBAY_RUNTIME_BACKEND") == "docker"
+    if docker:
+        prepare_docker()
     print("Preparing the database and the demo (first run trains the demo model) ...", flush=True)
     manage("migrate", "--noinput", "-v", "0")
     manage("collectstatic", "--noinput", "-v", "0")
@@ -74,18 +91,26 @@ def main() -> int:
     print(
         f"""
 Modelbay is running at {URL}/
-  console login:  {demo['email']} / {demo['password']}
+  console login:  {demo["email"]} / {demo["password"]}
   API docs:       {URL}/api/docs/
-  demo service:   {demo['service']} ({status})
+  demo service:   {demo["service"]} ({status})
 
 Try a prediction (a handwritten zero from the digits data set):
-  curl -s -X POST {URL}/api/v1/services/{demo['service']}/predict \\
-    -H 'Authorization: Bearer {demo['key']}' -H 'Content-Type: application/json' \\
+  curl -s -X POST {URL}/api/v1/services/{demo["service"]}/predict \\
+    -H 'Authorization: Bearer {demo["key"]}' -H 'Content-Type: application/json' \\
     -d '{example}'
 
 Press Ctrl+C to stop.""",
         flush=True,
     )
+    if docker:
+        print(
+            f"""
+Its containers, one per replica over two zones (kill one: the service heals itself):
+  docker ps --filter label=modelbay.service={demo["service"]} --format '{{{{.ID}}}} {{{{.Label "modelbay.zone"}}}} {{{{.Status}}}}'
+  docker kill <ID>""",
+            flush=True,
+        )
 
     def shutdown(*_):
         for child in children:

@@ -13,6 +13,11 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+# The Docker tests need a running engine and the runtime image built from this tree.
+bash scripts/start-docker.sh
+MODELBAY_RUNTIME_IMAGE=$(bash scripts/build-runtime-image.sh)
+export MODELBAY_RUNTIME_IMAGE
+
 data_dir=$(mktemp -d /tmp/modelbay-test.XXXXXX)
 trap 'rm -rf "$data_dir"' EXIT
 

@@ -8,44 +8,30 @@ import signal
 import numpy as np
 import psutil
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from conftest import python_package, wait_for
+from tests.support import (
+    assert_uninstallable_requirements_fail_the_service,
+    ECHO_MODEL,
+    FAILING_LOAD,
+    NUMPY_MODEL,
+    deploy,
+    predict,
+    upload,
+    wait_status,
+)
+from controlplane import resources
 from controlplane.backends import get_backend
 from controlplane.models import Instance, Service
 
 pytestmark = pytest.mark.integration
 
 
-def _upload(api, name: str, filename: str, content: bytes) -> dict:
-    response = api.post("/api/v1/models", {"name": name, "file": SimpleUploadedFile(filename, content)}, format="multipart")
-    assert response.status_code == 201, response.content
-    return response.json()
-
-
-def _deploy(api, name: str, model: str, replicas: int = 1) -> dict:
-    response = api.post("/api/v1/services", {"name": name, "model": model, "replicas": replicas}, format="json")
-    assert response.status_code == 202, response.content
-    return response.json()
-
-
-def _wait_status(api, slug: str, statuses=("ready",), timeout_s: float = 90) -> dict:
-    def settled():
-        body = api.get(f"/api/v1/services/{slug}").json()
-        return body if body["status"] in statuses else None
-
-    return wait_for(settled, timeout_s=timeout_s, what=f"service {slug} to be {'/'.join(statuses)}")
-
-
-def _predict(api, slug: str, inputs, **extra):
-    return api.post(f"/api/v1/services/{slug}/predict", {"inputs": inputs}, format="json", **extra)
-
-
 @pytest.fixture
 def digits_service(worker, api, digits_model):
-    _upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
-    _deploy(api, "digits", "digits", replicas=2)
-    return _wait_status(api, "digits")
+    upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
+    deploy(api, "digits", "digits", replicas=2)
+    return wait_status(api, "digits")
 
 
 def test_upload_deploy_predict_matches_the_model(digits_service, api, digits_model):
@@ -54,7 +40,7 @@ def test_upload_deploy_predict_matches_the_model(digits_service, api, digits_mod
     _, classifier = digits_model
     features, _ = digits_data()
     batch = features[:25]
-    response = _predict(api, "digits", batch.tolist())
+    response = predict(api, "digits", batch.tolist())
     assert response.status_code == 200, response.content
     assert response["X-Model-Version"] == "1"
     body = response.json()
@@ -107,14 +93,14 @@ def test_bad_predict_input_answers_json_errors(digits_service, api, body, conten
 
 def test_oversized_predict_body_answers_413(digits_service, api, settings):
     settings.MODELBAY_MAX_PREDICT_BYTES = 10_000
-    response = _predict(api, "digits", [[0.0] * 64] * 200)
+    response = predict(api, "digits", [[0.0] * 64] * 200)
     assert response.status_code == 413
     assert response.json()["code"] == "payload_too_large"
 
 
-def test_wrong_scope_and_foreign_tenant_cannot_predict(digits_service, manage_only_api, outsider_api):
-    assert _predict(manage_only_api, "digits", [[0] * 64]).status_code == 403
-    response = _predict(outsider_api, "digits", [[0] * 64])
+def test_wrong_scope_and_foreign_tenant_cannotpredict(digits_service, manage_only_api, outsider_api):
+    assert predict(manage_only_api, "digits", [[0] * 64]).status_code == 403
+    response = predict(outsider_api, "digits", [[0] * 64])
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
 
@@ -127,7 +113,7 @@ def test_killed_runtime_is_restarted_and_calls_keep_working(digits_service, api)
     os.kill(process.pid, signal.SIGKILL)
     # The other replica takes the calls while reconcile brings the killed one back.
     for _ in range(20):
-        assert _predict(api, "digits", [[0] * 64]).status_code == 200
+        assert predict(api, "digits", [[0] * 64]).status_code == 200
 
     def restarted():
         victim.refresh_from_db()
@@ -135,7 +121,7 @@ def test_killed_runtime_is_restarted_and_calls_keep_working(digits_service, api)
 
     wait_for(restarted, what="the killed instance to be restarted")
     assert get_backend().list()[victim.id].alive
-    assert _wait_status(api, "digits")["status"] == "ready"
+    assert wait_status(api, "digits")["status"] == "ready"
 
 
 def test_scale_up_then_down(digits_service, api):
@@ -144,14 +130,14 @@ def test_scale_up_then_down(digits_service, api):
     assert api.patch("/api/v1/services/digits", {"replicas": 1}, format="json").status_code == 202
     wait_for(lambda: Instance.objects.count() == 1, what="scale down to 1")
     wait_for(lambda: len(get_backend().list()) == 1, what="extra processes stopped")
-    assert _predict(api, "digits", [[0] * 64]).status_code == 200
+    assert predict(api, "digits", [[0] * 64]).status_code == 200
 
 
 def test_deleting_a_service_stops_its_processes(digits_service, api):
     ids = {i["id"] for i in digits_service["instances"]}
     assert ids <= set(get_backend().list())
     assert api.delete("/api/v1/services/digits").status_code == 202
-    assert _predict(api, "digits", [[0] * 64]).status_code == 404
+    assert predict(api, "digits", [[0] * 64]).status_code == 404
     wait_for(lambda: not (ids & set(get_backend().list())), what="the processes to stop")
     wait_for(lambda: not Service.objects.exists(), what="the service row to go")
     assert api.delete("/api/v1/models/digits").status_code == 204
@@ -163,49 +149,22 @@ def test_orphan_runtime_process_is_removed(digits_service, digits_model, tmp_pat
     model_dir = tmp_path / "orphan"
     model_dir.mkdir()
     (model_dir / "model.onnx").write_bytes(digits_model[0].read_bytes())
-    spec = InstanceSpec("i-orphan00000", "acme", "nobody", 1, "zone-a", model_dir)
+    spec = InstanceSpec("i-orphan00000", "acme", "nobody", 1, "zone-a", model_dir, resources.effective({}))
     get_backend().start(spec)
     assert "i-orphan00000" in get_backend().list()
     wait_for(lambda: "i-orphan00000" not in get_backend().list(), what="reconcile to remove the orphan")
 
 
-FAILING_LOAD = """
-class Model:
-    def load(self, model_dir):
-        raise ValueError("weights file is corrupt")
-
-    def predict(self, inputs):
-        return inputs
-"""
-
-
 def test_model_whose_load_fails_ends_failed_with_its_message(worker, api):
-    _upload(api, "broken", "broken.zip", python_package(FAILING_LOAD))
-    _deploy(api, "broken", "broken")
-    body = _wait_status(api, "broken", statuses=("failed",), timeout_s=60)
+    upload(api, "broken", "broken.zip", python_package(FAILING_LOAD))
+    deploy(api, "broken", "broken")
+    body = wait_status(api, "broken", statuses=("failed",), timeout_s=60)
     assert "weights file is corrupt" in body["error"]
     assert all(i["status"] == "failed" for i in body["instances"])
-    response = _predict(api, "broken", [1])
+    response = predict(api, "broken", [1])
     assert response.status_code == 503
     assert response.json()["code"] == "unavailable"
     assert response["Retry-After"]
-
-
-ECHO_MODEL = """
-import time
-
-class Model:
-    def load(self, model_dir):
-        self.prefix = open(model_dir + "/prefix.txt").read().strip()
-
-    def predict(self, inputs):
-        out = []
-        for item in inputs:
-            if item == "slow":
-                time.sleep(3)
-            out.append(len(item) if isinstance(item, bytes) else f"{self.prefix}{item}")
-        return out
-"""
 
 
 @pytest.fixture
@@ -219,13 +178,13 @@ def echo_service(worker, api):
             "prefix.txt": "echo:",
         }
     )
-    _upload(api, "echo", "echo.zip", package)
-    _deploy(api, "echo", "echo")
-    return _wait_status(api, "echo")
+    upload(api, "echo", "echo.zip", package)
+    deploy(api, "echo", "echo")
+    return wait_status(api, "echo")
 
 
 def test_python_model_predicts_json_and_raw_bytes(echo_service, api):
-    response = _predict(api, "echo", ["a", "b"])
+    response = predict(api, "echo", ["a", "b"])
     assert response.status_code == 200, response.content
     assert response.json()["outputs"] == ["echo:a", "echo:b"]
     raw = api.generic("POST", "/api/v1/services/echo/predict", b"\x89PNG....", content_type="image/png")
@@ -235,24 +194,24 @@ def test_python_model_predicts_json_and_raw_bytes(echo_service, api):
 
 def test_slow_instance_answers_504(echo_service, api, settings):
     settings.MODELBAY_PREDICT_TIMEOUT = 1.0
-    response = _predict(api, "echo", ["slow"])
+    response = predict(api, "echo", ["slow"])
     assert response.status_code == 504
     assert response.json()["code"] == "upstream_timeout"
 
 
 def test_logs_of_a_running_and_of_a_failed_instance(worker, api, outsider_api, digits_model):
-    _upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
-    _deploy(api, "digits", "digits")
-    ready = _wait_status(api, "digits")["instances"][0]["id"]
+    upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
+    deploy(api, "digits", "digits")
+    ready = wait_status(api, "digits")["instances"][0]["id"]
     response = api.get("/api/v1/services/digits/logs", {"instance": ready, "tail": 50})
     assert response.status_code == 200
     body = response.json()
     assert body["instance"] == ready and body["status"] == "ready" and body["tail"] == 50
     assert f"starting {ready}" in body["logs"]
 
-    _upload(api, "broken", "broken.zip", python_package(FAILING_LOAD))
-    _deploy(api, "broken", "broken")
-    _wait_status(api, "broken", statuses=("failed",), timeout_s=60)
+    upload(api, "broken", "broken.zip", python_package(FAILING_LOAD))
+    deploy(api, "broken", "broken")
+    wait_status(api, "broken", statuses=("failed",), timeout_s=60)
     logs = api.get("/api/v1/services/broken/logs").json()
     assert "Traceback" in logs["logs"] and "weights file is corrupt" in logs["logs"]
 
@@ -262,33 +221,16 @@ def test_logs_of_a_running_and_of_a_failed_instance(worker, api, outsider_api, d
     assert outsider_api.get("/api/v1/services/digits/logs").status_code == 404
 
 
-NUMPY_MODEL = """
-import numpy
-
-class Model:
-    def load(self, model_dir):
-        pass
-
-    def predict(self, inputs):
-        return [float(numpy.sum(item)) for item in inputs]
-"""
-
-
 def test_python_requirements_are_installed_into_a_venv_for_the_model(worker, api, settings):
     # numpy is already in the runtime's environment: pip resolves it without downloading.
     package = python_package(NUMPY_MODEL, 'requirements: ["numpy"]\n')
-    _upload(api, "summer", "summer.zip", package)
-    _deploy(api, "summer", "summer")
-    _wait_status(api, "summer", timeout_s=180)
-    assert _predict(api, "summer", [[1, 2, 3]]).json()["outputs"] == [6.0]
+    upload(api, "summer", "summer.zip", package)
+    deploy(api, "summer", "summer")
+    wait_status(api, "summer", timeout_s=180)
+    assert predict(api, "summer", [[1, 2, 3]]).json()["outputs"] == [6.0]
     venvs = [p for p in (settings.DATA_DIR / "venvs").iterdir() if p.is_dir()]
     assert any((venv / ".complete").exists() for venv in venvs)
 
 
 def test_requirements_that_do_not_install_fail_the_service_with_pips_message(worker, api):
-    package = python_package(NUMPY_MODEL, 'requirements: ["modelbay-no-such-package-4f9c==0.0.1"]\n')
-    _upload(api, "broken-reqs", "broken.zip", package)
-    _deploy(api, "broken-reqs", "broken-reqs")
-    body = _wait_status(api, "broken-reqs", statuses=("failed",), timeout_s=240)
-    assert "Installing the model's requirements failed" in body["error"]
-    assert "modelbay-no-such-package-4f9c" in body["error"]
+    assert_uninstallable_requirements_fail_the_service(api)

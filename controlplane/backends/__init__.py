@@ -3,13 +3,14 @@ from functools import cache
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from controlplane.backends.base import BackendError, InstanceSpec, RunningInstance, RuntimeBackend
+from controlplane.backends.base import BackendError, InstanceSpec, Inventory, RunningInstance, RuntimeBackend
 
 BACKENDS = {
     "local": "controlplane.backends.local.LocalBackend",
+    "docker": "controlplane.backends.docker.DockerBackend",
 }
 
-__all__ = ["BackendError", "InstanceSpec", "RunningInstance", "RuntimeBackend", "get_backend"]
+__all__ = ["BackendError", "InstanceSpec", "Inventory", "RunningInstance", "RuntimeBackend", "get_backend"]
 
 
 @cache

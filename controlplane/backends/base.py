@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from controlplane.resources import Resources
 
 
 class BackendError(Exception):
@@ -30,8 +32,8 @@ class InstanceSpec:
     model_version: int
     zone: str
     model_dir: Path
+    resources: Resources
     requirements: tuple[str, ...] = ()
-    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,18 @@ class RunningInstance:
     created_at: float = 0.0  # epoch seconds when the process/container was made
 
 
+class Inventory(dict[str, RunningInstance]):
+    """What a backend runs, by instance id, and the zones it could not ask.
+
+    An instance missing from a reachable zone is gone; one in an unreachable zone may
+    well still run: ``unreachable`` maps such zones to the reason.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unreachable: dict[str, str] = {}
+
+
 class RuntimeBackend(Protocol):
     name: str
 
@@ -52,6 +66,9 @@ class RuntimeBackend(Protocol):
 
     def stop(self, instance_id: str) -> None: ...
 
-    def list(self) -> dict[str, RunningInstance]: ...
+    def list(self) -> Inventory: ...
 
     def logs(self, instance_id: str, *, tail: int = 200) -> str: ...
+
+    def resize(self, instance_id: str, resources: Resources) -> None:
+        """Apply new limits to a running instance (in place where the engine can)."""

@@ -23,7 +23,8 @@ from pathlib import Path
 import psutil
 from django.conf import settings
 
-from controlplane.backends.base import BackendError, InstanceSpec, RunningInstance
+from controlplane.backends.base import BackendError, InstanceSpec, Inventory, RunningInstance
+from controlplane.resources import Resources
 
 ID_FLAG = "--instance-id"
 
@@ -90,8 +91,8 @@ class LocalBackend:
         for process in self._processes().get(instance_id, []):
             self._terminate(process)
 
-    def list(self) -> dict[str, RunningInstance]:
-        running = {}
+    def list(self) -> Inventory:
+        running = Inventory()
         for instance_id, processes in self._processes().items():
             process = processes[0]
             try:
@@ -113,6 +114,9 @@ class LocalBackend:
         with open(path, encoding="utf-8", errors="replace") as log:
             return "".join(deque(log, maxlen=tail))
 
+    def resize(self, instance_id: str, resources: Resources) -> None:
+        """Local processes run without limits: nothing to change."""
+
     # --- processes ----------------------------------------------------------------
     def _processes(self) -> dict[str, list[psutil.Process]]:
         """This installation's runtime processes, by instance id."""
@@ -122,7 +126,7 @@ class LocalBackend:
             cmdline = process.info["cmdline"] or []
             marker = _flag_value(cmdline, ID_FLAG)
             if marker and marker.startswith(prefix) and "inference.runtime" in cmdline:
-                found.setdefault(marker[len(prefix):], []).append(process)
+                found.setdefault(marker[len(prefix) :], []).append(process)
         return found
 
     @staticmethod

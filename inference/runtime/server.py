@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import threading
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -112,6 +113,7 @@ class RuntimeApp:
         self._load_thread.start()
 
     def _load(self) -> None:
+        started = time.monotonic()
         try:
             model = load_model(self.model_dir, threads=self.threads, batching=self.batching)
             self._metadata_body = dumps(
@@ -124,6 +126,11 @@ class RuntimeApp:
                 }
             )
             self.model = model
+            sys.stderr.write(
+                f"modelbay-runtime: loaded {self.name} v{self._version_str} ({model.platform})"
+                f" in {time.monotonic() - started:.2f} s\n"
+            )
+            sys.stderr.flush()
         except BaseException as exc:  # noqa: BLE001 - report whatever user code raised
             self.traceback = traceback.format_exc()
             self.error = f"{type(exc).__name__}: {exc}"
@@ -377,8 +384,9 @@ def make_app(model_dir: str | Path, *, name: str = "model", version: int = 1) ->
     )
 
 
-def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8080, name: str = "model",
-          version: int = 1) -> None:
+def serve(
+    model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8080, name: str = "model", version: int = 1
+) -> None:
     """Run the runtime under uvicorn until SIGTERM/SIGINT (graceful)."""
     import uvicorn
 

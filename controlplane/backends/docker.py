@@ -1,0 +1,317 @@
+"""The production backend: each instance is a hardened container from the runtime image.
+
+Every zone names a Docker endpoint in ``MODELBAY_ZONES`` (one engine may serve several
+zones). Containers carry labels naming this installation, the instance, its
+organization, service, version and zone; the backend finds them again by those labels
+alone, so a restart of the worker or of the engine loses nothing the database does not
+know. A zone whose engine does not answer is reported as unreachable, not as "all its
+containers died".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import logging
+import tarfile
+import threading
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import docker
+import requests
+from django.conf import settings
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from controlplane.backends.base import BackendError, Inventory, InstanceSpec, RunningInstance
+from controlplane.backends.local import _namespace
+from controlplane.resources import Resources
+
+logger = logging.getLogger(__name__)
+
+LABEL = "modelbay"
+RUNTIME_PORT = 8080
+RUNTIME_USER = "10001:10001"
+CPU_PERIOD = 100_000  # microseconds; the quota is cpu × this
+ENGINE_ERRORS = (DockerException, requests.RequestException, OSError)
+MODEL_IMAGE = "modelbay/model-env"
+
+
+def _label(key: str) -> str:
+    return f"{LABEL}.{key}"
+
+
+def _cpu_quota(resources: Resources) -> int:
+    return max(1000, int(resources.cpu * CPU_PERIOD))
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self):
+        self.namespace = _namespace()
+        self.image = settings.MODELBAY_RUNTIME_IMAGE
+        self.network = settings.MODELBAY_DOCKER_NETWORK
+        self.log_dir = settings.MODELBAY_RUN_DIR / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._clients: dict[str, docker.DockerClient] = {}
+        self._lock = threading.Lock()
+
+    # --- engines ------------------------------------------------------------------
+    def _client(self, zone: str) -> docker.DockerClient:
+        """The Docker client of a zone's engine (made once; the SDK reconnects by itself)."""
+        endpoint = settings.MODELBAY_ZONES.get(zone)
+        if endpoint is None:
+            raise BackendError(f"Zone {zone!r} is not in MODELBAY_ZONES.", permanent=True)
+        with self._lock:
+            if endpoint not in self._clients:
+                self._clients[endpoint] = _connect(endpoint, timeout=settings.MODELBAY_DOCKER_TIMEOUT)
+            return self._clients[endpoint]
+
+    def _publish_host(self, zone: str) -> str:
+        """The address the gateway calls a zone's published ports on."""
+        endpoint = urlparse(settings.MODELBAY_ZONES.get(zone) or "")
+        if endpoint.scheme in ("tcp", "http", "https", "ssh") and endpoint.hostname:
+            return endpoint.hostname
+        return settings.MODELBAY_DOCKER_PUBLISH_HOST
+
+    def _containers(self, zone: str, **labels: str) -> list[dict]:
+        """This installation's containers in a zone (raw listings, stopped ones included)."""
+        filters = [f"{_label('namespace')}={self.namespace}", f"{_label('zone')}={zone}"]
+        filters += [f"{_label(key)}={value}" for key, value in labels.items()]
+        return self._client(zone).api.containers(all=True, filters={"label": filters})
+
+    # --- interface ----------------------------------------------------------------
+    def start(self, spec: InstanceSpec) -> RunningInstance:
+        try:
+            self._remove(spec.zone, spec.instance_id)
+            client = self._client(spec.zone)
+            image = self._image_for(spec.zone, spec.requirements)
+            container = client.containers.run(image, **self._container_options(spec))
+            container.reload()
+        except BackendError:
+            raise
+        except ImageNotFound as error:
+            raise BackendError(
+                f"The runtime image is missing on the Docker engine of {spec.zone}: {error.explanation}. "
+                "Build it with `make runtime-image`.",
+                permanent=True,
+            ) from error
+        except APIError as error:
+            raise BackendError(f"The Docker engine of {spec.zone} answered an error: {error}") from error
+        except ENGINE_ERRORS as error:
+            raise BackendError(f"The Docker engine of {spec.zone} cannot be reached: {error}") from error
+        return RunningInstance(
+            spec.instance_id,
+            self._endpoint(spec.zone, container.attrs),
+            alive=True,
+            zone=spec.zone,
+            created_at=_created_at(container.attrs["Created"]),
+        )
+
+    def stop(self, instance_id: str) -> None:
+        for zone in settings.MODELBAY_ZONES:
+            try:
+                self._remove(zone, instance_id)
+            except ENGINE_ERRORS as error:
+                # The orphan sweep removes it once the engine answers again.
+                logger.warning("cannot remove %s in %s: %s", instance_id, zone, error)
+
+    def list(self) -> Inventory:
+        inventory = Inventory()
+        for zone in settings.MODELBAY_ZONES:
+            try:
+                listings = self._containers(zone)
+            except ENGINE_ERRORS as error:
+                inventory.unreachable[zone] = f"The Docker engine of {zone} cannot be reached: {error}"
+                continue
+            for listing in listings:
+                instance_id = listing["Labels"].get(_label("instance"))
+                if not instance_id:
+                    continue
+                inventory[instance_id] = RunningInstance(
+                    instance_id,
+                    self._endpoint(zone, listing),
+                    alive=listing["State"] == "running",
+                    zone=zone,
+                    created_at=float(listing["Created"]),
+                )
+        return inventory
+
+    def logs(self, instance_id: str, *, tail: int = 200) -> str:
+        for zone in settings.MODELBAY_ZONES:
+            try:
+                for listing in self._containers(zone, instance=instance_id):
+                    return self._client(zone).api.logs(listing["Id"], tail=tail).decode("utf-8", "replace")
+            except ENGINE_ERRORS:
+                continue
+        # Gone: what its container printed last, kept when it was removed.
+        path = self._log_path(instance_id)
+        if not path.exists():
+            return ""
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        return "".join(lines[-tail:])
+
+    def resize(self, instance_id: str, resources: Resources) -> None:
+        for zone in settings.MODELBAY_ZONES:
+            try:
+                for listing in self._containers(zone, instance=instance_id):
+                    memory = f"{resources.memory_mb}m"
+                    self._client(zone).api.update_container(
+                        listing["Id"],
+                        mem_limit=memory,
+                        memswap_limit=memory,
+                        cpu_period=CPU_PERIOD,
+                        cpu_quota=_cpu_quota(resources),
+                    )
+            except ENGINE_ERRORS as error:
+                raise BackendError(f"Changing the limits of {instance_id} failed: {error}") from error
+
+    # --- containers ---------------------------------------------------------------
+    def _container_options(self, spec: InstanceSpec) -> dict:
+        resources = spec.resources
+        memory = f"{resources.memory_mb}m"
+        labels = {
+            _label("namespace"): self.namespace,
+            _label("instance"): spec.instance_id,
+            _label("organization"): spec.organization,
+            _label("service"): spec.service,
+            _label("version"): str(spec.model_version),
+            _label("zone"): spec.zone,
+        }
+        model_dir = settings.MODELBAY_DOCKER_ARTIFACT_ROOT / spec.model_dir.relative_to(settings.MODELBAY_ARTIFACT_ROOT)
+        options = dict(
+            command=["--model-dir", "/model", "--name", spec.service, "--model-version", str(spec.model_version)],
+            name=f"modelbay-{self.namespace}-{spec.instance_id}",
+            detach=True,
+            labels=labels,
+            environment={"HOME": "/tmp", "MODELBAY_INSTANCE_ID": spec.instance_id},
+            # Hardening: nothing a model does reaches the host or keeps state.
+            user=RUNTIME_USER,
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={settings.MODELBAY_DOCKER_TMPFS_MB}m,mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            mem_limit=memory,
+            memswap_limit=memory,  # no swap beyond the memory limit
+            cpu_period=CPU_PERIOD,
+            cpu_quota=_cpu_quota(resources),
+            pids_limit=resources.pids,
+            volumes={str(model_dir): {"bind": "/model", "mode": "ro"}},
+            log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
+        )
+        if self.network:
+            options["network"] = self.network
+        else:
+            options["ports"] = {f"{RUNTIME_PORT}/tcp": (settings.MODELBAY_DOCKER_PUBLISH_HOST, None)}
+        return options
+
+    def _endpoint(self, zone: str, attrs: dict) -> str:
+        """Where the gateway calls a container, from a listing or an inspect (both shapes)."""
+        if self.network:
+            networks = attrs.get("NetworkSettings", {}).get("Networks") or {}
+            address = (networks.get(self.network) or {}).get("IPAddress")
+            return f"http://{address}:{RUNTIME_PORT}" if address else ""
+        port = None
+        if "Ports" in attrs and isinstance(attrs["Ports"], list):  # a listing
+            port = next((p.get("PublicPort") for p in attrs["Ports"] if p.get("PrivatePort") == RUNTIME_PORT), None)
+        else:  # an inspect
+            bindings = (attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{RUNTIME_PORT}/tcp") or []
+            port = bindings[0]["HostPort"] if bindings else None
+        return f"http://{self._publish_host(zone)}:{port}" if port else ""
+
+    def _remove(self, zone: str, instance_id: str) -> None:
+        """Stop and remove an instance's container, keeping the end of its output."""
+        client = self._client(zone)
+        for listing in self._containers(zone, instance=instance_id):
+            try:
+                if listing["State"] == "running":
+                    # SIGTERM: the runtime finishes the calls in flight, then exits.
+                    client.api.stop(listing["Id"], timeout=5)
+                self._log_path(instance_id).write_bytes(client.api.logs(listing["Id"], tail=1000))
+                client.api.remove_container(listing["Id"], force=True)
+            except NotFound:
+                pass  # removed meanwhile
+            except APIError as error:
+                if error.status_code != 409:  # 409: another worker's removal is in progress
+                    raise
+
+    def _log_path(self, instance_id: str) -> Path:
+        return self.log_dir / f"{instance_id}.log"
+
+    # --- images -------------------------------------------------------------------
+    def _image_for(self, zone: str, requirements: tuple[str, ...]) -> str:
+        """The runtime image, or a per-model image with the model's requirements on top."""
+        client = self._client(zone)
+        base = client.images.get(self.image)  # ImageNotFound: the runtime image was never built
+        if not requirements:
+            return self.image
+        digest = hashlib.sha256("\n".join([base.id, *sorted(requirements)]).encode()).hexdigest()[:16]
+        tag = f"{MODEL_IMAGE}:{digest}"
+        lock_path = settings.MODELBAY_RUN_DIR / f"image-{digest}.lock"
+        with open(lock_path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one build per image at a time on this host
+            try:
+                client.images.get(tag)
+            except ImageNotFound:
+                self._build_model_image(zone, tag, requirements)
+        return tag
+
+    def _build_model_image(self, zone: str, tag: str, requirements: tuple[str, ...]) -> None:
+        dockerfile = (
+            f"FROM {self.image}\n"
+            "USER root\n"
+            "COPY requirements.txt build-ca.crt /tmp/build/\n"
+            "RUN PIP_CERT=/tmp/build/build-ca.crt /opt/runtime/bin/pip install --no-cache-dir"
+            " --disable-pip-version-check -r /tmp/build/requirements.txt && rm -rf /tmp/build\n"
+            f"USER {RUNTIME_USER}\n"
+        )
+        files = {
+            "Dockerfile": dockerfile.encode(),
+            "requirements.txt": ("\n".join(requirements) + "\n").encode(),
+            "build-ca.crt": Path(settings.MODELBAY_BUILD_CA_BUNDLE).read_bytes(),
+        }
+        output: list[str] = []
+        error = None
+        # Builds outlast the per-call timeout: pip may be silent for a while.
+        builder = _connect(settings.MODELBAY_ZONES[zone], timeout=900)
+        try:
+            for chunk in builder.api.build(
+                fileobj=_tar(files), custom_context=True, tag=tag, rm=True, forcerm=True, decode=True
+            ):
+                output.append(chunk.get("stream", ""))
+                if "error" in chunk:
+                    error = chunk["error"]
+                    output.append(error + "\n")
+        finally:
+            builder.close()
+        if error:
+            log = "".join(output)[-4000:]
+            raise BackendError(f"Installing the model's requirements failed:\n{log}", permanent=True)
+
+
+def _connect(endpoint: str, *, timeout: float) -> docker.DockerClient:
+    """A client of the engine at ``endpoint``; empty means DOCKER_HOST or the local socket."""
+    if endpoint:
+        return docker.DockerClient(base_url=endpoint, timeout=int(timeout))
+    return docker.from_env(timeout=int(timeout))
+
+
+def _tar(files: dict[str, bytes]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    buffer.seek(0)
+    return buffer
+
+
+def _created_at(value: str | int | float) -> float:
+    """A container's creation time: epoch seconds in listings, RFC 3339 in inspects."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    return datetime.fromisoformat(value[:26].rstrip("Z") + "+00:00").timestamp()

@@ -1,0 +1,81 @@
+"""What the end-to-end tests share: API steps of a user, and small python models."""
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from conftest import python_package, wait_for
+
+
+def upload(api, name: str, filename: str, content: bytes) -> dict:
+    response = api.post(
+        "/api/v1/models", {"name": name, "file": SimpleUploadedFile(filename, content)}, format="multipart"
+    )
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def deploy(api, name: str, model: str, replicas: int = 1, **extra) -> dict:
+    body = {"name": name, "model": model, "replicas": replicas, **extra}
+    response = api.post("/api/v1/services", body, format="json")
+    assert response.status_code == 202, response.content
+    return response.json()
+
+
+def wait_status(api, slug: str, statuses=("ready",), timeout_s: float = 90) -> dict:
+    def settled():
+        body = api.get(f"/api/v1/services/{slug}").json()
+        return body if body["status"] in statuses else None
+
+    return wait_for(settled, timeout_s=timeout_s, what=f"service {slug} to be {'/'.join(statuses)}")
+
+
+def assert_uninstallable_requirements_fail_the_service(api) -> None:
+    """A python model whose requirements do not install: the service ends failed with pip's words."""
+    package = python_package(NUMPY_MODEL, 'requirements: ["modelbay-no-such-package-4f9c==0.0.1"]\n')
+    upload(api, "broken-reqs", "broken.zip", package)
+    deploy(api, "broken-reqs", "broken-reqs")
+    body = wait_status(api, "broken-reqs", statuses=("failed",), timeout_s=300)
+    assert "Installing the model's requirements failed" in body["error"]
+    assert "modelbay-no-such-package-4f9c" in body["error"]
+
+
+def predict(api, slug: str, inputs, **extra):
+    return api.post(f"/api/v1/services/{slug}/predict", {"inputs": inputs}, format="json", **extra)
+
+
+FAILING_LOAD = """
+class Model:
+    def load(self, model_dir):
+        raise ValueError("weights file is corrupt")
+
+    def predict(self, inputs):
+        return inputs
+"""
+
+
+ECHO_MODEL = """
+import time
+
+class Model:
+    def load(self, model_dir):
+        self.prefix = open(model_dir + "/prefix.txt").read().strip()
+
+    def predict(self, inputs):
+        out = []
+        for item in inputs:
+            if item == "slow":
+                time.sleep(3)
+            out.append(len(item) if isinstance(item, bytes) else f"{self.prefix}{item}")
+        return out
+"""
+
+
+NUMPY_MODEL = """
+import numpy
+
+class Model:
+    def load(self, model_dir):
+        pass
+
+    def predict(self, inputs):
+        return [float(numpy.sum(item)) for item in inputs]
+"""

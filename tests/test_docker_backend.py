@@ -1,0 +1,347 @@
+"""The docker backend on this machine's real engine: containers from the runtime image,
+hardened, spread over two zones, healed by reconcile, and what a model inside may not do.
+
+Two zones reach the same engine through two endpoints; zone-b's can be taken away to
+play an engine outage (see the ``docker_zones`` fixture).
+"""
+
+import threading
+import time
+from pathlib import Path
+
+import docker
+import pytest
+from django.conf import settings
+
+from conftest import python_package, wait_for
+from controlplane import resources
+from controlplane.backends import InstanceSpec, get_backend
+from controlplane.models import Instance
+from tests.support import (
+    assert_uninstallable_requirements_fail_the_service,
+    FAILING_LOAD,
+    NUMPY_MODEL,
+    deploy,
+    predict,
+    upload,
+    wait_status,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+def _containers(engine, **labels) -> list:
+    filters = [f"modelbay.namespace={get_backend().namespace}"] + [f"modelbay.{k}={v}" for k, v in labels.items()]
+    return engine.containers.list(all=True, filters={"label": filters})
+
+
+def _container_of(engine, instance_id: str):
+    (container,) = _containers(engine, instance=instance_id)
+    return container
+
+
+@pytest.fixture
+def digits(docker_worker, api, digits_model):
+    upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
+    deploy(api, "digits", "digits", replicas=2)
+    return wait_status(api, "digits", timeout_s=60)
+
+
+def test_onnx_model_serves_from_containers_in_two_zones(digits, api, engine, digits_model):
+    from controlplane.demo import digits_data
+
+    features, _ = digits_data()
+    response = predict(api, "digits", features[:10].tolist())
+    assert response.status_code == 200, response.content
+    assert [o["label"] for o in response.json()["outputs"]] == digits_model[1].predict(features[:10]).tolist()
+
+    assert {i["zone"] for i in digits["instances"]} == {"zone-a", "zone-b"}
+    for instance in digits["instances"]:
+        container = _container_of(engine, instance["id"])
+        assert container.status == "running"
+        assert container.labels == {
+            "modelbay.namespace": get_backend().namespace,
+            "modelbay.instance": instance["id"],
+            "modelbay.organization": "acme",
+            "modelbay.service": "digits",
+            "modelbay.version": "1",
+            "modelbay.zone": instance["zone"],
+        }
+        assert container.image.tags and settings.MODELBAY_RUNTIME_IMAGE in container.image.tags
+
+
+def test_containers_are_hardened(digits, engine):
+    container = _container_of(engine, digits["instances"][0]["id"])
+    host = container.attrs["HostConfig"]
+    assert container.attrs["Config"]["User"] == "10001:10001"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["Privileged"] is False
+    assert host["Memory"] == 1024 * 1024 * 1024 and host["MemorySwap"] == host["Memory"]
+    assert host["CpuQuota"] == host["CpuPeriod"]  # 1 CPU
+    assert host["PidsLimit"] == 256
+    assert host["NetworkMode"] not in ("host",) and host["PidMode"] == "" and host["IpcMode"] != "host"
+    assert list(host["Tmpfs"]) == ["/tmp"]
+    mounts = container.attrs["Mounts"]
+    assert [(m["Destination"], m["RW"]) for m in mounts] == [("/model", False)]
+    assert not any("docker.sock" in m["Source"] for m in mounts)
+    # The port is published on loopback only.
+    assert {b["HostIp"] for b in container.attrs["NetworkSettings"]["Ports"]["8080/tcp"]} == {"127.0.0.1"}
+    # The runtime itself sees it the same way from inside.
+    uid = container.exec_run(["python3", "-c", "import os; print(os.getuid())"], user="").output.decode().strip()
+    assert uid == "10001"
+
+
+def test_resources_are_applied_and_changed_in_place(docker_worker, api, engine, digits_model):
+    upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
+    deploy(api, "digits", "digits", resources={"cpu": 0.5, "memory_mb": 256})
+    instance_id = wait_status(api, "digits", timeout_s=60)["instances"][0]["id"]
+    host = _container_of(engine, instance_id).attrs["HostConfig"]
+    assert host["Memory"] == 256 * 1024 * 1024
+    assert host["CpuQuota"] * 2 == host["CpuPeriod"]
+
+    response = api.patch("/api/v1/services/digits", {"resources": {"memory_mb": 512}}, format="json")
+    assert response.status_code == 202, response.content
+
+    def resized():
+        host = _container_of(engine, instance_id).attrs["HostConfig"]
+        return host["Memory"] == 512 * 1024 * 1024 and host["CpuQuota"] * 2 == host["CpuPeriod"]
+
+    wait_for(resized, timeout_s=30, what="the container's limits to change")
+    assert predict(api, "digits", [[0] * 64]).status_code == 200  # the same container, still serving
+
+
+SNOOPING_MODEL = """
+class Model:
+    def load(self, model_dir):
+        pass
+
+    def predict(self, inputs):
+        results = []
+        for action, path in inputs:
+            try:
+                if action == "read":
+                    open(path, "rb").read(1)
+                else:
+                    with open(path, "w") as f:
+                        f.write("x")
+                results.append("ok")
+            except OSError as error:
+                results.append(f"{type(error).__name__}: {error.strerror}")
+        return results
+"""
+
+
+def test_a_model_cannot_read_secrets_or_write_outside_tmp(docker_worker, api):
+    upload(api, "snoop", "snoop.zip", python_package(SNOOPING_MODEL))
+    deploy(api, "snoop", "snoop")
+    wait_status(api, "snoop", timeout_s=60)
+    attempts = [
+        ["read", "/etc/shadow"],
+        ["write", "/etc/passwd"],
+        ["write", "/app/inference/x.py"],
+        ["write", "/model/predictor.py"],
+        ["write", "/root/x"],
+        ["read", "/var/run/docker.sock"],
+        ["write", "/tmp/scratch"],
+    ]
+    response = predict(api, "snoop", attempts)
+    assert response.status_code == 200, response.content
+    results = dict(zip((path for _, path in attempts), response.json()["outputs"]))
+    assert results["/etc/shadow"] == "PermissionError: Permission denied"
+    assert (
+        results["/etc/passwd"].startswith("OSError: Read-only file system")
+        or "Permission denied" in results["/etc/passwd"]
+    )
+    assert results["/app/inference/x.py"] == "OSError: Read-only file system"
+    assert results["/model/predictor.py"] == "OSError: Read-only file system"
+    assert results["/root/x"] != "ok"
+    assert results["/var/run/docker.sock"] == "FileNotFoundError: No such file or directory"
+    assert results["/tmp/scratch"] == "ok"
+    # The platform is none the worse: the service is still ready and answers.
+    assert wait_status(api, "snoop")["status"] == "ready"
+    assert predict(api, "snoop", [["write", "/tmp/again"]]).json()["outputs"] == ["ok"]
+
+
+def _keep_calling(api, slug: str, stop: threading.Event, results: list) -> threading.Thread:
+    def loop():
+        while not stop.is_set():
+            results.append(predict(api, slug, [[0] * 64]).status_code)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_killed_container_is_replaced_while_calls_keep_succeeding(digits, api, engine):
+    victim = Instance.objects.get(id=digits["instances"][0]["id"])
+    old_container = _container_of(engine, victim.id)
+    stop, results = threading.Event(), []
+    caller = _keep_calling(api, "digits", stop, results)
+    try:
+        time.sleep(0.3)
+        old_container.kill()
+
+        def replaced():
+            victim.refresh_from_db()
+            return victim.restarts >= 1 and victim.status == "ready"
+
+        wait_for(replaced, timeout_s=60, what="the killed container to be replaced")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        caller.join()
+    new_container = _container_of(engine, victim.id)
+    assert new_container.id != old_container.id and new_container.status == "running"
+    assert len(results) > 20 and set(results) == {200}, f"{len(results)} calls: {sorted(set(results))}"
+    assert wait_status(api, "digits")["status"] == "ready"
+
+
+def test_a_container_removed_behind_the_platforms_back_is_recreated(digits, api, engine):
+    victim = Instance.objects.get(id=digits["instances"][1]["id"])
+    _container_of(engine, victim.id).remove(force=True)
+
+    def recreated():
+        victim.refresh_from_db()
+        return victim.restarts >= 1 and victim.status == "ready" and _containers(engine, instance=victim.id)
+
+    wait_for(recreated, timeout_s=60, what="the removed container to be recreated")
+    assert predict(api, "digits", [[0] * 64]).status_code == 200
+
+
+def test_an_orphan_labelled_container_is_removed(digits, engine, tmp_path):
+    from controlplane import packages
+
+    version_dir = packages.unpacked_path(
+        Instance.objects.first().deployment.model_version.sha256, artifact_root=settings.MODELBAY_ARTIFACT_ROOT
+    )
+    spec = InstanceSpec("i-orphan00000", "acme", "nobody", 1, "zone-a", Path(version_dir), resources.effective({}))
+    get_backend().start(spec)
+    assert _containers(engine, instance="i-orphan00000")
+    wait_for(lambda: not _containers(engine, instance="i-orphan00000"), timeout_s=30, what="the orphan's removal")
+    # The service's own containers are untouched.
+    assert all(_containers(engine, instance=i["id"])[0].status == "running" for i in digits["instances"])
+
+
+def test_worker_outage_then_changed_replicas_converge(digits, api, engine, docker_worker):
+    docker_worker.stop()
+    assert api.patch("/api/v1/services/digits", {"replicas": 3}, format="json").status_code == 202
+    killed = digits["instances"][0]["id"]
+    _container_of(engine, killed).kill()
+    time.sleep(1)
+    assert len(_containers(engine, service="digits")) == 2  # nobody acts while the worker is down
+    docker_worker.ensure(docker_worker.backend, **docker_worker.extra_env)
+
+    def converged():
+        body = api.get("/api/v1/services/digits").json()
+        ready = [i for i in body["instances"] if i["status"] == "ready"]
+        return body["status"] == "ready" and len(ready) == 3
+
+    wait_for(converged, timeout_s=90, what="3 ready instances after the worker came back")
+    running = [c for c in _containers(engine, service="digits") if c.status == "running"]
+    assert len(running) == 3
+    assert {c.labels["modelbay.zone"] for c in running} == {"zone-a", "zone-b"}
+
+
+def test_an_unreachable_engine_degrades_its_zone_then_recovers(digits, api, zone_b_engine):
+    zone_b = [i["id"] for i in digits["instances"] if i["zone"] == "zone-b"]
+    zone_b_engine.stop()
+    try:
+
+        def degraded():
+            body = api.get("/api/v1/services/digits").json()
+            states = {i["id"]: i["status"] for i in body["instances"]}
+            return body if body["status"] == "degraded" and all(states[i] == "unhealthy" for i in zone_b) else None
+
+        body = wait_for(degraded, timeout_s=30, what="zone-b's instances unhealthy and the service degraded")
+        assert body["error"] is None or "zone-b" in body["error"]
+        # zone-a still serves every call.
+        assert all(predict(api, "digits", [[0] * 64]).status_code == 200 for _ in range(20))
+        time.sleep(2)  # several reconcile passes: still degraded, never failed
+        assert api.get("/api/v1/services/digits").json()["status"] == "degraded"
+    finally:
+        zone_b_engine.start()
+    body = wait_status(api, "digits", timeout_s=60)
+    assert all(i["status"] == "ready" for i in body["instances"])
+
+
+def test_python_requirements_build_a_cached_per_model_image(docker_worker, api, engine):
+    # numpy is in the runtime image already: pip resolves it without a download.
+    upload(api, "summer", "summer.zip", python_package(NUMPY_MODEL, 'requirements: ["numpy"]\n'))
+    deploy(api, "summer", "summer", replicas=2)
+    body = wait_status(api, "summer", timeout_s=300)
+    assert predict(api, "summer", [[1, 2, 3]]).json()["outputs"] == [6.0]
+    images = {_container_of(engine, i["id"]).image.id for i in body["instances"]}
+    assert len(images) == 1  # built once, used by both replicas
+    (image,) = images
+    assert any(tag.startswith("modelbay/model-env:") for tag in engine.images.get(image).tags)
+
+
+def test_requirements_that_do_not_install_fail_the_service_with_the_build_output(docker_worker, api):
+    assert_uninstallable_requirements_fail_the_service(api)
+
+
+def test_logs_of_a_running_and_of_a_failed_container(docker_worker, api, digits_model):
+    upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
+    deploy(api, "digits", "digits")
+    running = wait_status(api, "digits", timeout_s=60)["instances"][0]["id"]
+    logs = api.get("/api/v1/services/digits/logs", {"instance": running}).json()
+    assert "loaded digits v1" in logs["logs"]
+
+    upload(api, "broken", "broken.zip", python_package(FAILING_LOAD))
+    deploy(api, "broken", "broken")
+    body = wait_status(api, "broken", statuses=("failed",), timeout_s=60)
+    assert "weights file is corrupt" in body["error"]
+    logs = api.get("/api/v1/services/broken/logs").json()
+    assert "Traceback" in logs["logs"] and "weights file is corrupt" in logs["logs"]
+
+
+def test_a_restart_of_the_docker_engine_is_survived(digits, api, engine):
+    """dockerd stops (its containers with it) and starts again: the service heals by itself."""
+    import os
+    import signal
+    import subprocess
+
+    import psutil
+
+    (dockerd,) = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "dockerd"]
+    os.kill(dockerd.pid, signal.SIGTERM)
+    dockerd.wait(timeout=60)
+    body = wait_status(api, "digits", statuses=("degraded",), timeout_s=30)
+    assert {i["status"] for i in body["instances"]} == {"unhealthy"}
+    errors = set(Instance.objects.values_list("error", flat=True))
+    assert all("The Docker engine of zone-" in error and "cannot be reached" in error for error in errors), errors
+
+    subprocess.run(["bash", "scripts/start-docker.sh"], cwd=settings.BASE_DIR, check=True, timeout=120)
+    body = wait_status(api, "digits", timeout_s=90)
+    assert all(i["status"] == "ready" for i in body["instances"])
+    assert predict(api, "digits", [[0] * 64]).status_code == 200
+
+
+def test_containers_on_a_network_are_called_at_their_address_there(docker_worker, api, engine, digits_model):
+    """MODELBAY_DOCKER_NETWORK (compose): no published port; the gateway calls the container's address."""
+    network = engine.networks.create("modelbay-test-net", driver="bridge")
+    try:
+        docker_worker.stop()
+        docker_worker.ensure("docker", **docker_worker.extra_env, MODELBAY_DOCKER_NETWORK=network.name)
+        upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
+        deploy(api, "digits", "digits")
+        instance_id = wait_status(api, "digits", timeout_s=60)["instances"][0]["id"]
+        container = _container_of(engine, instance_id)
+        address = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        assert Instance.objects.get(id=instance_id).endpoint == f"http://{address}:8080"
+        assert not any(container.attrs["NetworkSettings"]["Ports"].values())  # nothing published on the host
+        assert predict(api, "digits", [[0] * 64]).status_code == 200
+    finally:
+        api.delete("/api/v1/services/digits")
+        wait_for(lambda: not _containers(engine, service="digits"), timeout_s=30, what="the containers to go")
+        network.remove()

@@ -204,7 +204,9 @@ def _status_of(service: Service, instances: list[Instance]) -> tuple[str, str | 
             ServiceStatus.READY if service.status == ServiceStatus.READY and ready else ServiceStatus.PROVISIONING
         ), None
     if ready > 0 or service.status in (ServiceStatus.READY, ServiceStatus.DEGRADED):
-        return ServiceStatus.DEGRADED, failed[0] if failed else None
+        # Say why: a failed instance's error, else an unhealthy one's (an engine out of reach).
+        reasons = failed or [i.error for i in instances if i.status == InstanceStatus.UNHEALTHY and i.error]
+        return ServiceStatus.DEGRADED, reasons[0] if reasons else None
     return ServiceStatus.PROVISIONING, None
 
 

@@ -35,6 +35,8 @@ def _status(service, was, states, restarts=0):
         (S.READY, [I.READY, I.STARTING], 0, S.READY),  # a scale-up
         (S.READY, [I.READY, I.STARTING], 1, S.DEGRADED),  # a crashed instance restarting
         (S.READY, [I.READY, I.UNHEALTHY], 0, S.DEGRADED),
+        (S.READY, [I.UNHEALTHY, I.UNHEALTHY], 0, S.DEGRADED),  # every engine out of reach: never failed
+        (S.DEGRADED, [I.UNHEALTHY, I.UNHEALTHY], 0, S.DEGRADED),
         (S.PROVISIONING, [I.FAILED, I.FAILED], 0, S.FAILED),
         (S.PROVISIONING, [I.READY, I.FAILED], 0, S.DEGRADED),
     ],
@@ -45,3 +47,7 @@ def test_service_status_from_instances(service, was, states, restarts, expected)
 
 def test_failed_service_carries_the_instance_error(service):
     assert _status(service, S.PROVISIONING, [I.FAILED, I.FAILED]) == (S.FAILED, "boom")
+
+
+def test_degraded_service_says_why(service):
+    assert _status(service, S.READY, [I.READY, I.UNHEALTHY]) == (S.DEGRADED, "boom")

@@ -1,8 +1,16 @@
 """Celery tasks: thin wrappers over controlplane.reconcile."""
 
+import logging
+
 from celery import shared_task
+from celery.signals import worker_ready
+from django.db import close_old_connections
 
 from controlplane import reconcile
+from controlplane.backends import get_backend
+from controlplane.models import Instance
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task
@@ -16,3 +24,20 @@ def reconcile_all() -> None:
     """Periodic (beat): restart what died, remove orphans, refresh statuses."""
     for service_id in reconcile.reconcile_all():
         provision_service.delay(service_id)
+
+
+def _instance_exited(instance_id: str) -> None:
+    close_old_connections()  # runs in the backend's long-lived watcher thread
+    try:
+        service_id = Instance.objects.filter(pk=instance_id).values_list("deployment__service_id", flat=True).first()
+        if service_id is not None:  # else stopped on purpose with its instance, or an orphan
+            logger.info("instance %s exited; reconciling its service now", instance_id)
+            provision_service.delay(service_id)
+    except Exception:  # the periodic reconcile still covers it; the watcher must go on
+        logger.exception("reacting to the exit of instance %s", instance_id)
+
+
+@worker_ready.connect
+def _watch_runtime_backend(**_) -> None:
+    """A worker reacts to instances that stop as they stop (where the backend can tell)."""
+    get_backend().watch(_instance_exited)

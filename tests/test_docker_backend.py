@@ -12,6 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from conftest import python_package, wait_for
 from controlplane import resources
@@ -173,9 +174,12 @@ def test_a_model_cannot_read_secrets_or_write_outside_tmp(docker_worker, api):
 
 def _keep_calling(api, slug: str, stop: threading.Event, results: list) -> threading.Thread:
     def loop():
-        while not stop.is_set():
-            results.append(predict(api, slug, [[0] * 64]).status_code)
-            time.sleep(0.02)
+        try:
+            while not stop.is_set():
+                results.append(predict(api, slug, [[0] * 64]).status_code)
+                time.sleep(0.02)
+        finally:
+            connection.close()  # this thread's own, or the test database cannot be dropped
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
@@ -345,3 +349,21 @@ def test_containers_on_a_network_are_called_at_their_address_there(docker_worker
         api.delete("/api/v1/services/digits")
         wait_for(lambda: not _containers(engine, service="digits"), timeout_s=30, what="the containers to go")
         network.remove()
+
+
+def test_a_container_that_dies_is_replaced_on_the_engines_event(docker_worker, api, engine, digits_model):
+    """With the periodic reconcile 10 minutes away, only the engine's "die" event can bring it back."""
+    docker_worker.stop()
+    docker_worker.ensure("docker", **docker_worker.extra_env, MODELBAY_RECONCILE_INTERVAL="600")
+    upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
+    deploy(api, "digits", "digits")
+    victim = Instance.objects.get(id=wait_status(api, "digits", timeout_s=60)["instances"][0]["id"])
+    _container_of(engine, victim.id).kill()
+
+    def replaced():
+        victim.refresh_from_db()
+        return victim.restarts == 1 and victim.status == "ready"
+
+    wait_for(replaced, timeout_s=60, what="the dead container to be replaced")
+    assert f"instance {victim.id} exited" in docker_worker.log_path.read_text()
+    assert predict(api, "digits", [[0] * 64]).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Protocol
 
 from controlplane.resources import Resources
@@ -72,3 +73,8 @@ class RuntimeBackend(Protocol):
 
     def resize(self, instance_id: str, resources: Resources) -> None:
         """Apply new limits to a running instance (in place where the engine can)."""
+
+    def watch(self, on_exit: Callable[[str], None]) -> None:
+        """Report instances that stop, as they stop (in background threads), so that they
+        are replaced at once rather than at the next periodic reconcile. Optional: a
+        backend without events does nothing here."""

@@ -16,6 +16,8 @@ import io
 import logging
 import tarfile
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -153,6 +155,39 @@ class DockerBackend:
             return ""
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
         return "".join(lines[-tail:])
+
+    def watch(self, on_exit: Callable[[str], None]) -> None:
+        """Call ``on_exit(instance_id)`` whenever one of our containers stops, in any zone.
+
+        Runs until the process ends, each zone's engine in its own thread; an engine that
+        goes away is watched again once it answers (the periodic reconcile covers the gap).
+        """
+        for zone in settings.MODELBAY_ZONES:
+            threading.Thread(target=self._watch_zone, args=(zone, on_exit), name=f"watch-{zone}", daemon=True).start()
+
+    def _watch_zone(self, zone: str, on_exit: Callable[[str], None]) -> None:
+        filters = {
+            "type": "container",
+            "event": ["die"],
+            "label": [f"{_label('namespace')}={self.namespace}", f"{_label('zone')}={zone}"],
+        }
+        while True:
+            try:
+                client = _connect(settings.MODELBAY_ZONES[zone], timeout=None)  # a stream: no read timeout
+                for event in client.api.events(filters=filters, decode=True):
+                    instance_id = event.get("Actor", {}).get("Attributes", {}).get(_label("instance"))
+                    if not instance_id:
+                        continue
+                    # The engine sends "die" before it records the exit; an inspect waits
+                    # for the record, so that a listing made next sees the container stopped.
+                    try:
+                        client.api.inspect_container(event["id"])
+                    except NotFound:
+                        pass
+                    on_exit(instance_id)
+            except ENGINE_ERRORS as error:
+                logger.info("watching the Docker engine of %s: %s; again in 2 s", zone, error)
+            time.sleep(2)
 
     def resize(self, instance_id: str, resources: Resources) -> None:
         for zone in settings.MODELBAY_ZONES:
@@ -292,11 +327,12 @@ class DockerBackend:
             raise BackendError(f"Installing the model's requirements failed:\n{log}", permanent=True)
 
 
-def _connect(endpoint: str, *, timeout: float) -> docker.DockerClient:
+def _connect(endpoint: str, *, timeout: float | None) -> docker.DockerClient:
     """A client of the engine at ``endpoint``; empty means DOCKER_HOST or the local socket."""
+    timeout = int(timeout) if timeout is not None else None
     if endpoint:
-        return docker.DockerClient(base_url=endpoint, timeout=int(timeout))
-    return docker.from_env(timeout=int(timeout))
+        return docker.DockerClient(base_url=endpoint, timeout=timeout)
+    return docker.from_env(timeout=timeout)
 
 
 def _tar(files: dict[str, bytes]) -> io.BytesIO:

@@ -117,6 +117,9 @@ class LocalBackend:
     def resize(self, instance_id: str, resources: Resources) -> None:
         """Local processes run without limits: nothing to change."""
 
+    def watch(self, on_exit) -> None:
+        """No events for processes: the periodic reconcile finds the dead ones."""
+
     # --- processes ----------------------------------------------------------------
     def _processes(self) -> dict[str, list[psutil.Process]]:
         """This installation's runtime processes, by instance id."""

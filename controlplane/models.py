@@ -103,6 +103,8 @@ class Instance(models.Model):
     endpoint = models.CharField(max_length=255, blank=True)
     error = models.TextField(null=True, blank=True)
     restarts = models.PositiveIntegerField(default=0)
+    # Starts in a row whose process/container exited before it was ready (reset when ready).
+    failed_starts = models.PositiveIntegerField(default=0)
     # The limits the instance was started or last resized with (resources.Resources.as_dict()).
     resources = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -10,6 +10,7 @@ several workers: each holds the service's row lock.
 import json
 import logging
 import time
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -107,9 +108,13 @@ def _fail(instance: Instance, error: str) -> None:
     get_backend().stop(instance.id)
 
 
+MAX_FAILED_STARTS = 3
+
+
 def _died_message(instance: Instance) -> str:
     tail = get_backend().logs(instance.id, tail=20).strip()
-    return "The runtime process exited while starting." + (f"\n{tail}" if tail else "")
+    message = f"The runtime exited while starting, {instance.failed_starts} times in a row."
+    return message + (f"\n{tail}" if tail else "")
 
 
 def _converge_instance(instance: Instance, running: RunningInstance | None, inventory: Inventory) -> None:
@@ -120,7 +125,15 @@ def _converge_instance(instance: Instance, running: RunningInstance | None, inve
     alive = running is not None and running.alive
     if not alive:
         if instance.status == InstanceStatus.STARTING and instance.started_at is not None:
-            _fail(instance, _died_message(instance))
+            # Killed from outside, or out of memory while loading: try again a few times,
+            # then give up with what it printed, rather than crash-looping for ever.
+            instance.failed_starts += 1
+            if instance.failed_starts >= MAX_FAILED_STARTS:
+                _fail(instance, _died_message(instance))
+                return
+            logger.warning("instance %s exited while starting; starting it again", instance.id)
+            instance.restarts += 1
+            _start(instance)
         else:
             if instance.started_at is not None:
                 instance.restarts += 1
@@ -136,6 +149,7 @@ def _converge_instance(instance: Instance, running: RunningInstance | None, inve
                 timezone.now(),
                 running.endpoint,
             )
+            instance.failed_starts = 0
             instance.save()
         elif result.error:
             _fail(instance, f"The model failed to load: {result.error}")
@@ -217,9 +231,26 @@ def _teardown(service: Service) -> None:
     service.delete()
 
 
+_pass_locks: dict[int, threading.Lock] = {}
+_pass_locks_guard = threading.Lock()
+
+
+def _seen_running(running: RunningInstance | None, instance: Instance) -> bool:
+    return running is not None and running.alive and running.endpoint == instance.endpoint
+
+
+def _pass_lock(service_id: int) -> threading.Lock:
+    with _pass_locks_guard:
+        return _pass_locks.setdefault(service_id, threading.Lock())
+
+
 def service_reconcile(service_id: int, *, running: Inventory | None = None) -> bool:
-    """One pass over a service. Returns True while some instance is still starting."""
-    with transaction.atomic():
+    """One pass over a service. Returns True while some instance is still starting.
+
+    Passes over one service never overlap: across workers the row lock keeps them apart,
+    within a worker (and on SQLite, which has no row locks) a lock per service does.
+    """
+    with _pass_lock(service_id), transaction.atomic():
         service = Service.objects.select_for_update().select_related("organization").filter(pk=service_id).first()
         if service is None:
             return False
@@ -228,9 +259,9 @@ def service_reconcile(service_id: int, *, running: Inventory | None = None) -> b
             generation.bump()
             return False
         live = list(Instance.objects.filter(deployment__service=service, status__in=LIVE_INSTANCE_STATUSES))
-        if running is None or any(not (running.get(i.id) and running[i.id].alive) for i in live):
-            # A snapshot taken before this pass may miss an instance another worker just
-            # started: look again before calling anything dead.
+        if running is None or not all(_seen_running(running.get(i.id), i) for i in live):
+            # A snapshot taken before this pass may predate an instance another pass just
+            # (re)started: look again before calling anything dead or probing an old address.
             running = get_backend().list()
         before = list(Instance.objects.filter(deployment__service=service).values_list("id", "status", "endpoint"))
         for deployment in service.deployments.select_related("model_version", "service__organization"):

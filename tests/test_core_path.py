@@ -234,3 +234,26 @@ def test_python_requirements_are_installed_into_a_venv_for_the_model(worker, api
 
 def test_requirements_that_do_not_install_fail_the_service_with_pips_message(worker, api):
     assert_uninstallable_requirements_fail_the_service(api)
+
+
+EXITING_LOAD = """
+import os
+
+class Model:
+    def load(self, model_dir):
+        print("giving up on loading", flush=True)
+        os._exit(3)
+
+    def predict(self, inputs):
+        return inputs
+"""
+
+
+def test_a_runtime_that_exits_while_starting_is_tried_again_then_fails(worker, api):
+    upload(api, "quitter", "quitter.zip", python_package(EXITING_LOAD))
+    deploy(api, "quitter", "quitter")
+    body = wait_status(api, "quitter", statuses=("failed",), timeout_s=90)
+    assert "The runtime exited while starting, 3 times in a row." in body["error"]
+    assert "giving up on loading" in body["error"]
+    instance = Instance.objects.get()
+    assert instance.restarts == 2 and instance.failed_starts == 3

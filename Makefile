@@ -6,7 +6,7 @@ PORT ?= 8000
 
 REQUIREMENTS := requirements.txt inference/runtime/requirements.txt
 
-.PHONY: run test venv venv-dev bench runtime-image clean
+.PHONY: run test venv venv-dev bench bench-deploy runtime-image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: venv-dev
 ## make bench: print throughput and latency figures (not a test)
 bench: venv-dev
 	$(BIN)/python bench/predict.py
+
+## make bench-deploy: time from deploy to ready (local and docker), healing, idle memory
+bench-deploy: venv-dev
+	$(BIN)/python bench/deploy.py
 
 ## make runtime-image: build the runtime's container image (for the Docker backend)
 runtime-image:

@@ -126,7 +126,7 @@ class Stack:
         return elapsed
 
     def idle_instance_memory_mib(self, slug: str) -> float:
-        """Memory of one idle instance: its container's (cgroup usage less page cache), or its process's RSS."""
+        """Memory of one idle instance: its container's anonymous memory, or its process's RSS."""
         _, body = call("GET", f"{self.url}/api/v1/services/{slug}", self.key)
         instance_id = body["instances"][0]["id"]
         if self.backend == "docker":
@@ -134,9 +134,10 @@ class Stack:
 
             client = docker.from_env()
             (container,) = client.containers.list(filters={"label": f"modelbay.instance={instance_id}"})
-            stats = container.stats(stream=False)["memory_stats"]
-            cache = stats.get("stats", {}).get("total_inactive_file", stats.get("stats", {}).get("inactive_file", 0))
-            return (stats["usage"] - cache) / 2**20
+            stats = container.stats(stream=False)["memory_stats"]["stats"]
+            # Anonymous memory (the heap, numpy/onnxruntime arenas): what the instance itself costs.
+            # Shared library pages are page cache, shared by every container of the image.
+            return stats.get("total_rss", stats.get("anon", 0)) / 2**20
         import psutil
 
         for process in psutil.process_iter(["cmdline"]):

@@ -80,6 +80,9 @@ class Deployment(models.Model):
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployments")
     weight = models.PositiveSmallIntegerField(default=100)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when the version is taken out of the service: it leaves the routing table at
+    # once; its instances finish their calls and stop after MODELBAY_DRAIN_S.
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["model_version__version"]

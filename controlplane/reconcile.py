@@ -200,7 +200,7 @@ def _scale(deployment: Deployment, replicas: int, inventory: Inventory) -> None:
 def _status_of(service: Service, instances: list[Instance]) -> tuple[str, str | None]:
     counts = Counter(instance.status for instance in instances)
     failed = [instance.error for instance in instances if instance.status == InstanceStatus.FAILED]
-    desired = service.replicas * service.deployments.count()
+    desired = service.replicas * service.deployments.filter(retired_at__isnull=True).count()
     ready = counts[InstanceStatus.READY]
     # Instances starting for the first time (a deploy, a scale-up) are not a fault;
     # a restart after a crash, an unhealthy or a failed instance is.
@@ -222,6 +222,17 @@ def _status_of(service: Service, instances: list[Instance]) -> tuple[str, str | 
         reasons = failed or [i.error for i in instances if i.status == InstanceStatus.UNHEALTHY and i.error]
         return ServiceStatus.DEGRADED, reasons[0] if reasons else None
     return ServiceStatus.PROVISIONING, None
+
+
+def _drained(deployment: Deployment) -> bool:
+    """Stop a retired version's instances once every gateway has stopped sending them
+    calls (each finishes the calls it has, then exits), and forget the version."""
+    if timezone.now() - deployment.retired_at < timedelta(seconds=settings.MODELBAY_DRAIN_S):
+        return False
+    for instance in deployment.instances.all():
+        get_backend().stop(instance.id)
+    deployment.delete()
+    return True
 
 
 def _teardown(service: Service) -> None:
@@ -264,11 +275,15 @@ def service_reconcile(service_id: int, *, running: Inventory | None = None) -> b
             # (re)started: look again before calling anything dead or probing an old address.
             running = get_backend().list()
         before = list(Instance.objects.filter(deployment__service=service).values_list("id", "status", "endpoint"))
+        draining = False
         for deployment in service.deployments.select_related("model_version", "service__organization"):
+            if deployment.retired_at is not None:
+                draining |= not _drained(deployment)
+                continue
             for instance in deployment.instances.filter(status__in=LIVE_INSTANCE_STATUSES):
                 _converge_instance(instance, running.get(instance.id), running)
             _scale(deployment, service.replicas, running)
-        instances = list(Instance.objects.filter(deployment__service=service))
+        instances = list(Instance.objects.filter(deployment__service=service, deployment__retired_at__isnull=True))
         status, error = _status_of(service, instances)
         if (status, error) != (service.status, service.error):
             service.status, service.error = status, error
@@ -276,7 +291,7 @@ def service_reconcile(service_id: int, *, running: Inventory | None = None) -> b
         after = [(i.id, i.status, i.endpoint) for i in instances]
         if sorted(after) != sorted(before):
             generation.bump()
-        return any(instance.status == InstanceStatus.STARTING for instance in instances)
+        return draining or any(instance.status == InstanceStatus.STARTING for instance in instances)
 
 
 def service_converge(service_id: int, *, poll_s: float = 0.2) -> None:

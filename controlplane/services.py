@@ -8,7 +8,7 @@ from django.utils.text import slugify
 
 from accounts.models import Organization
 from controlplane import packages, resources as resources_, selectors
-from controlplane.choices import ServiceStatus
+from controlplane.choices import InstanceStatus, ServiceStatus
 from controlplane.models import Deployment, Model, ModelVersion, Service
 from modelbay import generation
 from modelbay.errors import ApiError, Conflict
@@ -164,3 +164,88 @@ def service_delete(*, service: Service) -> None:
         )
         generation.bump()
         _enqueue_reconcile(service)
+
+
+# --- versions and traffic -------------------------------------------------------------
+def _live_deployments(service: Service):
+    return service.deployments.filter(retired_at__isnull=True).select_related("model_version")
+
+
+def version_deploy(*, service: Service, version: int) -> Deployment:
+    """Run another version of the service's model beside the others, taking no traffic yet.
+
+    Its instances come up with the service's replicas over the zones; ``traffic_set``
+    (or a release) then gives it a share of the calls.
+    """
+    model_version = service.model.versions.filter(version=version).first()
+    if model_version is None:
+        raise ApiError(
+            400, "invalid_request", f"Model '{service.model.slug}' has no version {version}.", field="version"
+        )
+    with transaction.atomic():
+        Service.objects.select_for_update().get(pk=service.pk)
+        existing = service.deployments.filter(model_version=model_version).first()
+        if existing is not None:
+            state = "is still draining" if existing.retired_at else "already runs in this service"
+            raise Conflict(f"Version {version} {state}.")
+        deployment = Deployment.objects.create(service=service, model_version=model_version, weight=0)
+        _enqueue_reconcile(service)
+    return deployment
+
+
+def version_retire(*, service: Service, version: int) -> None:
+    """Take a version that has no traffic out of the service: out of routing now, its
+    instances drained, then stopped."""
+    with transaction.atomic():
+        Service.objects.select_for_update().get(pk=service.pk)
+        deployments = list(_live_deployments(service))
+        deployment = next((d for d in deployments if d.model_version.version == version), None)
+        if deployment is None:
+            raise ApiError(404, "not_found", f"Version {version} does not run in this service.")
+        if len(deployments) == 1:
+            raise Conflict("A service runs at least one version; delete the service instead.")
+        if deployment.weight > 0:
+            raise Conflict(f"Version {version} still takes {deployment.weight}% of the calls; move them first.")
+        Deployment.objects.filter(pk=deployment.pk).update(retired_at=timezone.now())
+        generation.bump()
+        _enqueue_reconcile(service)
+
+
+def traffic_set(*, service: Service, weights: dict[int, int]) -> None:
+    """Split the calls among the service's versions: integer percentages summing to 100.
+
+    A version left out gets 0. A version given a share must have a ready instance.
+    """
+    if any(not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= 100 for w in weights.values()):
+        raise ApiError(400, "invalid_request", "Each weight is an integer from 0 to 100.", field="weights")
+    if sum(weights.values()) != 100:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"The weights sum to {sum(weights.values())}; they must sum to 100.",
+            field="weights",
+        )
+    with transaction.atomic():
+        Service.objects.select_for_update().get(pk=service.pk)
+        deployments = {d.model_version.version: d for d in _live_deployments(service)}
+        unknown = sorted(set(weights) - set(deployments))
+        if unknown:
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"Version {unknown[0]} does not run in this service (it runs {sorted(deployments)}).",
+                field=f"weights.{unknown[0]}",
+            )
+        for version, weight in weights.items():
+            ready = deployments[version].instances.filter(status=InstanceStatus.READY).exists()
+            if weight > 0 and not ready:
+                raise ApiError(
+                    400,
+                    "invalid_request",
+                    f"Version {version} has no ready instance yet; it cannot take calls.",
+                    field=f"weights.{version}",
+                )
+        for version, deployment in deployments.items():
+            Deployment.objects.filter(pk=deployment.pk).update(weight=weights.get(version, 0))
+        Service.objects.filter(pk=service.pk).update(updated_at=timezone.now())
+        generation.bump()

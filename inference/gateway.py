@@ -40,9 +40,10 @@ def forward(
     body: bytes | None,
     headers: dict[str, str],
     version: int | None = None,
+    route_key: str | None = None,
 ) -> Upstream:
     """Send the call to the route's chosen version; raise 503/504 as API errors."""
-    version_route = route.pick_version(version)
+    version_route = route.pick_version(version, route_key=route_key)
     if version_route is None:
         if version is not None and not any(v.version == version for v in route.versions):
             raise ApiError(404, "not_found", f"This service does not run version {version}.")

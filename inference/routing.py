@@ -4,6 +4,7 @@ Tables live in process memory and are reloaded when the shared generation token
 changes (see modelbay.generation), so the hot path makes no database query.
 """
 
+import hashlib
 import itertools
 import random
 import threading
@@ -44,8 +45,10 @@ class Route:
     slug: str
     versions: tuple[VersionRoute, ...]
 
-    def pick_version(self, version: int | None = None) -> VersionRoute | None:
-        """The version a call goes to: the one asked for, else weighted random among those with targets."""
+    def pick_version(self, version: int | None = None, *, route_key: str | None = None) -> VersionRoute | None:
+        """The version a call goes to: the one asked for; else, with a route key, the
+        version whose share of the hash space holds the key; else weighted random.
+        Only versions with ready instances are candidates."""
         candidates = [v for v in self.versions if v.targets]
         if version is not None:
             return next((v for v in candidates if v.version == version), None)
@@ -54,7 +57,24 @@ class Route:
             return None
         if len(weighted) == 1:
             return weighted[0]
+        if route_key:
+            return _by_key(weighted, route_key)
         return random.choices(weighted, weights=[max(v.weight, 1) for v in weighted])[0]
+
+
+def _by_key(versions: list[VersionRoute], route_key: str) -> VersionRoute:
+    """Sticky routing: the key hashes to a point in [0, total weight); versions own
+    consecutive ranges in version order. While the weights stay the same a key always
+    lands on the same version; when a newer version's weight grows, only the keys in
+    the range it takes over move, and they move to it."""
+    total = sum(v.weight for v in versions)
+    point = int.from_bytes(hashlib.blake2b(route_key.encode(), digest_size=8).digest(), "big") % (total * 100)
+    upper = 0
+    for version in versions:
+        upper += version.weight * 100
+        if point < upper:
+            return version
+    return versions[-1]
 
 
 def _load(organization_id: int, slug: str) -> Route | None:
@@ -67,7 +87,7 @@ def _load(organization_id: int, slug: str) -> Route | None:
         targets.setdefault(instance.deployment_id, []).append(Target(instance.id, instance.endpoint, instance.zone))
     versions = tuple(
         VersionRoute(d.model_version.version, d.weight, tuple(targets.get(d.pk, ())))
-        for d in Deployment.objects.filter(service=service).select_related("model_version")
+        for d in Deployment.objects.filter(service=service, retired_at__isnull=True).select_related("model_version")
     )
     return Route(service.pk, service.slug, versions)
 

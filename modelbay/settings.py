@@ -246,6 +246,9 @@ MODELBAY_RUNTIME_ADVERTISE_HOST = env_str("MODELBAY_RUNTIME_ADVERTISE_HOST", MOD
 # may have started it moments ago, before its instance row was committed.
 MODELBAY_ORPHAN_GRACE_S = env_float("MODELBAY_ORPHAN_GRACE_S", 30.0)
 MODELBAY_KEY_TOUCH_INTERVAL = env_float("MODELBAY_KEY_TOUCH_INTERVAL", 60.0)
+# A version taken out of a service keeps its instances this long after it left the routing
+# table, so every gateway process has stopped sending it calls; then they drain and stop.
+MODELBAY_DRAIN_S = env_float("MODELBAY_DRAIN_S", 2.0)
 
 # Per-instance resources: a service's "resources" overrides the defaults, up to the maximums.
 MODELBAY_DEFAULT_CPU = env_float("MODELBAY_DEFAULT_CPU", 1.0)

@@ -106,8 +106,9 @@ class ServiceSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_traffic(self, service) -> list[dict]:
+        live = [d for d in service.deployments.all() if d.retired_at is None]
         return TrafficSerializer(
-            [{"version": d.model_version.version, "weight": d.weight} for d in service.deployments.all()], many=True
+            [{"version": d.model_version.version, "weight": d.weight} for d in live], many=True
         ).data
 
     def get_instances(self, service) -> list[dict]:
@@ -140,6 +141,24 @@ class ServiceUpdateSerializer(serializers.Serializer):
         if not attrs:
             raise serializers.ValidationError("Give replicas, resources or both.")
         return attrs
+
+
+class TrafficUpdateSerializer(serializers.Serializer):
+    weights = serializers.DictField(
+        child=serializers.IntegerField(min_value=0, max_value=100),
+        help_text='Version -> share of the calls in percent, e.g. {"1": 70, "2": 30}; integers summing to 100. '
+        "A version left out gets 0.",
+    )
+
+    def validate_weights(self, value: dict) -> dict[int, int]:
+        try:
+            return {int(version): weight for version, weight in value.items()}
+        except ValueError:
+            raise serializers.ValidationError('Versions are given by number, e.g. {"1": 70, "2": 30}.') from None
+
+
+class VersionDeploySerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1, help_text="A version of the service's model.")
 
 
 class LogsQuerySerializer(serializers.Serializer):

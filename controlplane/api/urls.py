@@ -9,4 +9,11 @@ urlpatterns = [
     path("services", views.ServiceListView.as_view(), name="api-services"),
     path("services/<slug:slug>", views.ServiceDetailView.as_view(), name="api-service-detail"),
     path("services/<slug:slug>/logs", views.ServiceLogsView.as_view(), name="api-service-logs"),
+    path("services/<slug:slug>/traffic", views.ServiceTrafficView.as_view(), name="api-service-traffic"),
+    path("services/<slug:slug>/versions", views.ServiceVersionListView.as_view(), name="api-service-versions"),
+    path(
+        "services/<slug:slug>/versions/<int:version>",
+        views.ServiceVersionDetailView.as_view(),
+        name="api-service-version-detail",
+    ),
 ]

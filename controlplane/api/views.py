@@ -163,3 +163,45 @@ class ServiceLogsView(APIView):
         return Response(
             s.LogsSerializer({"instance": instance.id, "status": instance.status, "tail": tail, "logs": logs}).data
         )
+
+
+class ServiceTrafficView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(
+        request=s.TrafficUpdateSerializer, responses=s.ServiceSerializer, summary="Split the calls among versions"
+    )
+    def put(self, request, slug: str):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        serializer = s.TrafficUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.traffic_set(service=service, weights=serializer.validated_data["weights"])
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        return Response(s.ServiceSerializer(service).data)
+
+
+class ServiceVersionListView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(
+        request=s.VersionDeploySerializer,
+        responses={202: s.ServiceSerializer},
+        summary="Run another version beside the others (no traffic until given some)",
+    )
+    def post(self, request, slug: str):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        serializer = s.VersionDeploySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.version_deploy(service=service, version=serializer.validated_data["version"])
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        return Response(s.ServiceSerializer(service).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ServiceVersionDetailView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(responses={202: None}, summary="Take a version without traffic out: drained, then stopped")
+    def delete(self, request, slug: str, version: int):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        services.version_retire(service=service, version=version)
+        return Response(status=status.HTTP_202_ACCEPTED)

@@ -264,7 +264,7 @@ class DockerBackend:
             try:
                 if listing["State"] == "running":
                     # SIGTERM: the runtime finishes the calls in flight, then exits.
-                    client.api.stop(listing["Id"], timeout=5)
+                    client.api.stop(listing["Id"], timeout=_stop_grace_s())
                 self._log_path(instance_id).write_bytes(client.api.logs(listing["Id"], tail=1000))
                 client.api.remove_container(listing["Id"], force=True)
             except NotFound:
@@ -325,6 +325,11 @@ class DockerBackend:
         if error:
             log = "".join(output)[-4000:]
             raise BackendError(f"Installing the model's requirements failed:\n{log}", permanent=True)
+
+
+def _stop_grace_s() -> int:
+    """How long a stopping instance may take to finish its calls: the longest a call may take."""
+    return int(settings.MODELBAY_PREDICT_TIMEOUT) + 5
 
 
 def _connect(endpoint: str, *, timeout: float | None) -> docker.DockerClient:

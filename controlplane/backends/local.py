@@ -133,15 +133,24 @@ class LocalBackend:
         return found
 
     @staticmethod
-    def _terminate(process: psutil.Process, grace_s: float = 5.0) -> None:
-        """SIGTERM (the runtime finishes in-flight calls), then SIGKILL; reap our own children."""
+    def _terminate(process: psutil.Process) -> None:
+        """SIGTERM (the runtime finishes in-flight calls, which take at most the predict
+        timeout), then SIGKILL; reap our own children."""
         try:
             process.send_signal(signal.SIGTERM)
-            process.wait(timeout=grace_s)
-        except psutil.TimeoutExpired:
-            process.kill()
         except psutil.Error:
-            pass
+            return
+        # Not process.wait(): another process's child stays a zombie until its parent
+        # reaps it, and a zombie has exited all the same.
+        deadline = time.monotonic() + settings.MODELBAY_PREDICT_TIMEOUT + 5
+        try:
+            while process.status() != psutil.STATUS_ZOMBIE:
+                if time.monotonic() > deadline:
+                    process.kill()
+                    break
+                time.sleep(0.05)
+        except psutil.Error:
+            pass  # gone
         try:
             os.waitpid(process.pid, os.WNOHANG)
         except ChildProcessError:

@@ -20,7 +20,7 @@ from modelbay import generation
 from modelbay.errors import ApiError, PayloadTooLarge
 
 _ROUTE_KEY_HEADER = OpenApiParameter(
-    "X-Route-Key", str, OpenApiParameter.HEADER, required=False, description="Reserved for sticky routing."
+    "X-Route-Key", str, OpenApiParameter.HEADER, required=False, description="Sticky routing: calls with the same key reach the same version while the traffic weights stay the same."
 )
 _PREDICT_REQUEST = inline_serializer("PredictRequest", {"inputs": serializers.ListField(child=serializers.JSONField())})
 _PREDICT_RESPONSE = inline_serializer(
@@ -76,6 +76,7 @@ class _GatewayView(APIView):
             body=body,
             headers=gateway.forwarded_headers(request.META),
             version=version,
+            route_key=request.META.get("HTTP_X_ROUTE_KEY"),
         )
         return _respond(upstream)
 

@@ -10,6 +10,11 @@ from controlplane import resources
 _PACKAGE_HELP = "A bare .onnx file, or a .zip / .tar.gz package holding modelbay.yaml."
 
 
+def live_deployments(service) -> list:
+    """The versions the service runs (not those draining), from its prefetched deployments."""
+    return [deployment for deployment in service.deployments.all() if deployment.retired_at is None]
+
+
 def add_api_error(form: forms.Form, error: APIException) -> None:
     """Show a service's error on the form field it concerns (``resources.cpu`` on ``cpu``),
     else above the form."""
@@ -95,6 +100,52 @@ class ScaleForm(forms.Form):
 
     def done_message(self, service) -> str:
         return f"Scaling {service.name} to {service.replicas} replicas."
+
+
+class VersionAddForm(forms.Form):
+    """Another version of the service's model, to run beside the others (``version_deploy``)."""
+
+    version = forms.IntegerField(widget=forms.Select)
+
+    def __init__(self, *args, service, **kwargs):
+        super().__init__(*args, **kwargs)
+        running = {d.model_version.version for d in live_deployments(service)}
+        self.versions = [v.version for v in service.model.versions.all() if v.version not in running]
+        self.fields["version"].widget.choices = [(v, f"v{v}") for v in reversed(self.versions)]
+
+    def changes(self) -> dict:
+        """The keyword arguments for ``version_deploy``."""
+        return {"version": self.cleaned_data["version"]}
+
+    def done_message(self, service) -> str:
+        return f"Version {self.cleaned_data['version']} is starting beside the others, without traffic."
+
+
+class TrafficForm(forms.Form):
+    """One share in percent per live version, named by its number; ``traffic_set`` checks
+    the split, and its errors on ``weights.<version>`` land on that version's input."""
+
+    prefix = "weights"
+
+    def __init__(self, *args, service, **kwargs):
+        super().__init__(*args, **kwargs)
+        for deployment in live_deployments(service):
+            version = deployment.model_version.version
+            self.fields[str(version)] = forms.IntegerField(
+                label=f"v{version}",
+                required=False,
+                initial=deployment.weight,
+                widget=forms.NumberInput(attrs={"min": 0, "max": 100}),
+            )
+
+    def changes(self) -> dict:
+        """The keyword arguments for ``traffic_set``; an empty input is left out (it gets 0)."""
+        weights = {int(version): weight for version, weight in self.cleaned_data.items() if weight is not None}
+        return {"weights": weights}
+
+    def done_message(self, service) -> str:
+        split = ", ".join(f"v{version} {weight}%" for version, weight in self.changes()["weights"].items())
+        return f"Traffic of {service.name}: {split}."
 
 
 class ApiKeyForm(forms.Form):

@@ -18,6 +18,13 @@ urlpatterns = [
     path("services/<slug:slug>/status/", views.service_status, name="service_status"),
     path("services/<slug:slug>/scale/", views.service_scale, name="service_scale"),
     path("services/<slug:slug>/resources/", views.service_resources, name="service_resources"),
+    path("services/<slug:slug>/versions/", views.service_version_add, name="service_version_add"),
+    path(
+        "services/<slug:slug>/versions/<int:version>/remove/",
+        views.service_version_remove,
+        name="service_version_remove",
+    ),
+    path("services/<slug:slug>/traffic/", views.service_traffic, name="service_traffic"),
     path("services/<slug:slug>/delete/", views.service_delete, name="service_delete"),
     path("keys/", views.key_list, name="key_list"),
     path("keys/created/", views.key_created, name="key_created"),

@@ -25,7 +25,10 @@ from console.forms import (
     OrganizationSwitchForm,
     ResourcesForm,
     ScaleForm,
+    TrafficForm,
+    VersionAddForm,
     add_api_error,
+    live_deployments,
 )
 from controlplane import resources, selectors, services
 from controlplane.choices import InstanceStatus, ServiceStatus
@@ -220,28 +223,58 @@ def service_status(request, slug):
 @require_POST
 @organization_required
 def service_scale(request, slug):
-    return _service_update(request, slug, ScaleForm, "scale_form")
+    service = selectors.service_get(organization_id=_org_id(request), slug=slug)
+    return _apply(request, service, ScaleForm(request.POST), services.service_update, "scale_form")
 
 
 @require_POST
 @organization_required
 def service_resources(request, slug):
-    return _service_update(request, slug, ResourcesForm, "resources_form")
-
-
-def _service_update(request, slug, form_class, form_name: str):
-    """One of the service page's forms, applied with ``service_update``; errors show on it."""
     service = selectors.service_get(organization_id=_org_id(request), slug=slug)
-    form = form_class(request.POST)
+    return _apply(request, service, ResourcesForm(request.POST), services.service_update, "resources_form")
+
+
+@require_POST
+@organization_required
+def service_version_add(request, slug):
+    service = selectors.service_get(organization_id=_org_id(request), slug=slug)
+    form = VersionAddForm(request.POST, service=service)
+    return _apply(request, service, form, services.version_deploy, "version_form")
+
+
+@require_POST
+@organization_required
+def service_traffic(request, slug):
+    service = selectors.service_get(organization_id=_org_id(request), slug=slug)
+    form = TrafficForm(request.POST, service=service)
+    return _apply(request, service, form, services.traffic_set, "traffic_form")
+
+
+def _apply(request, service, form, action, form_name: str):
+    """One of the service page's forms, applied with the service function ``action``;
+    errors show on the form."""
     if form.is_valid():
         try:
-            services.service_update(service=service, **form.changes())
+            action(service=service, **form.changes())
         except APIException as error:
             add_api_error(form, error)
         else:
             messages.success(request, form.done_message(service))
             return redirect("console:service_detail", slug=service.slug)
     return _render_service_detail(request, service, **{form_name: form}, status=400)
+
+
+@require_POST
+@organization_required
+def service_version_remove(request, slug, version):
+    service = selectors.service_get(organization_id=_org_id(request), slug=slug)
+    try:
+        services.version_retire(service=service, version=version)
+    except APIException as error:
+        messages.error(request, str(error.detail))
+    else:
+        messages.success(request, f"Version {version} is being removed; it finishes the calls it has.")
+    return redirect("console:service_detail", slug=service.slug)
 
 
 @require_POST
@@ -264,13 +297,17 @@ def _logs_context(request, service) -> dict:
     return {"log_instance": instance, "logs": selectors.instance_logs(instance=instance, tail=200)}
 
 
-def _render_service_detail(request, service, *, scale_form=None, resources_form=None, status=200):
+def _render_service_detail(request, service, *, status=200, **bound_forms):
+    """The service page; ``bound_forms`` (by context name) replace the blank forms."""
     predict_url = request.build_absolute_uri(reverse("api-service-predict", args=[service.slug]))
     context = {
         **_status_context(service),
         **_logs_context(request, service),
-        "scale_form": scale_form or ScaleForm(initial={"replicas": service.replicas}),
-        "resources_form": resources_form or ResourcesForm(initial=service.resources),
+        "scale_form": ScaleForm(initial={"replicas": service.replicas}),
+        "resources_form": ResourcesForm(initial=service.resources),
+        "version_form": VersionAddForm(service=service),
+        "traffic_form": TrafficForm(service=service),
+        **bound_forms,
         "example": examples.example_body(_main_version(service)),
         "predict_url": predict_url,
     }
@@ -278,18 +315,37 @@ def _render_service_detail(request, service, *, scale_form=None, resources_form=
 
 
 def _status_context(service) -> dict:
+    instances = selectors.service_instances(service=service)
     return {
         "service": service,
-        "deployments": service.deployments.all(),
+        "deployments": _with_instance_states(live_deployments(service)),
         "resources": resources.effective(service.resources),
-        "instances": selectors.service_instances(service=service),
-        "polling": service.status in POLLED_STATUSES,
+        "instances": instances,
+        "polling": _settling(service, instances),
     }
+
+
+def _settling(service, instances) -> bool:
+    """Whether the status block should follow the service: while it settles, a version's
+    instances start (the service stays ready meanwhile) or a removed version drains."""
+    return (
+        service.status in POLLED_STATUSES
+        or any(instance.status == InstanceStatus.STARTING for instance in instances)
+        or any(deployment.retired_at for deployment in service.deployments.all())
+    )
+
+
+def _with_instance_states(deployments):
+    for deployment in deployments:
+        states = [instance.status for instance in deployment.instances.all()]
+        deployment.ready_count = states.count(InstanceStatus.READY)
+        deployment.starting_count = states.count(InstanceStatus.STARTING)
+    return deployments
 
 
 def _main_version(service):
     """The version taking most of the traffic (the example input is made for it)."""
-    deployments = sorted(service.deployments.all(), key=lambda d: d.weight, reverse=True)
+    deployments = sorted(live_deployments(service), key=lambda d: d.weight, reverse=True)
     return deployments[0].model_version if deployments else None
 
 

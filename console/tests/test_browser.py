@@ -12,8 +12,9 @@ from playwright.sync_api import expect
 
 from accounts import services as account_services
 from accounts.models import ApiKey, Membership
-from controlplane.choices import ServiceStatus
-from controlplane.models import Model, Service
+from controlplane import services
+from controlplane.choices import InstanceStatus, ServiceStatus
+from controlplane.models import Instance, Model, Service
 
 pytestmark = pytest.mark.browser
 
@@ -137,6 +138,29 @@ def test_service_page_follows_the_status_while_provisioning(page, owner, service
     expect(page.locator("#service-status .badge").first).to_have_text("failed", timeout=10_000)
     expect(page.locator("#service-status pre")).to_have_text("model.onnx: cannot load")
     expect(page.locator("#service-status")).to_have_attribute("data-polling", "off")
+
+
+def test_setting_a_traffic_split_shows_the_new_weights(page, owner, service, make_digits_upload):
+    services.model_version_add(model=service.model, upload=make_digits_upload())
+    services.version_deploy(service=service, version=2)
+    for deployment in service.deployments.all():
+        Instance.objects.create(deployment=deployment, zone="zone-a", status=InstanceStatus.READY, endpoint="http://x")
+    Service.objects.filter(pk=service.pk).update(status=ServiceStatus.READY)
+    _log_in(page, owner)
+    page.goto(f"/services/{service.slug}/")
+    expect(page.locator("#versions [data-version='2'] [data-weight]")).to_have_text("0%")
+
+    traffic = page.locator("#traffic")
+    traffic.get_by_label("v1").fill("40")
+    traffic.get_by_label("v2").fill("60")
+    traffic.get_by_role("button", name="Save split").click()
+
+    expect(page.locator(".flash")).to_contain_text("Traffic of Digits API: v1 40%, v2 60%.")
+    expect(page.locator("#versions [data-version='1'] [data-weight]")).to_have_text("40%")
+    expect(page.locator("#versions [data-version='2'] [data-weight]")).to_have_text("60%")
+    expect(traffic.get_by_label("v2")).to_have_value("60")
+    page.screenshot(path=SCREENSHOT_DIR / "console-traffic.png", full_page=True)
+    assert {d.model_version.version: d.weight for d in service.deployments.all()} == {1: 40, 2: 60}
 
 
 def test_api_key_is_shown_once_and_revoking_removes_it(page, owner):

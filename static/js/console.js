@@ -104,10 +104,10 @@
     });
   }
 
-  function setUpConfirm(form) {
-    form.addEventListener("submit", function (event) {
-      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
-    });
+  /* Delegated, so that forms in a refreshed status block ask too. */
+  function confirmSubmit(event) {
+    var form = event.target;
+    if (form.matches("form[data-confirm]") && !window.confirm(form.dataset.confirm)) event.preventDefault();
   }
 
   /* Uploads take a moment: say so and stop double submits. */
@@ -135,11 +135,11 @@
     each("[data-poll-url]", poll);
     each("[data-try-it]", setUpTryIt);
     each("[data-copy]", setUpCopy);
-    each("form[data-confirm]", setUpConfirm);
     each("[data-busy-label]", setUpBusy);
     each("select[data-autosubmit]", function (select) {
       select.addEventListener("change", function () { select.form.submit(); });
     });
     document.addEventListener("click", closeMenusOnOutsideClick);
+    document.addEventListener("submit", confirmSubmit);
   });
 })();

@@ -119,3 +119,46 @@ class Instance(models.Model):
 
     def __str__(self):
         return self.id
+
+
+class VersionMetrics(models.Model):
+    """Calls to one version of a service during one interval, with a latency histogram.
+
+    Gateway processes count calls in memory and add them here about once a second
+    (inference/metrics.py): no write per call. ``service_id`` is a plain number, not a
+    foreign key, so that counting never waits on a service's row.
+    """
+
+    INTERVAL_S = 10
+    # Upper bounds of the latency buckets, in milliseconds; one more bucket holds the rest.
+    BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+    service_id = models.BigIntegerField()
+    version = models.PositiveIntegerField()
+    start = models.DateTimeField()
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)  # 5xx answers and timeouts
+    le_1ms = models.BigIntegerField(default=0)
+    le_2ms = models.BigIntegerField(default=0)
+    le_5ms = models.BigIntegerField(default=0)
+    le_10ms = models.BigIntegerField(default=0)
+    le_25ms = models.BigIntegerField(default=0)
+    le_50ms = models.BigIntegerField(default=0)
+    le_100ms = models.BigIntegerField(default=0)
+    le_250ms = models.BigIntegerField(default=0)
+    le_500ms = models.BigIntegerField(default=0)
+    le_1000ms = models.BigIntegerField(default=0)
+    le_2500ms = models.BigIntegerField(default=0)
+    le_5000ms = models.BigIntegerField(default=0)
+    le_10000ms = models.BigIntegerField(default=0)
+    over_10000ms = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["service_id", "version", "start"], name="unique_version_metrics")
+        ]
+        indexes = [models.Index(fields=["service_id", "start"])]
+
+    @classmethod
+    def bucket_fields(cls) -> list[str]:
+        return [f"le_{bound}ms" for bound in cls.BUCKETS_MS] + [f"over_{cls.BUCKETS_MS[-1]}ms"]

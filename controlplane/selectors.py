@@ -3,12 +3,15 @@
 A missing object and another organization's object raise the same Http404.
 """
 
-from django.db.models import Prefetch, QuerySet
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Prefetch, QuerySet, Sum
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from controlplane.choices import LIVE_INSTANCE_STATUSES
-from controlplane.models import Deployment, Instance, Model, ModelVersion, Service
+from controlplane.models import Deployment, Instance, Model, ModelVersion, Service, VersionMetrics
 
 
 def model_list(*, organization_id: int) -> QuerySet[Model]:
@@ -73,3 +76,76 @@ def instance_logs(*, instance: Instance, tail: int) -> str:
     from controlplane.backends import get_backend
 
     return get_backend().logs(instance.id, tail=tail)
+
+
+# --- call metrics ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class VersionStats:
+    """A version's calls over a window: how many, how many failed, and latency percentiles."""
+
+    version: int
+    requests: int
+    errors: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+def version_stats(*, service: Service, since: datetime, until: datetime | None = None) -> list[VersionStats]:
+    """Per version, the calls counted in intervals that started at ``since`` or later."""
+    fields = VersionMetrics.bucket_fields()
+    rows = VersionMetrics.objects.filter(service_id=service.pk, start__gte=since)
+    if until is not None:
+        rows = rows.filter(start__lt=until)
+    totals = (
+        rows.values("version")
+        .order_by("version")
+        .annotate(n=Sum("requests"), e=Sum("errors"), **{f: Sum(f) for f in fields})
+    )
+    stats = []
+    for row in totals:
+        histogram = [row[f] or 0 for f in fields]
+        stats.append(
+            VersionStats(
+                version=row["version"],
+                requests=row["n"] or 0,
+                errors=row["e"] or 0,
+                p50_ms=_quantile_ms(histogram, 0.50),
+                p95_ms=_quantile_ms(histogram, 0.95),
+                p99_ms=_quantile_ms(histogram, 0.99),
+            )
+        )
+    return stats
+
+
+def _quantile_ms(histogram: list[int], q: float) -> float | None:
+    """The q-quantile of a latency histogram, interpolated inside its bucket (as
+    Prometheus' histogram_quantile does); calls over the last bound count as that bound."""
+    total = sum(histogram)
+    if total == 0:
+        return None
+    rank = q * total
+    bounds = VersionMetrics.BUCKETS_MS
+    seen = 0
+    for i, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            if i == len(bounds):
+                return float(bounds[-1])
+            lower = bounds[i - 1] if i else 0.0
+            return round(lower + (bounds[i] - lower) * (rank - seen) / count, 3)
+        seen += count
+    return float(bounds[-1])
+
+
+def service_version_stats(*, service: Service, since: datetime) -> list[VersionStats]:
+    """``version_stats``, with the service's versions that had no calls as zeros."""
+    stats = {entry.version: entry for entry in version_stats(service=service, since=since)}
+    for deployment in service.deployments.all():
+        version = deployment.model_version.version
+        if deployment.retired_at is None and version not in stats:
+            stats[version] = VersionStats(version, 0, 0, None, None, None)
+    return [stats[version] for version in sorted(stats)]

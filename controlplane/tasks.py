@@ -1,14 +1,17 @@
 """Celery tasks: thin wrappers over controlplane.reconcile."""
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 from django.db import close_old_connections
+from django.utils import timezone
 
 from controlplane import reconcile
 from controlplane.backends import get_backend
-from controlplane.models import Instance
+from controlplane.models import Instance, VersionMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +27,13 @@ def reconcile_all() -> None:
     """Periodic (beat): restart what died, remove orphans, refresh statuses."""
     for service_id in reconcile.reconcile_all():
         provision_service.delay(service_id)
+
+
+@shared_task
+def prune_metrics() -> None:
+    """Periodic (beat): drop call metrics older than MODELBAY_METRICS_RETENTION_DAYS."""
+    cutoff = timezone.now() - timedelta(days=settings.MODELBAY_METRICS_RETENTION_DAYS)
+    VersionMetrics.objects.filter(start__lt=cutoff).delete()
 
 
 def _instance_exited(instance_id: str) -> None:

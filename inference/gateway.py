@@ -5,11 +5,12 @@ another instance, another zone first: predictions are stateless, so sending one 
 is safe. A call that reached an instance but timed out is not retried (504).
 """
 
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
 
-from inference import routing
+from inference import metrics, routing
 from inference.upstream import ConnectFailed, Dropped, TimedOut, UpstreamPool
 from modelbay.errors import ApiError, Unavailable, UpstreamTimeout
 
@@ -48,18 +49,33 @@ def forward(
         if version is not None and not any(v.version == version for v in route.versions):
             raise ApiError(404, "not_found", f"This service does not run version {version}.")
         raise Unavailable()
+    started = time.perf_counter()
+
+    def count(*, error: bool) -> None:
+        if method == "POST":  # calls to the model; not metadata or readiness
+            elapsed_s = time.perf_counter() - started
+            metrics.record(route.service_id, version_route.version, error=error, elapsed_s=elapsed_s)
+
     targets = _failover_order(routing.healthy_first(version_route.ordered_targets()))
     for target in targets:
         try:
             reply = _pool.request(
-                target.endpoint, method, path, body=body, headers=headers, read_timeout=settings.MODELBAY_PREDICT_TIMEOUT
+                target.endpoint,
+                method,
+                path,
+                body=body,
+                headers=headers,
+                read_timeout=settings.MODELBAY_PREDICT_TIMEOUT,
             )
         except TimedOut:
+            count(error=True)
             raise UpstreamTimeout() from None
         except (ConnectFailed, Dropped):
             routing.mark_suspect(target)
             continue
+        count(error=reply.status >= 500)
         return Upstream(reply.status, reply.body, reply.content_type, version_route.version)
+    count(error=True)
     raise Unavailable()
 
 

@@ -154,7 +154,9 @@ CELERY_BEAT_SCHEDULE = {
         # Missed runs do not pile up: a run older than its interval is dropped.
         "options": {"expires": MODELBAY_RECONCILE_INTERVAL * 0.9},
     },
+    "prune-metrics": {"task": "controlplane.tasks.prune_metrics", "schedule": 3600.0},
 }
+MODELBAY_METRICS_RETENTION_DAYS = env_int("MODELBAY_METRICS_RETENTION_DAYS", 8)
 
 # --- Auth ------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [

@@ -11,6 +11,7 @@ from django.db import connection
 from conftest import make_zip, wait_for
 from controlplane.backends import get_backend
 from controlplane.models import Instance
+from inference import metrics
 from tests.support import ECHO_MODEL, deploy, predict, upload, wait_status
 
 pytestmark = pytest.mark.integration
@@ -60,6 +61,14 @@ def test_calls_split_like_the_weights_and_route_keys_stick(two_versions, api):
         assert len(versions) == 1, f"user-{n} reached {versions}"
         keyed[n] = versions.pop()
     assert set(keyed.values()) == {1, 2}  # keys are spread, each one sticks
+
+    # Every call was counted for the version that answered it.
+    metrics.flush()
+    measured = {v["version"]: v for v in api.get("/api/v1/services/echo/metrics").json()["versions"]}
+    keyed_counts = Counter(keyed.values())
+    for version in (1, 2):
+        assert measured[version]["requests"] == counts[version] + 4 * keyed_counts[version]
+        assert measured[version]["errors"] == 0 and measured[version]["p99_ms"] > 0
 
 
 def test_a_retired_version_finishes_its_calls_then_stops(two_versions, api):

@@ -161,6 +161,36 @@ class VersionDeploySerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1, help_text="A version of the service's model.")
 
 
+class MetricsQuerySerializer(serializers.Serializer):
+    window = serializers.RegexField(
+        r"^[1-9][0-9]*[smhd]$",
+        default="15m",
+        help_text="How far back: a number and a unit (s, m, h, d), e.g. 90s, 15m, 24h; 10 s to 7 d.",
+        error_messages={"invalid": "Give a number and a unit, e.g. 15m (units: s, m, h, d)."},
+    )
+
+    def validate_window(self, value: str) -> int:
+        seconds = int(value[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[value[-1]]
+        if not 10 <= seconds <= 7 * 86400:
+            raise serializers.ValidationError("The window is 10 s to 7 d.")
+        return seconds
+
+
+class VersionStatsSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    requests = serializers.IntegerField()
+    errors = serializers.IntegerField(help_text="5xx answers and timeouts.")
+    error_rate = serializers.FloatField()
+    p50_ms = serializers.FloatField(allow_null=True)
+    p95_ms = serializers.FloatField(allow_null=True)
+    p99_ms = serializers.FloatField(allow_null=True)
+
+
+class MetricsSerializer(serializers.Serializer):
+    window_s = serializers.IntegerField()
+    versions = VersionStatsSerializer(many=True)
+
+
 class LogsQuerySerializer(serializers.Serializer):
     instance = serializers.CharField(required=False, help_text="An instance id; default: the newest instance.")
     tail = serializers.IntegerField(default=200, min_value=1, max_value=10_000)

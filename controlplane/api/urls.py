@@ -9,6 +9,7 @@ urlpatterns = [
     path("services", views.ServiceListView.as_view(), name="api-services"),
     path("services/<slug:slug>", views.ServiceDetailView.as_view(), name="api-service-detail"),
     path("services/<slug:slug>/logs", views.ServiceLogsView.as_view(), name="api-service-logs"),
+    path("services/<slug:slug>/metrics", views.ServiceMetricsView.as_view(), name="api-service-metrics"),
     path("services/<slug:slug>/traffic", views.ServiceTrafficView.as_view(), name="api-service-traffic"),
     path("services/<slug:slug>/versions", views.ServiceVersionListView.as_view(), name="api-service-versions"),
     path(

@@ -1,4 +1,7 @@
+from datetime import timedelta
+
 from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
@@ -205,3 +208,20 @@ class ServiceVersionDetailView(APIView):
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         services.version_retire(service=service, version=version)
         return Response(status=status.HTTP_202_ACCEPTED)
+
+
+class ServiceMetricsView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("window", str, description="How far back, e.g. 15m (default), 90s, 24h.")],
+        responses=s.MetricsSerializer,
+        summary="Calls, errors and latency per version",
+    )
+    def get(self, request, slug: str):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        query = s.MetricsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        window_s = query.validated_data["window"]
+        stats = selectors.service_version_stats(service=service, since=timezone.now() - timedelta(seconds=window_s))
+        return Response(s.MetricsSerializer({"window_s": window_s, "versions": stats}).data)

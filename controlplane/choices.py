@@ -19,3 +19,15 @@ class InstanceStatus(models.TextChoices):
 
 # Instances the control plane keeps running (the others are finished with).
 LIVE_INSTANCE_STATUSES = (InstanceStatus.STARTING, InstanceStatus.READY, InstanceStatus.UNHEALTHY)
+
+
+class ReleaseStatus(models.TextChoices):
+    STARTING = "starting"  # the new version's instances are coming up
+    ROLLING = "rolling"  # its weight moves through the steps
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"  # the new version never became ready
+
+
+ACTIVE_RELEASE_STATUSES = (ReleaseStatus.STARTING, ReleaseStatus.ROLLING, ReleaseStatus.PAUSED)

@@ -4,7 +4,7 @@ from django.db import models
 from django.db.models import Q
 
 from accounts.models import Organization
-from controlplane.choices import InstanceStatus, ServiceStatus
+from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus, ServiceStatus
 
 
 class Model(models.Model):
@@ -162,3 +162,49 @@ class VersionMetrics(models.Model):
     @classmethod
     def bucket_fields(cls) -> list[str]:
         return [f"le_{bound}ms" for bound in cls.BUCKETS_MS] + [f"over_{cls.BUCKETS_MS[-1]}ms"]
+
+
+class Release(models.Model):
+    """A gray release: a new version takes a growing share of a service's calls, step by
+    step, while its error rate and latency stay within bounds; otherwise it is rolled back.
+
+    Beat advances it (controlplane.releases.advance_all); every decision is kept in
+    ``history`` with the figures it used.
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="releases")
+    from_version = models.PositiveIntegerField()
+    version = models.PositiveIntegerField()
+    steps = models.JSONField()  # the new version's weights, ascending, ending at 100
+    interval_s = models.PositiveIntegerField()
+    max_error_rate = models.FloatField()
+    max_p99_ms = models.FloatField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=ReleaseStatus.choices, default=ReleaseStatus.STARTING)
+    step = models.IntegerField(default=-1)  # index into steps; -1 until the first step
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    history = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service"],
+                condition=Q(status__in=ACTIVE_RELEASE_STATUSES),
+                name="one_active_release_per_service",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.service.slug} v{self.from_version} -> v{self.version} ({self.status})"
+
+    @property
+    def weight(self) -> int:
+        """The new version's share now."""
+        if self.status == ReleaseStatus.PROMOTED:
+            return 100
+        if self.step < 0 or self.status in (ReleaseStatus.ROLLED_BACK, ReleaseStatus.FAILED):
+            return 0
+        return self.steps[self.step]

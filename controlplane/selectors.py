@@ -11,7 +11,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from controlplane.choices import LIVE_INSTANCE_STATUSES
-from controlplane.models import Deployment, Instance, Model, ModelVersion, Service, VersionMetrics
+from controlplane.models import Deployment, Instance, Model, ModelVersion, Release, Service, VersionMetrics
 
 
 def model_list(*, organization_id: int) -> QuerySet[Model]:
@@ -54,6 +54,21 @@ def service_get(*, organization_id: int, slug: str) -> Service:
 def service_instances(*, service: Service) -> list[Instance]:
     """Every instance of the service, the finished ones included, oldest first."""
     return [instance for deployment in service.deployments.all() for instance in deployment.instances.all()]
+
+
+def release_get(*, organization_id: int, slug: str, release_id: int) -> Release:
+    return get_object_or_404(
+        Release.objects.select_related("service"),
+        pk=release_id,
+        service__organization_id=organization_id,
+        service__slug=slug,
+        service__deleted_at__isnull=True,
+    )
+
+
+def live_deployments(*, service: Service) -> QuerySet[Deployment]:
+    """The versions a service runs (not those being taken out), oldest version first."""
+    return service.deployments.filter(retired_at__isnull=True).select_related("model_version")
 
 
 def live_instances(*, service: Service) -> QuerySet[Instance]:

@@ -8,7 +8,7 @@ from django.utils.text import slugify
 
 from accounts.models import Organization
 from controlplane import packages, resources as resources_, selectors
-from controlplane.choices import InstanceStatus, ServiceStatus
+from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ServiceStatus
 from controlplane.models import Deployment, Model, ModelVersion, Service
 from modelbay import generation
 from modelbay.errors import ApiError, Conflict
@@ -167,10 +167,6 @@ def service_delete(*, service: Service) -> None:
 
 
 # --- versions and traffic -------------------------------------------------------------
-def _live_deployments(service: Service):
-    return service.deployments.filter(retired_at__isnull=True).select_related("model_version")
-
-
 def version_deploy(*, service: Service, version: int) -> Deployment:
     """Run another version of the service's model beside the others, taking no traffic yet.
 
@@ -198,7 +194,8 @@ def version_retire(*, service: Service, version: int) -> None:
     instances drained, then stopped."""
     with transaction.atomic():
         Service.objects.select_for_update().get(pk=service.pk)
-        deployments = list(_live_deployments(service))
+        _refuse_during_release(service)
+        deployments = list(selectors.live_deployments(service=service))
         deployment = next((d for d in deployments if d.model_version.version == version), None)
         if deployment is None:
             raise ApiError(404, "not_found", f"Version {version} does not run in this service.")
@@ -227,7 +224,8 @@ def traffic_set(*, service: Service, weights: dict[int, int]) -> None:
         )
     with transaction.atomic():
         Service.objects.select_for_update().get(pk=service.pk)
-        deployments = {d.model_version.version: d for d in _live_deployments(service)}
+        _refuse_during_release(service)
+        deployments = {d.model_version.version: d for d in selectors.live_deployments(service=service)}
         unknown = sorted(set(weights) - set(deployments))
         if unknown:
             raise ApiError(
@@ -245,7 +243,18 @@ def traffic_set(*, service: Service, weights: dict[int, int]) -> None:
                     f"Version {version} has no ready instance yet; it cannot take calls.",
                     field=f"weights.{version}",
                 )
-        for version, deployment in deployments.items():
-            Deployment.objects.filter(pk=deployment.pk).update(weight=weights.get(version, 0))
-        Service.objects.filter(pk=service.pk).update(updated_at=timezone.now())
-        generation.bump()
+        weights_write(service=service, weights=weights)
+
+
+def _refuse_during_release(service: Service) -> None:
+    if service.releases.filter(status__in=ACTIVE_RELEASE_STATUSES).exists():
+        raise Conflict("A release of this service is running: promote, roll back or let it finish first.")
+
+
+def weights_write(*, service: Service, weights: dict[int, int]) -> None:
+    """Store a split that is known to be good (versions left out get 0); gateways pick it
+    up on their next call."""
+    for deployment in selectors.live_deployments(service=service):
+        Deployment.objects.filter(pk=deployment.pk).update(weight=weights.get(deployment.model_version.version, 0))
+    Service.objects.filter(pk=service.pk).update(updated_at=timezone.now())
+    generation.bump()

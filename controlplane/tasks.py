@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from controlplane import reconcile
+from controlplane import reconcile, releases
 from controlplane.backends import get_backend
 from controlplane.models import Instance, VersionMetrics
 
@@ -27,6 +27,12 @@ def reconcile_all() -> None:
     """Periodic (beat): restart what died, remove orphans, refresh statuses."""
     for service_id in reconcile.reconcile_all():
         provision_service.delay(service_id)
+
+
+@shared_task
+def advance_releases() -> None:
+    """Periodic (beat, every MODELBAY_RELEASE_TICK_S): move releases whose step is due."""
+    releases.advance_all()
 
 
 @shared_task

@@ -155,6 +155,12 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": MODELBAY_RECONCILE_INTERVAL * 0.9},
     },
     "prune-metrics": {"task": "controlplane.tasks.prune_metrics", "schedule": 3600.0},
+    # Releases step every interval_s; this tick is how late a step may be.
+    "advance-releases": {
+        "task": "controlplane.tasks.advance_releases",
+        "schedule": env_float("MODELBAY_RELEASE_TICK_S", 1.0),
+        "options": {"expires": env_float("MODELBAY_RELEASE_TICK_S", 1.0) * 0.9},
+    },
 }
 MODELBAY_METRICS_RETENTION_DAYS = env_int("MODELBAY_METRICS_RETENTION_DAYS", 8)
 

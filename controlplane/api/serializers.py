@@ -3,7 +3,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from controlplane import resources, selectors
-from controlplane.models import Instance, Model, ModelVersion, Service
+from controlplane.models import Instance, Model, ModelVersion, Release, Service
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -189,6 +189,39 @@ class VersionStatsSerializer(serializers.Serializer):
 class MetricsSerializer(serializers.Serializer):
     window_s = serializers.IntegerField()
     versions = VersionStatsSerializer(many=True)
+
+
+class ReleaseCreateSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1, help_text="The version to roll out.")
+    steps = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=100),
+        default=[10, 50, 100],
+        help_text="The new version's share at each step, rising, ending at 100.",
+    )
+    interval_s = serializers.IntegerField(min_value=1, max_value=86_400, default=60, help_text="Seconds per step.")
+    max_error_rate = serializers.FloatField(min_value=0, max_value=1, default=0.05)
+    max_p99_ms = serializers.FloatField(min_value=1, allow_null=True, default=None)
+
+
+class ReleaseSerializer(serializers.ModelSerializer):
+    weights = serializers.SerializerMethodField(help_text="Each version's share now.")
+
+    class Meta:
+        model = Release
+        fields = [
+            "id", "version", "from_version", "status", "step", "weights", "steps", "interval_s",
+            "max_error_rate", "max_p99_ms", "reason", "created_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_weights(self, release) -> dict[str, int]:
+        return {str(release.from_version): 100 - release.weight, str(release.version): release.weight}
+
+
+class ReleaseDetailSerializer(ReleaseSerializer):
+    class Meta(ReleaseSerializer.Meta):
+        fields = [*ReleaseSerializer.Meta.fields, "history"]
+        read_only_fields = fields
 
 
 class LogsQuerySerializer(serializers.Serializer):

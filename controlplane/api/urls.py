@@ -10,6 +10,17 @@ urlpatterns = [
     path("services/<slug:slug>", views.ServiceDetailView.as_view(), name="api-service-detail"),
     path("services/<slug:slug>/logs", views.ServiceLogsView.as_view(), name="api-service-logs"),
     path("services/<slug:slug>/metrics", views.ServiceMetricsView.as_view(), name="api-service-metrics"),
+    path("services/<slug:slug>/releases", views.ServiceReleaseListView.as_view(), name="api-service-releases"),
+    path(
+        "services/<slug:slug>/releases/<int:release_id>",
+        views.ServiceReleaseDetailView.as_view(),
+        name="api-service-release-detail",
+    ),
+    path(
+        "services/<slug:slug>/releases/<int:release_id>/<str:action>",
+        views.ServiceReleaseActionView.as_view(),
+        name="api-service-release-action",
+    ),
     path("services/<slug:slug>/traffic", views.ServiceTrafficView.as_view(), name="api-service-traffic"),
     path("services/<slug:slug>/versions", views.ServiceVersionListView.as_view(), name="api-service-versions"),
     path(

@@ -11,9 +11,9 @@ from rest_framework.views import APIView
 from accounts import selectors as account_selectors
 from accounts.models import Organization
 from accounts.permissions import CanManage
-from controlplane import selectors, services
+from controlplane import releases, selectors, services
 from controlplane.api import serializers as s
-from modelbay.errors import PayloadTooLarge
+from modelbay.errors import ApiError, PayloadTooLarge
 
 
 def _organization(request) -> Organization:
@@ -225,3 +225,53 @@ class ServiceMetricsView(APIView):
         window_s = query.validated_data["window"]
         stats = selectors.service_version_stats(service=service, since=timezone.now() - timedelta(seconds=window_s))
         return Response(s.MetricsSerializer({"window_s": window_s, "versions": stats}).data)
+
+
+class ServiceReleaseListView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(responses=s.ReleaseSerializer(many=True), summary="The service's releases, newest first")
+    def get(self, request, slug: str):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        return Response(s.ReleaseSerializer(service.releases.all(), many=True).data)
+
+    @extend_schema(
+        request=s.ReleaseCreateSerializer,
+        responses={201: s.ReleaseDetailSerializer},
+        summary="Start a gray release of a version",
+    )
+    def post(self, request, slug: str):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        serializer = s.ReleaseCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        release = releases.release_start(service=service, **serializer.validated_data)
+        return Response(s.ReleaseDetailSerializer(release).data, status=status.HTTP_201_CREATED)
+
+
+class ServiceReleaseDetailView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(responses=s.ReleaseDetailSerializer, summary="A release, with every step and decision")
+    def get(self, request, slug: str, release_id: int):
+        release = selectors.release_get(organization_id=request.auth.organization_id, slug=slug, release_id=release_id)
+        return Response(s.ReleaseDetailSerializer(release).data)
+
+
+class ServiceReleaseActionView(APIView):
+    """promote, rollback, pause, resume: each acts at once."""
+
+    permission_classes = [CanManage]
+    actions = {
+        "promote": releases.release_promote,
+        "rollback": releases.release_rollback,
+        "pause": releases.release_pause,
+        "resume": releases.release_resume,
+    }
+
+    @extend_schema(request=None, responses=s.ReleaseDetailSerializer, summary="Promote, roll back, pause or resume")
+    def post(self, request, slug: str, release_id: int, action: str):
+        if action not in self.actions:
+            raise ApiError(404, "not_found", f"No action '{action}'; use promote, rollback, pause or resume.")
+        release = selectors.release_get(organization_id=request.auth.organization_id, slug=slug, release_id=release_id)
+        release = self.actions[action](release=release)
+        return Response(s.ReleaseDetailSerializer(release).data)

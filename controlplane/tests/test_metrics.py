@@ -115,7 +115,9 @@ def test_old_metrics_are_pruned(service, settings):
     from controlplane.tasks import prune_metrics
 
     settings.MODELBAY_METRICS_RETENTION_DAYS = 1
-    VersionMetrics.objects.create(service_id=service.pk, version=1, start=timezone.now() - timedelta(days=2), requests=5)
+    VersionMetrics.objects.create(
+        service_id=service.pk, version=1, start=timezone.now() - timedelta(days=2), requests=5
+    )
     VersionMetrics.objects.create(service_id=service.pk, version=1, start=timezone.now(), requests=7)
     prune_metrics()
     assert list(VersionMetrics.objects.values_list("requests", flat=True)) == [7]

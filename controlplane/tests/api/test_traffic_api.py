@@ -77,9 +77,10 @@ def test_bad_splits_answer_400_naming_the_field_and_change_nothing(api, service,
     assert response.status_code == 400, response.content
     body = response.json()
     assert body["code"] == "invalid_request"
-    assert any(name == field or name.startswith(field + ".") for name in body.get("fields", {})) or body.get(
-        "field"
-    ) == field, body
+    assert (
+        any(name == field or name.startswith(field + ".") for name in body.get("fields", {}))
+        or body.get("field") == field
+    ), body
     assert words in body["detail"] or words in str(body.get("fields"))
     assert _weights() == {1: 100, 2: 0}
 

@@ -148,6 +148,49 @@ class TrafficForm(forms.Form):
         return f"Traffic of {service.name}: {split}."
 
 
+class ReleaseForm(forms.Form):
+    """A gray release of another version (``release_start``, which checks the steps and
+    the version); the error rate is asked in percent."""
+
+    version = forms.IntegerField(widget=forms.Select)
+    steps = forms.CharField(
+        initial="10, 50, 100", help_text="The new version's share at each step, in percent, rising to 100."
+    )
+    interval_s = forms.IntegerField(label="Seconds per step", min_value=1, max_value=86_400, initial=60)
+    max_error_rate = forms.FloatField(
+        label="Max error rate (%)",
+        min_value=0,
+        max_value=100,
+        initial=5,
+        help_text="Above this share of failed calls (5xx, timeouts) in a step, it rolls back.",
+    )
+    max_p99_ms = forms.FloatField(
+        label="Max p99 (ms)", min_value=1, required=False, help_text="Empty for no latency bound."
+    )
+
+    def __init__(self, *args, service, **kwargs):
+        super().__init__(*args, **kwargs)
+        current = {d.model_version.version for d in live_deployments(service) if d.weight == 100}
+        self.versions = [v.version for v in service.model.versions.all() if v.version not in current]
+        self.fields["version"].widget.choices = [(v, f"v{v}") for v in reversed(self.versions)]
+
+    def clean_steps(self) -> list[int]:
+        try:
+            return [int(step) for step in self.cleaned_data["steps"].replace(",", " ").split()]
+        except ValueError:
+            raise forms.ValidationError("Write whole percentages separated by commas, like 10, 50, 100.") from None
+
+    def changes(self) -> dict:
+        """The keyword arguments for ``release_start``."""
+        return {**self.cleaned_data, "max_error_rate": self.cleaned_data["max_error_rate"] / 100}
+
+    def done_message(self, service) -> str:
+        return (
+            f"Release of version {self.cleaned_data['version']} started: it takes "
+            f"{self.cleaned_data['steps'][0]}% of the calls once its instances are ready."
+        )
+
+
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100)
     scopes = forms.MultipleChoiceField(choices=Scope.choices, initial=ALL_SCOPES, widget=forms.CheckboxSelectMultiple)

@@ -25,6 +25,12 @@ urlpatterns = [
         name="service_version_remove",
     ),
     path("services/<slug:slug>/traffic/", views.service_traffic, name="service_traffic"),
+    path("services/<slug:slug>/releases/", views.service_release_start, name="service_release_start"),
+    path(
+        "services/<slug:slug>/releases/<int:release_id>/<str:action>/",
+        views.service_release_action,
+        name="service_release_action",
+    ),
     path("services/<slug:slug>/delete/", views.service_delete, name="service_delete"),
     path("keys/", views.key_list, name="key_list"),
     path("keys/created/", views.key_created, name="key_created"),

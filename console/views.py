@@ -1,5 +1,6 @@
 """The browser console: thin views over the tenant-scoped selectors and services."""
 
+from datetime import datetime, timedelta
 from functools import wraps
 
 from django.contrib import messages
@@ -7,6 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -23,6 +25,7 @@ from console.forms import (
     ModelVersionForm,
     OrganizationForm,
     OrganizationSwitchForm,
+    ReleaseForm,
     ResourcesForm,
     ScaleForm,
     TrafficForm,
@@ -30,11 +33,20 @@ from console.forms import (
     add_api_error,
     live_deployments,
 )
-from controlplane import resources, selectors, services
-from controlplane.choices import InstanceStatus, ServiceStatus
+from controlplane import releases, resources, selectors, services
+from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus, ServiceStatus
 
 NEW_KEY_SESSION_KEY = "console_new_api_key"
 POLLED_STATUSES = (ServiceStatus.PROVISIONING, ServiceStatus.DEGRADED)
+EARLIER_RELEASES_SHOWN = 10
+STATS_WINDOW = timedelta(minutes=5)
+# A release action's name in the URL -> the function and what the message says it did.
+RELEASE_ACTIONS = {
+    "promote": (releases.release_promote, "promoted"),
+    "rollback": (releases.release_rollback, "rolled back"),
+    "pause": (releases.release_pause, "paused"),
+    "resume": (releases.release_resume, "resumed"),
+}
 
 
 def organization_required(view):
@@ -250,6 +262,34 @@ def service_traffic(request, slug):
     return _apply(request, service, form, services.traffic_set, "traffic_form")
 
 
+@require_POST
+@organization_required
+def service_release_start(request, slug):
+    service = selectors.service_get(organization_id=_org_id(request), slug=slug)
+    form = ReleaseForm(request.POST, service=service)
+    return _apply(request, service, form, releases.release_start, "release_form")
+
+
+@require_POST
+@organization_required
+def service_release_action(request, slug, release_id, action):
+    """Promote, roll back, pause or resume a release at once."""
+    release = selectors.release_get(organization_id=_org_id(request), slug=slug, release_id=release_id)
+    if action not in RELEASE_ACTIONS:
+        raise Http404
+    function, done = RELEASE_ACTIONS[action]
+    try:
+        release = function(release=release)
+    except APIException as error:
+        messages.error(request, str(error.detail))
+    else:
+        messages.success(
+            request,
+            f"Release of version {release.version} {done}; version {release.version} takes {release.weight}% of the calls.",
+        )
+    return redirect("console:service_detail", slug=slug)
+
+
 def _apply(request, service, form, action, form_name: str):
     """One of the service page's forms, applied with the service function ``action``;
     errors show on the form."""
@@ -315,14 +355,47 @@ def _render_service_detail(request, service, *, status=200, **bound_forms):
 
 
 def _status_context(service) -> dict:
+    """What the polled status block shows: the service, its versions, its release."""
     instances = selectors.service_instances(service=service)
+    recent = list(service.releases.all()[: EARLIER_RELEASES_SHOWN + 1])
+    release = recent[0] if recent else None
+    active = release is not None and release.status in ACTIVE_RELEASE_STATUSES
     return {
         "service": service,
-        "deployments": _with_instance_states(live_deployments(service)),
+        "deployments": _with_stats(service, _with_instance_states(live_deployments(service))),
         "resources": resources.effective(service.resources),
         "instances": instances,
-        "polling": _settling(service, instances),
+        "release": release,
+        "release_active": active,
+        "next_step_at": _next_step_at(release),
+        "timeline": _timeline(release),
+        "earlier_releases": recent[1:],
+        "release_form": ReleaseForm(service=service),
+        "polling": active or _settling(service, instances),
     }
+
+
+def _with_stats(service, deployments):
+    """Each version's calls over the last few minutes, as ``deployment.stats``."""
+    since = timezone.now() - STATS_WINDOW
+    stats = {entry.version: entry for entry in selectors.service_version_stats(service=service, since=since)}
+    for deployment in deployments:
+        deployment.stats = stats.get(deployment.model_version.version)
+    return deployments
+
+
+def _next_step_at(release) -> datetime | None:
+    """When beat next judges a rolling release (a step or the promotion)."""
+    if release is None or release.status != ReleaseStatus.ROLLING or release.step_started_at is None:
+        return None
+    return release.step_started_at + timedelta(seconds=release.interval_s)
+
+
+def _timeline(release) -> list[dict]:
+    """The release's history in order, with each entry's time as a datetime."""
+    if release is None:
+        return []
+    return [{**entry, "at": datetime.fromisoformat(entry["at"])} for entry in release.history]
 
 
 def _settling(service, instances) -> bool:

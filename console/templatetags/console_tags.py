@@ -4,7 +4,7 @@ from django import template
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
-from django.utils.timesince import timesince
+from django.utils.timesince import timesince, timeuntil
 
 register = template.Library()
 
@@ -15,9 +15,40 @@ def timestamp(value):
     if value is None:
         return mark_safe('<span class="muted">never</span>')
     ago = "just now" if timezone.now() - value < timedelta(minutes=1) else f"{timesince(value, depth=1)} ago"
+    return _time(value, ago)
+
+
+@register.simple_tag
+def due(value):
+    """A ``<time>`` saying how soon ``value`` comes, with the exact time on hover."""
+    seconds = (value - timezone.now()).total_seconds()
+    if seconds <= 0:
+        soon = "now"
+    elif seconds < 60:
+        soon = f"in {int(seconds)} s"
+    else:
+        soon = f"in {timeuntil(value, depth=1)}"
+    return _time(value, soon)
+
+
+def _time(value, text: str) -> str:
     return format_html(
         '<time datetime="{}" title="{}">{}</time>',
         value.isoformat(),
         timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z"),
-        ago,
+        text,
     )
+
+
+@register.filter
+def percent(rate):
+    """A share from 0 to 1 as a percentage: 0.0123 -> "1.2%"."""
+    return f"{rate * 100:.1f}%"
+
+
+@register.filter
+def ms(value):
+    """A latency in milliseconds, or a dash without one."""
+    if value is None:
+        return "—"
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"

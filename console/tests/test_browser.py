@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from accounts import services as account_services
 from accounts.models import ApiKey, Membership
-from controlplane import services
+from controlplane import releases, services
 from controlplane.choices import InstanceStatus, ServiceStatus
 from controlplane.models import Instance, Model, Service
 
@@ -161,6 +161,42 @@ def test_setting_a_traffic_split_shows_the_new_weights(page, owner, service, mak
     expect(traffic.get_by_label("v2")).to_have_value("60")
     page.screenshot(path=SCREENSHOT_DIR / "console-traffic.png", full_page=True)
     assert {d.model_version.version: d.weight for d in service.deployments.all()} == {1: 40, 2: 60}
+
+
+def test_starting_a_release_shows_it_and_follows_its_steps(page, owner, service, make_digits_upload):
+    services.model_version_add(model=service.model, upload=make_digits_upload())
+    Instance.objects.create(
+        deployment=service.deployments.get(), zone="zone-a", status=InstanceStatus.READY, endpoint="http://x"
+    )
+    Service.objects.filter(pk=service.pk).update(status=ServiceStatus.READY)
+    _log_in(page, owner)
+    page.goto(f"/services/{service.slug}/")
+
+    form = page.locator("#start-release")
+    form.get_by_label("Version").select_option("v2")
+    expect(form.get_by_label("Steps")).to_have_value("10, 50, 100")
+    form.get_by_label("Seconds per step").fill("30")
+    form.get_by_role("button", name="Start release").click()
+
+    expect(page.locator(".flash")).to_contain_text("Release of version 2 started")
+    release_card = page.locator("#release")
+    expect(release_card.locator(".badge")).to_have_text("starting")
+    expect(page.locator("#release-timeline li").first).to_contain_text("started")
+    expect(page.locator("#release-timeline li").first).to_contain_text("Bringing up version 2 beside version 1.")
+    expect(page.locator("#service-status")).to_have_attribute("data-polling", "on")
+
+    # Beat takes the first step: the page follows without a reload.
+    release = service.releases.get()
+    Instance.objects.create(
+        deployment=service.deployments.get(model_version__version=2), zone="zone-a", status=InstanceStatus.READY,
+        endpoint="http://x",
+    )  # fmt: skip
+    releases.advance(release.pk)
+    expect(release_card.locator(".badge")).to_have_text("rolling", timeout=10_000)
+    expect(release_card.locator("[data-release-weight]")).to_have_text("10%")
+    expect(page.locator("#release-timeline li")).to_have_count(2)
+    page.screenshot(path=SCREENSHOT_DIR / "console-release.png", full_page=True)
+    assert release.interval_s == 30
 
 
 def test_api_key_is_shown_once_and_revoking_removes_it(page, owner):

@@ -9,10 +9,12 @@
     return input ? input.value : "";
   }
 
-  /* The service status block reloads itself while the service is settling. */
+  /* The service status block reloads itself while the service is settling, but not under
+     a form being filled in (nor one shown with its errors): it waits for the submit. */
   function poll(block) {
     if (block.dataset.polling !== "on") return;
     window.setTimeout(function () {
+      if (block.querySelector("form[data-edited]")) { poll(block); return; }
       fetch(block.dataset.pollUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
         .then(function (response) {
           if (response.status === 404 || response.status === 403) return null;
@@ -104,6 +106,10 @@
     });
   }
 
+  function markEdited(event) {
+    if (event.target.form) event.target.form.dataset.edited = "";
+  }
+
   /* Delegated, so that forms in a refreshed status block ask too. */
   function confirmSubmit(event) {
     var form = event.target;
@@ -141,5 +147,6 @@
     });
     document.addEventListener("click", closeMenusOnOutsideClick);
     document.addEventListener("submit", confirmSubmit);
+    document.addEventListener("input", markEdited);
   });
 })();

@@ -73,8 +73,14 @@ class Caller:
         self.thread.join(timeout=30)
 
 
+@pytest.fixture(params=["local", "docker"])
+def backend_worker(request, transactional_db):
+    """The real worker on either backend (the Docker tests' engine and image included)."""
+    return request.getfixturevalue("worker" if request.param == "local" else "docker_worker")
+
+
 @pytest.fixture
-def service(worker, api):
+def service(backend_worker, api):
     upload(api, "m", "m.zip", _package("v1"))
     _add_version(api, _package("v2"))
     deploy(api, "m", "m", version=1, replicas=2)
@@ -148,7 +154,8 @@ def test_a_version_that_fails_calls_is_rolled_back_by_itself(service, api):
     assert wait_status(api, "m")["traffic"] == [{"version": 1, "weight": 100}]
 
 
-def test_a_release_continues_across_a_worker_restart(service, api, worker):
+def test_a_release_continues_across_a_worker_restart(service, api, backend_worker):
+    worker = backend_worker
     body = api.post(
         "/api/v1/services/m/releases", {"version": 2, "steps": [10, 50, 100], "interval_s": 3}, format="json"
     ).json()
@@ -156,6 +163,6 @@ def test_a_release_continues_across_a_worker_restart(service, api, worker):
     worker.stop()
     time.sleep(4)  # a step falls due while no worker runs
     assert api.get(f"/api/v1/services/m/releases/{body['id']}").json()["weights"]["2"] == 10
-    worker.ensure("local")
+    worker.ensure(worker.backend, **worker.extra_env)
     release = _wait_release(api, body["id"], ("promoted",))
     assert [e["weight"] for e in release["history"] if e["action"] == "step"] == [10, 50]

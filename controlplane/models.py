@@ -80,6 +80,9 @@ class Deployment(models.Model):
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployments")
     weight = models.PositiveSmallIntegerField(default=100)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Percent of the service's calls also sent to this version, answers discarded (a
+    # version with no weight measured on real traffic).
+    shadow_percent = models.PositiveSmallIntegerField(default=0)
     # Set when the version is taken out of the service: it leaves the routing table at
     # once; its instances finish their calls and stop after MODELBAY_DRAIN_S.
     retired_at = models.DateTimeField(null=True, blank=True)
@@ -179,6 +182,9 @@ class Release(models.Model):
     interval_s = models.PositiveIntegerField()
     max_error_rate = models.FloatField()
     max_p99_ms = models.FloatField(null=True, blank=True)
+    # Before its first step, the new version gets this share of the calls as shadow
+    # traffic for one interval, and is judged on it (0: no shadow phase).
+    shadow_percent = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=16, choices=ReleaseStatus.choices, default=ReleaseStatus.STARTING)
     step = models.IntegerField(default=-1)  # index into steps; -1 until the first step
     step_started_at = models.DateTimeField(null=True, blank=True)

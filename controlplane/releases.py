@@ -36,6 +36,7 @@ def release_start(
     interval_s: int,
     max_error_rate: float,
     max_p99_ms: float | None,
+    shadow_percent: int = 0,
 ) -> Release:
     if not steps or steps[-1] != 100 or any(a >= b for a, b in zip([0, *steps], steps)):
         raise ApiError(
@@ -64,6 +65,7 @@ def release_start(
                 interval_s=interval_s,
                 max_error_rate=max_error_rate,
                 max_p99_ms=max_p99_ms,
+                shadow_percent=shadow_percent,
             )
         except IntegrityError:
             raise Conflict("A release of this service is already running.") from None
@@ -163,6 +165,13 @@ def _start_when_ready(release: Release) -> None:
             _end(release, ReleaseStatus.FAILED, f"Version {release.version} was not ready after {waited.seconds} s.")
             services.version_retire(service=service, version=release.version)
         return
+    if release.shadow_percent:
+        # First measured on a mirrored share of the calls, answering none of them.
+        services.shadow_write(service=service, shadow={release.version: release.shadow_percent})
+        release.status, release.step_started_at = ReleaseStatus.ROLLING, timezone.now()
+        _note(release, "shadow", f"Version {release.version} gets a copy of {release.shadow_percent} % of the calls.")
+        release.save()
+        return
     _take_step(release, 0, figures=None)
 
 
@@ -207,7 +216,9 @@ def _end(release: Release, status: str, reason: str, *, figures: dict | None = N
 
 
 def _weights(release: Release, *, old: int, new: int) -> None:
+    """The split of a step or an end; the shadow phase, if any, is over."""
     services.weights_write(service=release.service, weights={release.from_version: old, release.version: new})
+    services.shadow_write(service=release.service, shadow={})
 
 
 def _deployment(release: Release, version: int) -> Deployment | None:

@@ -208,10 +208,12 @@ def version_retire(*, service: Service, version: int) -> None:
         _enqueue_reconcile(service)
 
 
-def traffic_set(*, service: Service, weights: dict[int, int]) -> None:
+def traffic_set(*, service: Service, weights: dict[int, int], shadow: dict[int, int] | None = None) -> None:
     """Split the calls among the service's versions: integer percentages summing to 100.
 
     A version left out gets 0. A version given a share must have a ready instance.
+    ``shadow`` (when given, it replaces the previous one) mirrors a percentage of the
+    calls to versions without weight, whose answers are measured and discarded.
     """
     if any(not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= 100 for w in weights.values()):
         raise ApiError(400, "invalid_request", "Each weight is an integer from 0 to 100.", field="weights")
@@ -243,7 +245,26 @@ def traffic_set(*, service: Service, weights: dict[int, int]) -> None:
                     f"Version {version} has no ready instance yet; it cannot take calls.",
                     field=f"weights.{version}",
                 )
+        for version, percent in (shadow or {}).items():
+            if version not in deployments or weights.get(version, 0) or not 0 <= percent <= 100:
+                raise ApiError(
+                    400,
+                    "invalid_request",
+                    f"Shadow traffic goes to a version of this service without weight, 0 to 100 %; "
+                    f"not to version {version} at {percent} %.",
+                    field=f"shadow.{version}",
+                )
         weights_write(service=service, weights=weights)
+        if shadow is not None:
+            shadow_write(service=service, shadow=shadow)
+
+
+def shadow_write(*, service: Service, shadow: dict[int, int]) -> None:
+    """Mirror these shares of the calls to these versions (the others: none)."""
+    for deployment in selectors.live_deployments(service=service):
+        percent = shadow.get(deployment.model_version.version, 0)
+        Deployment.objects.filter(pk=deployment.pk).update(shadow_percent=percent)
+    generation.bump()
 
 
 def _refuse_during_release(service: Service) -> None:

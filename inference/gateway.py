@@ -5,7 +5,9 @@ another instance, another zone first: predictions are stateless, so sending one 
 is safe. A call that reached an instance but timed out is not retried (504).
 """
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -74,9 +76,46 @@ def forward(
             routing.mark_suspect(target)
             continue
         count(error=reply.status >= 500)
+        if method == "POST" and version is None:
+            for shadow in route.shadows_for_this_call():
+                _mirror(route.service_id, shadow, path=path, body=body, headers=headers)
         return Upstream(reply.status, reply.body, reply.content_type, version_route.version)
     count(error=True)
     raise Unavailable()
+
+
+# Shadow calls run beside the answered ones, never in their way: a few threads, and
+# calls beyond what they can take are dropped rather than queued.
+_MAX_SHADOW_IN_FLIGHT = 32
+_shadow_slots = threading.BoundedSemaphore(_MAX_SHADOW_IN_FLIGHT)
+_shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
+
+
+def _mirror(service_id: int, shadow: routing.VersionRoute, *, path: str, body: bytes | None, headers: dict) -> None:
+    """Send a copy of the call to a shadow version; its answer is only measured."""
+    if not _shadow_slots.acquire(blocking=False):
+        return
+
+    def send() -> None:
+        started = time.perf_counter()
+        try:
+            target = shadow.ordered_targets()[0]
+            reply = _pool.request(
+                target.endpoint,
+                "POST",
+                path,
+                body=body,
+                headers=headers,
+                read_timeout=settings.MODELBAY_PREDICT_TIMEOUT,
+            )
+            error = reply.status >= 500
+        except Exception:  # a shadow's trouble is only a figure
+            error = True
+        finally:
+            _shadow_slots.release()
+        metrics.record(service_id, shadow.version, error=error, elapsed_s=time.perf_counter() - started)
+
+    _shadow_pool.submit(send)
 
 
 def forwarded_headers(meta: dict) -> dict[str, str]:

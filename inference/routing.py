@@ -31,6 +31,7 @@ class VersionRoute:
     version: int
     weight: int
     targets: tuple[Target, ...]
+    shadow_percent: int = 0  # share of the calls also mirrored here, answers discarded
     _next: itertools.count = field(default_factory=itertools.count, repr=False)
 
     def ordered_targets(self) -> list[Target]:
@@ -61,6 +62,10 @@ class Route:
             return _by_key(weighted, route_key)
         return random.choices(weighted, weights=[max(v.weight, 1) for v in weighted])[0]
 
+    def shadows_for_this_call(self) -> list[VersionRoute]:
+        """The versions this call is mirrored to: each with its shadow share, by chance."""
+        return [v for v in self.versions if v.shadow_percent and v.targets and random.random() * 100 < v.shadow_percent]
+
 
 def _by_key(versions: list[VersionRoute], route_key: str) -> VersionRoute:
     """Sticky routing: the key hashes to a point in [0, total weight); versions own
@@ -86,7 +91,7 @@ def _load(organization_id: int, slug: str) -> Route | None:
     for instance in ready:
         targets.setdefault(instance.deployment_id, []).append(Target(instance.id, instance.endpoint, instance.zone))
     versions = tuple(
-        VersionRoute(d.model_version.version, d.weight, tuple(targets.get(d.pk, ())))
+        VersionRoute(d.model_version.version, d.weight, tuple(targets.get(d.pk, ())), d.shadow_percent)
         for d in Deployment.objects.filter(service=service, retired_at__isnull=True).select_related("model_version")
     )
     return Route(service.pk, service.slug, versions)

@@ -88,12 +88,16 @@ def service(backend_worker, api):
     return "m"
 
 
-def _wait_release(api, release_id: int, statuses: tuple[str, ...], timeout_s: float = 120) -> dict:
+def _wait_release_of(api, slug: str, release_id: int, statuses: tuple[str, ...], timeout_s: float = 120) -> dict:
     def done():
-        body = api.get(f"/api/v1/services/m/releases/{release_id}").json()
+        body = api.get(f"/api/v1/services/{slug}/releases/{release_id}").json()
         return body if body["status"] in statuses else None
 
     return wait_for(done, timeout_s=timeout_s, what=f"release {release_id} to be {'/'.join(statuses)}")
+
+
+def _wait_release(api, release_id: int, statuses: tuple[str, ...], timeout_s: float = 120) -> dict:
+    return _wait_release_of(api, "m", release_id, statuses, timeout_s)
 
 
 def test_a_full_rollout_fails_no_call_and_splits_like_each_step(service, api):
@@ -166,3 +170,69 @@ def test_a_release_continues_across_a_worker_restart(service, api, backend_worke
     worker.ensure(worker.backend, **worker.extra_env)
     release = _wait_release(api, body["id"], ("promoted",))
     assert [e["weight"] for e in release["history"] if e["action"] == "step"] == [10, 50]
+
+
+SLOW_MODEL = """
+import time
+
+class Model:
+    def load(self, model_dir):
+        pass
+
+    def predict(self, inputs):
+        time.sleep(0.3)
+        return ["slow" for _ in inputs]
+"""
+
+
+@pytest.mark.parametrize("backend_worker", ["local"], indirect=True)
+def test_a_slow_version_is_rolled_back_by_itself(service, api):
+    _add_version(api, python_package(SLOW_MODEL))
+    with Caller(api):
+        body = api.post(
+            "/api/v1/services/m/releases",
+            {"version": 3, "steps": [50, 100], "interval_s": 3, "max_p99_ms": 100},
+            format="json",
+        ).json()
+        release = _wait_release(api, body["id"], ("promoted", "rolled_back", "failed"))
+    assert release["status"] == "rolled_back"
+    assert "p99 latency" in release["reason"] and "max_p99_ms 100 ms" in release["reason"]
+    assert release["history"][-1]["figures"]["new"]["p99_ms"] > 100
+
+
+@pytest.mark.parametrize("backend_worker", ["local"], indirect=True)
+def test_promote_drains_the_old_version_without_cutting_a_call(backend_worker, api):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from inference.routing import Route, Target, VersionRoute
+
+    upload(api, "p", "slow.zip", python_package(SLOW_MODEL))  # version 1: 0.3 s a call
+    fast = SimpleUploadedFile("fast.zip", _package("v2"))
+    assert api.post("/api/v1/models/p/versions", {"file": fast}, format="multipart").status_code == 201
+    deploy(api, "p", "p", version=1)
+    wait_status(api, "p")
+    body = api.post(
+        "/api/v1/services/p/releases", {"version": 2, "steps": [50, 100], "interval_s": 600}, format="json"
+    ).json()
+    _wait_release_of(api, "p", body["id"], ("rolling",))
+    # A route key that lands on the old, slow version while the split is 50/50.
+    target = (Target("i", "http://x", "zone-a"),)
+    split = Route(0, "p", (VersionRoute(1, 50, target), VersionRoute(2, 50, target)))
+    key = next(k for k in (f"user-{n}" for n in range(100)) if split.pick_version(route_key=k).version == 1)
+    answers = []
+
+    def calls():
+        try:
+            for _ in range(15):
+                response = api.post("/api/v1/services/p/predict", {"inputs": [1]}, format="json", HTTP_X_ROUTE_KEY=key)
+                answers.append((response.status_code, response.get("X-Model-Version")))
+        finally:
+            connection.close()
+
+    caller = threading.Thread(target=calls)
+    caller.start()
+    time.sleep(1)  # a call to version 1 is in flight
+    assert api.post(f"/api/v1/services/p/releases/{body['id']}/promote").status_code == 200
+    caller.join(timeout=60)
+    assert {status for status, _ in answers} == {200}, answers
+    assert (200, "1") in answers and answers[-1] == (200, "2")  # in flight on 1 when it went, then 2

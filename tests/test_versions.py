@@ -97,3 +97,19 @@ def test_a_retired_version_finishes_its_calls_then_stops(two_versions, api):
     body = wait_status(api, "echo")
     assert body["traffic"] == [{"version": 2, "weight": 100}]
     assert {i["version"] for i in body["instances"]} == {2}
+
+
+def test_shadow_traffic_measures_a_version_without_answering_with_it(two_versions, api):
+    body = {"weights": {"1": 100}, "shadow": {"2": 50}}
+    assert api.put("/api/v1/services/echo/traffic", body, format="json").status_code == 200
+    answers = Counter(_version_of(predict(api, "echo", ["x"])) for _ in range(400))
+    assert answers == {1: 400}  # every answer comes from version 1
+
+    def mirrored():
+        metrics.flush()
+        versions = {v["version"]: v for v in api.get("/api/v1/services/echo/metrics").json()["versions"]}
+        return versions if versions[2]["requests"] >= 150 else None
+
+    versions = wait_for(mirrored, timeout_s=20, what="the shadow copies to be counted")
+    assert versions[1]["requests"] == 400
+    assert versions[2]["requests"] <= 250 and versions[2]["errors"] == 0  # about half, as asked

@@ -93,6 +93,7 @@ class EffectiveResourcesSerializer(serializers.Serializer):
 class ServiceSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model.slug")
     traffic = serializers.SerializerMethodField()
+    shadow = serializers.SerializerMethodField()
     instances = serializers.SerializerMethodField()
     predict_url = serializers.SerializerMethodField()
     resources = serializers.SerializerMethodField()
@@ -101,9 +102,17 @@ class ServiceSerializer(serializers.ModelSerializer):
         model = Service
         fields = [
             "slug", "name", "model", "replicas", "resources", "status", "error",
-            "traffic", "instances", "predict_url", "created_at", "updated_at",
+            "traffic", "shadow", "instances", "predict_url", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
+
+    def get_shadow(self, service) -> dict[str, int]:
+        """Versions that get a mirrored share of the calls (answers discarded): version -> percent."""
+        return {
+            str(d.model_version.version): d.shadow_percent
+            for d in service.deployments.all()
+            if d.retired_at is None and d.shadow_percent
+        }
 
     def get_traffic(self, service) -> list[dict]:
         live = [d for d in service.deployments.all() if d.retired_at is None]
@@ -149,6 +158,16 @@ class TrafficUpdateSerializer(serializers.Serializer):
         help_text='Version -> share of the calls in percent, e.g. {"1": 70, "2": 30}; integers summing to 100. '
         "A version left out gets 0.",
     )
+
+    shadow = serializers.DictField(
+        child=serializers.IntegerField(min_value=0, max_value=100),
+        required=False,
+        help_text='Version -> percent of the calls also sent to it, answers discarded and measured, e.g. {"2": 20}; '
+        "only versions without weight. Replaces the previous shadow settings; left out, they stay.",
+    )
+
+    def validate_shadow(self, value: dict) -> dict[int, int]:
+        return self.validate_weights(value)
 
     def validate_weights(self, value: dict) -> dict[int, int]:
         try:
@@ -201,6 +220,13 @@ class ReleaseCreateSerializer(serializers.Serializer):
     interval_s = serializers.IntegerField(min_value=1, max_value=86_400, default=60, help_text="Seconds per step.")
     max_error_rate = serializers.FloatField(min_value=0, max_value=1, default=0.05)
     max_p99_ms = serializers.FloatField(min_value=1, allow_null=True, default=None)
+    shadow_percent = serializers.IntegerField(
+        min_value=0,
+        max_value=100,
+        default=0,
+        help_text="Before the first step, mirror this share of the calls to the new version for one interval "
+        "and judge it on them (0: no shadow phase).",
+    )
 
 
 class ReleaseSerializer(serializers.ModelSerializer):
@@ -210,7 +236,7 @@ class ReleaseSerializer(serializers.ModelSerializer):
         model = Release
         fields = [
             "id", "version", "from_version", "status", "step", "weights", "steps", "interval_s",
-            "max_error_rate", "max_p99_ms", "reason", "created_at", "finished_at",
+            "max_error_rate", "max_p99_ms", "shadow_percent", "reason", "created_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
 

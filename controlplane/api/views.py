@@ -178,7 +178,8 @@ class ServiceTrafficView(APIView):
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         serializer = s.TrafficUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.traffic_set(service=service, weights=serializer.validated_data["weights"])
+        data = serializer.validated_data
+        services.traffic_set(service=service, weights=data["weights"], shadow=data.get("shadow"))
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         return Response(s.ServiceSerializer(service).data)
 

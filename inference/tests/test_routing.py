@@ -62,3 +62,11 @@ def test_versions_without_ready_instances_and_zero_weights_take_no_calls():
 
 def test_no_ready_version_means_no_route():
     assert _route({1: 100}, ready=set()).pick_version(route_key="k") is None
+
+
+def test_shadow_versions_get_their_share_of_copies():
+    route = _route({1: 100, 2: 0})
+    route.versions[1].shadow_percent = 25
+    mirrored = sum(bool(route.shadows_for_this_call()) for _ in range(10_000))
+    assert abs(mirrored / 100 - 25) < 2.5
+    assert all(route.pick_version().version == 1 for _ in range(200))  # the answers still come from 1

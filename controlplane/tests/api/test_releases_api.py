@@ -186,3 +186,41 @@ def test_releases_are_listed_and_kept_to_their_tenant(api, service, outsider_api
     assert outsider_api.get(f"/api/v1/services/s/releases/{release_id}").status_code == 404
     assert outsider_api.post(f"/api/v1/services/s/releases/{release_id}/promote").status_code == 404
     assert outsider_api.post("/api/v1/services/s/releases", {"version": 2}, format="json").status_code == 404
+
+
+def test_a_shadow_phase_measures_the_new_version_before_it_takes_calls(api, service):
+    release_id = _start(api, steps=[10, 100], shadow_percent=30)["id"]
+    _ready(2)
+    release = _tick(release_id, interval_passed=False)
+    assert (release.status, release.weight, _weights()) == ("rolling", 0, {1: 100, 2: 0})
+    assert release.history[-1]["action"] == "shadow"
+    assert Deployment.objects.get(model_version__version=2).shadow_percent == 30
+    _calls(1, 1000)
+    _calls(2, 300)  # the mirrored copies
+    release = _tick(release_id)
+    assert (release.weight, _weights()) == (10, {1: 90, 2: 10})
+    assert release.history[-1]["figures"]["new"]["requests"] == 300
+    assert Deployment.objects.get(model_version__version=2).shadow_percent == 0  # no more copies
+
+
+def test_a_bad_version_is_rolled_back_on_its_shadow_calls_alone(api, service):
+    release_id = _start(api, steps=[10, 100], shadow_percent=50)["id"]
+    _ready(2)
+    _tick(release_id, interval_passed=False)
+    _calls(2, 200, errors=50)
+    release = _tick(release_id)
+    assert release.status == "rolled_back" and "error rate 25.00%" in release.reason
+    assert _weights() == {1: 100}  # it never answered a call
+
+
+def test_shadow_traffic_set_by_hand(api, service):
+    api.post("/api/v1/services/s/versions", {"version": 2}, format="json")
+    response = api.put("/api/v1/services/s/traffic", {"weights": {"1": 100}, "shadow": {"2": 20}}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["shadow"] == {"2": 20}
+    bad = api.put("/api/v1/services/s/traffic", {"weights": {"1": 100}, "shadow": {"1": 20}}, format="json")
+    assert bad.status_code == 400 and "shadow.1" in bad.json()["fields"]  # 1 takes the calls already
+    # Left out, the shadow stays; given empty, it goes.
+    assert api.put("/api/v1/services/s/traffic", {"weights": {"1": 100}}, format="json").json()["shadow"] == {"2": 20}
+    body = api.put("/api/v1/services/s/traffic", {"weights": {"1": 100}, "shadow": {}}, format="json").json()
+    assert body["shadow"] == {}

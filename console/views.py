@@ -321,7 +321,11 @@ def service_version_remove(request, slug, version):
 @organization_required
 def service_delete(request, slug):
     service = selectors.service_get(organization_id=_org_id(request), slug=slug)
-    services.service_delete(service=service)
+    try:
+        services.service_delete(service=service)
+    except APIException as error:
+        messages.error(request, str(error.detail))
+        return redirect("console:service_detail", slug=service.slug)
     messages.success(request, f"Service {service.name} is being deleted.")
     return redirect("console:service_list")
 

@@ -158,6 +158,8 @@ def service_update(*, service: Service, replicas: int | None = None, resources: 
 
 def service_delete(*, service: Service) -> None:
     """Take the service out of routing now; a worker stops its instances and removes it."""
+    if service.listings.exists():
+        raise Conflict("The service is listed in the marketplace; remove its listing first.")
     with transaction.atomic():
         Service.objects.filter(pk=service.pk).update(
             deleted_at=timezone.now(), status=ServiceStatus.STOPPED, updated_at=timezone.now()

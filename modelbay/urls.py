@@ -9,6 +9,7 @@ api_v1 = [
     *inference_api,
     path("", include("accounts.api.urls")),
     path("", include("controlplane.api.urls")),
+    path("", include("marketplace.api.urls")),
 ]
 
 urlpatterns = [

@@ -1,0 +1,71 @@
+from rest_framework import serializers
+
+from marketplace.models import Listing, Plan, Subscription
+
+
+class PlanSerializer(serializers.ModelSerializer):
+    name = serializers.SlugField(max_length=40)
+    price_per_1k = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
+
+    class Meta:
+        model = Plan
+        fields = ["name", "monthly_quota", "rate_limit_per_s", "price_per_1k"]
+        extra_kwargs = {"monthly_quota": {"min_value": 1}, "rate_limit_per_s": {"min_value": 1}}
+
+
+class ListingSerializer(serializers.ModelSerializer):
+    """A listing as anyone sees it in the marketplace."""
+
+    plans = PlanSerializer(many=True, read_only=True)
+    publisher = serializers.CharField(source="publisher.name", read_only=True)
+
+    class Meta:
+        model = Listing
+        fields = [
+            "slug", "title", "summary", "description", "category", "icon", "publisher",
+            "example_input", "example_output", "plans",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class PublisherListingSerializer(ListingSerializer):
+    """A listing as its publisher sees it: with its service and status."""
+
+    service = serializers.CharField(source="service.slug", read_only=True)
+
+    class Meta(ListingSerializer.Meta):
+        fields = [*ListingSerializer.Meta.fields, "service", "status", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class ListingCreateSerializer(serializers.Serializer):
+    service = serializers.SlugField(help_text="The slug of one of your services.")
+    slug = serializers.SlugField(max_length=64)
+    title = serializers.CharField(max_length=120)
+    summary = serializers.CharField(max_length=300, required=False, default="")
+    description = serializers.CharField(required=False, default="", help_text="Markdown.")
+    category = serializers.SlugField(max_length=40, required=False, default="")
+    icon = serializers.CharField(max_length=16, required=False, default="")
+    example_input = serializers.JSONField(required=False, default=None)
+    example_output = serializers.JSONField(required=False, default=None)
+    plans = PlanSerializer(many=True)
+
+
+class MarketplaceQuerySerializer(serializers.Serializer):
+    q = serializers.CharField(required=False, default="", max_length=200)
+    category = serializers.CharField(required=False, default="", max_length=40)
+
+
+class SubscribeSerializer(serializers.Serializer):
+    plan = serializers.SlugField(max_length=40)
+
+
+class SubscriptionSerializer(serializers.ModelSerializer):
+    listing = serializers.CharField(source="listing.slug")
+    plan = serializers.CharField(source="plan.name")
+    quota = serializers.IntegerField(source="plan.monthly_quota")
+
+    class Meta:
+        model = Subscription
+        fields = ["id", "listing", "plan", "status", "period_start", "period_end", "quota"]
+        read_only_fields = fields

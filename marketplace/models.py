@@ -1,0 +1,85 @@
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Organization
+from controlplane.models import Service
+
+
+class ListingStatus(models.TextChoices):
+    DRAFT = "draft"
+    PUBLISHED = "published"
+    UNPUBLISHED = "unpublished"
+
+
+class Listing(models.Model):
+    """A publisher's service offered as an app; subscribers call it by the listing's slug.
+
+    It follows its service: whatever version the service routes to (a gray release
+    included) is what subscribers get.
+    """
+
+    publisher = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="listings")
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="listings")
+    slug = models.SlugField(max_length=64, unique=True)  # unique across the marketplace
+    title = models.CharField(max_length=120)
+    summary = models.CharField(max_length=300, blank=True)
+    description = models.TextField(blank=True)  # Markdown, rendered safely
+    category = models.SlugField(max_length=40, blank=True)
+    icon = models.CharField(max_length=16, blank=True)  # an emoji
+    example_input = models.JSONField(null=True, blank=True)
+    example_output = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=ListingStatus.choices, default=ListingStatus.DRAFT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["title"]
+
+    def __str__(self):
+        return self.slug
+
+
+class Plan(models.Model):
+    """What a subscription allows: calls a month, calls a second, and the price."""
+
+    listing = models.ForeignKey(Listing, on_delete=models.CASCADE, related_name="plans")
+    name = models.SlugField(max_length=40)
+    monthly_quota = models.PositiveIntegerField()
+    rate_limit_per_s = models.PositiveIntegerField()
+    price_per_1k = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+
+    class Meta:
+        ordering = ["price_per_1k", "name"]
+        constraints = [models.UniqueConstraint(fields=["listing", "name"], name="unique_plan_name")]
+
+    def __str__(self):
+        return f"{self.listing.slug}/{self.name}"
+
+
+class SubscriptionStatus(models.TextChoices):
+    ACTIVE = "active"
+    CANCELLED = "cancelled"
+
+
+class Subscription(models.Model):
+    subscriber = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="subscriptions")
+    listing = models.ForeignKey(Listing, on_delete=models.CASCADE, related_name="subscriptions")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    status = models.CharField(max_length=16, choices=SubscriptionStatus.choices, default=SubscriptionStatus.ACTIVE)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscriber", "listing"],
+                condition=Q(status=SubscriptionStatus.ACTIVE),
+                name="one_active_subscription_per_listing",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.subscriber.slug} -> {self.listing.slug} ({self.plan.name})"

@@ -1,0 +1,68 @@
+"""Writes of the marketplace: listings and their plans, subscriptions."""
+
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import Organization
+from controlplane.models import Service
+from marketplace.models import Listing, ListingStatus, Plan, Subscription, SubscriptionStatus
+from modelbay.errors import ApiError, Conflict
+
+PERIOD = timedelta(days=30)
+
+
+def listing_create(*, publisher: Organization, service_slug: str, plans: list[dict], **fields) -> Listing:
+    """A draft listing of one of the publisher's services, with at least one plan."""
+    service = Service.objects.filter(organization=publisher, slug=service_slug, deleted_at__isnull=True).first()
+    if service is None:
+        raise ApiError(400, "invalid_request", f"No service '{service_slug}' in this organization.", field="service")
+    if not plans:
+        raise ApiError(400, "invalid_request", "A listing needs at least one plan.", field="plans")
+    names = [plan["name"] for plan in plans]
+    if len(set(names)) != len(names):
+        raise ApiError(400, "invalid_request", "Plan names must differ.", field="plans")
+    try:
+        with transaction.atomic():
+            listing = Listing.objects.create(publisher=publisher, service=service, **fields)
+            Plan.objects.bulk_create(Plan(listing=listing, **plan) for plan in plans)
+    except IntegrityError:
+        raise Conflict(f"The listing slug '{fields['slug']}' is taken.") from None
+    return listing
+
+
+def listing_set_status(*, listing: Listing, status: str) -> Listing:
+    listing.status = status
+    listing.save(update_fields=["status", "updated_at"])
+    return listing
+
+
+def subscribe(*, subscriber: Organization, listing: Listing, plan_name: str) -> Subscription:
+    """Subscribe to a published listing on one of its plans; subscribing again changes the plan."""
+    if listing.status != ListingStatus.PUBLISHED:
+        raise ApiError(404, "not_found", f"No app '{listing.slug}' in the marketplace.")
+    plan = listing.plans.filter(name=plan_name).first()
+    if plan is None:
+        raise ApiError(400, "invalid_request", f"The app has no plan '{plan_name}'.", field="plan")
+    with transaction.atomic():
+        current = (
+            Subscription.objects.select_for_update()
+            .filter(subscriber=subscriber, listing=listing, status=SubscriptionStatus.ACTIVE)
+            .first()
+        )
+        if current is not None:  # a change of plan takes effect at once, in the same period
+            current.plan = plan
+            current.save(update_fields=["plan"])
+            return current
+        now = timezone.now()
+        return Subscription.objects.create(
+            subscriber=subscriber, listing=listing, plan=plan, period_start=now, period_end=now + PERIOD
+        )
+
+
+def subscription_cancel(*, subscription: Subscription) -> None:
+    """Access ends at once."""
+    Subscription.objects.filter(pk=subscription.pk).update(
+        status=SubscriptionStatus.CANCELLED, cancelled_at=timezone.now()
+    )

@@ -1,0 +1,118 @@
+"""Listings, the marketplace and subscriptions over the API, tenants kept apart."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from marketplace.models import Listing, Subscription
+
+pytestmark = pytest.mark.django_db
+
+PLANS = [
+    {"name": "free", "monthly_quota": 1000, "rate_limit_per_s": 5, "price_per_1k": "0.00"},
+    {"name": "pro", "monthly_quota": 100000, "rate_limit_per_s": 50, "price_per_1k": "0.40"},
+]
+
+
+@pytest.fixture
+def listing(api, digits_upload):
+    api.post("/api/v1/models", {"name": "digits", "file": digits_upload}, format="multipart")
+    api.post("/api/v1/services", {"name": "digits", "model": "digits"}, format="json")
+    body = {
+        "service": "digits",
+        "slug": "digit-reader",
+        "title": "Handwritten digits",
+        "summary": "Reads a digit from an 8x8 image.",
+        "description": "# Digits\nSend 64 numbers.",
+        "category": "vision",
+        "example_input": {"inputs": [[0] * 64]},
+        "plans": PLANS,
+    }
+    response = api.post("/api/v1/listings", body, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def test_a_listing_starts_as_a_draft_that_nobody_else_sees(listing, api):
+    assert (listing["status"], listing["service"]) == ("draft", "digits")
+    assert [p["name"] for p in listing["plans"]] == ["free", "pro"]
+    assert APIClient().get("/api/v1/marketplace").json() == []
+    assert APIClient().get("/api/v1/marketplace/digit-reader").status_code == 404
+
+
+def test_published_listings_are_browsed_and_searched_by_anyone(listing, api):
+    assert api.post("/api/v1/listings/digit-reader/publish").json()["status"] == "published"
+    anyone = APIClient()
+    assert [entry["slug"] for entry in anyone.get("/api/v1/marketplace").json()] == ["digit-reader"]
+    assert anyone.get("/api/v1/marketplace", {"q": "handwritten"}).json()[0]["slug"] == "digit-reader"
+    assert anyone.get("/api/v1/marketplace", {"q": "speech"}).json() == []
+    assert anyone.get("/api/v1/marketplace", {"category": "audio"}).json() == []
+    detail = anyone.get("/api/v1/marketplace/digit-reader").json()
+    assert detail["plans"][1] == PLANS[1] and detail["example_input"] == {"inputs": [[0] * 64]}
+    assert "service" not in detail and "status" not in detail  # no internals for the public
+    api.post("/api/v1/listings/digit-reader/unpublish")
+    assert anyone.get("/api/v1/marketplace").json() == []
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"service": "nope"}, "service"),
+        ({"plans": []}, "plans"),
+        ({"plans": [PLANS[0], PLANS[0]]}, "plans"),
+        ({"plans": [{**PLANS[0], "monthly_quota": 0}]}, "plans"),
+        ({"slug": "Not a slug!"}, "slug"),
+    ],
+)
+def test_bad_listings_answer_400_naming_the_field(listing, api, change, field):
+    body = {"service": "digits", "slug": "other", "title": "T", "plans": PLANS, **change}
+    response = api.post("/api/v1/listings", body, format="json")
+    assert response.status_code == 400, response.content
+    assert any(name.split(".")[0] == field for name in response.json()["fields"]), response.json()
+    assert Listing.objects.count() == 1
+
+
+def test_listing_slugs_are_unique_across_the_marketplace(listing, outsider_api, api):
+    api.post("/api/v1/services", {"name": "digits-2", "model": "digits"}, format="json")
+    body = {"service": "digits-2", "slug": "digit-reader", "title": "Again", "plans": PLANS}
+    assert api.post("/api/v1/listings", body, format="json").status_code == 409
+
+
+def test_another_organization_subscribes_changes_plan_and_cancels(listing, api, outsider_api):
+    api.post("/api/v1/listings/digit-reader/publish")
+    response = outsider_api.post("/api/v1/marketplace/digit-reader/subscribe", {"plan": "free"}, format="json")
+    assert response.status_code == 201, response.content
+    subscription = response.json()
+    assert (subscription["listing"], subscription["plan"], subscription["status"], subscription["quota"]) == (
+        "digit-reader", "free", "active", 1000
+    )  # fmt: skip
+    again = outsider_api.post("/api/v1/marketplace/digit-reader/subscribe", {"plan": "pro"}, format="json").json()
+    assert (again["id"], again["plan"]) == (subscription["id"], "pro")  # the same subscription, a new plan
+    bad = outsider_api.post("/api/v1/marketplace/digit-reader/subscribe", {"plan": "gold"}, format="json")
+    assert bad.status_code == 400 and "plan" in bad.json()["fields"]
+    assert [s["id"] for s in outsider_api.get("/api/v1/subscriptions").json()] == [subscription["id"]]
+    assert api.get("/api/v1/subscriptions").json() == []  # the publisher's own list is its own
+
+    assert api.delete(f"/api/v1/subscriptions/{subscription['id']}").status_code == 404  # not the publisher's
+    assert outsider_api.delete(f"/api/v1/subscriptions/{subscription['id']}").status_code == 204
+    assert Subscription.objects.get().status == "cancelled"
+
+
+def test_drafts_cannot_be_subscribed_and_listings_belong_to_their_publisher(listing, api, outsider_api):
+    response = outsider_api.post("/api/v1/marketplace/digit-reader/subscribe", {"plan": "free"}, format="json")
+    assert response.status_code == 404
+    assert outsider_api.get("/api/v1/listings/digit-reader").status_code == 404
+    assert outsider_api.post("/api/v1/listings/digit-reader/publish").status_code == 404
+    assert outsider_api.get("/api/v1/listings").json() == []
+    body = {"service": "digits", "slug": "stolen", "title": "T", "plans": PLANS}
+    assert outsider_api.post("/api/v1/listings", body, format="json").status_code == 400  # not its service
+
+
+def test_predict_only_keys_cannot_manage_listings_or_subscriptions(listing, predict_only_api):
+    assert predict_only_api.get("/api/v1/listings").status_code == 403
+    assert predict_only_api.post("/api/v1/marketplace/digit-reader/subscribe", {"plan": "free"}).status_code == 403
+
+
+def test_a_listed_service_cannot_be_deleted(listing, api):
+    response = api.delete("/api/v1/services/digits")
+    assert (response.status_code, response.json()["code"]) == (409, "conflict")
+    assert api.get("/api/v1/services/digits").json()["status"] != "stopped"

@@ -10,11 +10,6 @@ from controlplane import resources
 _PACKAGE_HELP = "A bare .onnx file, or a .zip / .tar.gz package holding modelbay.yaml."
 
 
-def live_deployments(service) -> list:
-    """The versions the service runs (not those draining), from its prefetched deployments."""
-    return [deployment for deployment in service.deployments.all() if deployment.retired_at is None]
-
-
 def add_api_error(form: forms.Form, error: APIException) -> None:
     """Show a service's error on the form field it concerns (``resources.cpu`` on ``cpu``),
     else above the form."""
@@ -109,7 +104,7 @@ class VersionAddForm(forms.Form):
 
     def __init__(self, *args, service, **kwargs):
         super().__init__(*args, **kwargs)
-        running = {d.model_version.version for d in live_deployments(service)}
+        running = {d.model_version.version for d in service.live_deployments()}
         self.versions = [v.version for v in service.model.versions.all() if v.version not in running]
         self.fields["version"].widget.choices = [(v, f"v{v}") for v in reversed(self.versions)]
 
@@ -129,7 +124,7 @@ class TrafficForm(forms.Form):
 
     def __init__(self, *args, service, **kwargs):
         super().__init__(*args, **kwargs)
-        for deployment in live_deployments(service):
+        for deployment in service.live_deployments():
             version = deployment.model_version.version
             self.fields[str(version)] = forms.IntegerField(
                 label=f"v{version}",
@@ -170,7 +165,7 @@ class ReleaseForm(forms.Form):
 
     def __init__(self, *args, service, **kwargs):
         super().__init__(*args, **kwargs)
-        current = {d.model_version.version for d in live_deployments(service) if d.weight == 100}
+        current = {d.model_version.version for d in service.live_deployments() if d.weight == 100}
         self.versions = [v.version for v in service.model.versions.all() if v.version not in current]
         self.fields["version"].widget.choices = [(v, f"v{v}") for v in reversed(self.versions)]
 

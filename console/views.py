@@ -31,7 +31,6 @@ from console.forms import (
     TrafficForm,
     VersionAddForm,
     add_api_error,
-    live_deployments,
 )
 from controlplane import releases, resources, selectors, services
 from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus, ServiceStatus
@@ -366,7 +365,7 @@ def _status_context(service) -> dict:
     active = release is not None and release.status in ACTIVE_RELEASE_STATUSES
     return {
         "service": service,
-        "deployments": _with_stats(service, _with_instance_states(live_deployments(service))),
+        "deployments": _with_stats(service, _with_instance_states(service.live_deployments())),
         "resources": resources.effective(service.resources),
         "instances": instances,
         "release": release,
@@ -422,7 +421,7 @@ def _with_instance_states(deployments):
 
 def _main_version(service):
     """The version taking most of the traffic (the example input is made for it)."""
-    deployments = sorted(live_deployments(service), key=lambda d: d.weight, reverse=True)
+    deployments = sorted(service.live_deployments(), key=lambda d: d.weight, reverse=True)
     return deployments[0].model_version if deployments else None
 
 

@@ -72,6 +72,11 @@ class Service(models.Model):
     def __str__(self):
         return self.slug
 
+    def live_deployments(self) -> list["Deployment"]:
+        """The versions it runs, not those being taken out; from its prefetched
+        deployments when the caller loaded them (see selectors.service_list)."""
+        return [deployment for deployment in self.deployments.all() if deployment.retired_at is None]
+
 
 class Deployment(models.Model):
     """One model version running in a service, with its share of the traffic (0-100)."""

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from controlplane import selectors, services
 from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus
-from controlplane.models import Deployment, Release, Service
+from controlplane.models import Deployment, Release, Service, VersionMetrics
 from modelbay.errors import ApiError, Conflict
 
 logger = logging.getLogger(__name__)
@@ -258,8 +258,6 @@ def _figures(release: Release) -> dict:
 
 
 def _interval_floor(release: Release):
-    from controlplane.models import VersionMetrics
-
     started = release.step_started_at
     return started - timedelta(seconds=started.timestamp() % VersionMetrics.INTERVAL_S)
 

@@ -159,8 +159,8 @@ def _quantile_ms(histogram: list[int], q: float) -> float | None:
 def service_version_stats(*, service: Service, since: datetime) -> list[VersionStats]:
     """``version_stats``, with the service's versions that had no calls as zeros."""
     stats = {entry.version: entry for entry in version_stats(service=service, since=since)}
-    for deployment in service.deployments.all():
+    for deployment in service.live_deployments():
         version = deployment.model_version.version
-        if deployment.retired_at is None and version not in stats:
+        if version not in stats:
             stats[version] = VersionStats(version, 0, 0, None, None, None)
     return [stats[version] for version in sorted(stats)]

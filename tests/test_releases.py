@@ -143,15 +143,19 @@ def test_an_operator_rollback_fails_no_call(service, api):
     assert wait_status(api, "m")["traffic"] == [{"version": 1, "weight": 100}]
 
 
-def test_a_version_that_fails_calls_is_rolled_back_by_itself(service, api):
-    _add_version(api, python_package(FAILING_SOMETIMES))
+def _release_of_a_new_version(api, predictor_source: str, settings: dict) -> dict:
+    """Upload ``predictor_source`` as version 3, release it while a client calls, and
+    return the release once it has ended."""
+    _add_version(api, python_package(predictor_source))
     with Caller(api):
-        body = api.post(
-            "/api/v1/services/m/releases",
-            {"version": 3, "steps": [20, 100], "interval_s": 3, "max_error_rate": 0.05},
-            format="json",
-        ).json()
-        release = _wait_release(api, body["id"], ("promoted", "rolled_back", "failed"))
+        body = api.post("/api/v1/services/m/releases", {"version": 3, **settings}, format="json").json()
+        return _wait_release(api, body["id"], ("promoted", "rolled_back", "failed"))
+
+
+def test_a_version_that_fails_calls_is_rolled_back_by_itself(service, api):
+    release = _release_of_a_new_version(
+        api, FAILING_SOMETIMES, {"steps": [20, 100], "interval_s": 3, "max_error_rate": 0.05}
+    )
     assert release["status"] == "rolled_back"
     assert "error rate" in release["reason"] and "max_error_rate 5.00%" in release["reason"]
     assert release["history"][-1]["figures"]["new"]["errors"] > 0
@@ -187,14 +191,7 @@ class Model:
 
 @pytest.mark.parametrize("backend_worker", ["local"], indirect=True)
 def test_a_slow_version_is_rolled_back_by_itself(service, api):
-    _add_version(api, python_package(SLOW_MODEL))
-    with Caller(api):
-        body = api.post(
-            "/api/v1/services/m/releases",
-            {"version": 3, "steps": [50, 100], "interval_s": 3, "max_p99_ms": 100},
-            format="json",
-        ).json()
-        release = _wait_release(api, body["id"], ("promoted", "rolled_back", "failed"))
+    release = _release_of_a_new_version(api, SLOW_MODEL, {"steps": [50, 100], "interval_s": 3, "max_p99_ms": 100})
     assert release["status"] == "rolled_back"
     assert "p99 latency" in release["reason"] and "max_p99_ms 100 ms" in release["reason"]
     assert release["history"][-1]["figures"]["new"]["p99_ms"] > 100

@@ -108,14 +108,10 @@ class ServiceSerializer(serializers.ModelSerializer):
 
     def get_shadow(self, service) -> dict[str, int]:
         """Versions that get a mirrored share of the calls (answers discarded): version -> percent."""
-        return {
-            str(d.model_version.version): d.shadow_percent
-            for d in service.deployments.all()
-            if d.retired_at is None and d.shadow_percent
-        }
+        return {str(d.model_version.version): d.shadow_percent for d in service.live_deployments() if d.shadow_percent}
 
     def get_traffic(self, service) -> list[dict]:
-        live = [d for d in service.deployments.all() if d.retired_at is None]
+        live = service.live_deployments()
         return TrafficSerializer(
             [{"version": d.model_version.version, "weight": d.weight} for d in live], many=True
         ).data

@@ -6,7 +6,7 @@ PORT ?= 8000
 
 REQUIREMENTS := requirements.txt inference/runtime/requirements.txt
 
-.PHONY: run test venv venv-dev bench bench-deploy runtime-image clean
+.PHONY: run test venv venv-dev bench bench-deploy bench-apps runtime-image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: venv-dev
 ## make bench-deploy: time from deploy to ready (local and docker), healing, idle memory
 bench-deploy: venv-dev
 	$(BIN)/python bench/deploy.py
+
+## make bench-apps: what an app call (access, quota, rate, metering) costs over a service call
+bench-apps: venv-dev
+	$(BIN)/python bench/apps.py
 
 ## make runtime-image: build the runtime's container image (for the Docker backend)
 runtime-image:

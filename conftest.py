@@ -27,12 +27,14 @@ def _fresh_caches(settings):
 
     from accounts import authentication
     from inference import routing
+    from marketplace import access
 
     cache.clear()
     authentication._key_cache.clear()
     authentication._last_touched.clear()
     routing._routes.clear()
     routing._suspects.clear()
+    access._cache.clear()
 
 
 def _api_client(organization, *, scopes=("manage", "predict"), name="test"):
@@ -107,6 +109,8 @@ def _worker_env() -> dict[str, str]:
     else:
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     env["MODELBAY_RECONCILE_INTERVAL"] = "1"
+    # Metered usage is stored when a test asks for it (flush_usage), never behind its back.
+    env["MODELBAY_USAGE_FLUSH_S"] = "3600"
     env["MODELBAY_ORPHAN_GRACE_S"] = "2"
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -167,11 +171,26 @@ class WorkerProcess:
             self.start(backend, **extra_env)
 
 
+_session_worker: list[WorkerProcess] = []
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     process = WorkerProcess(tmp_path_factory.mktemp("worker"))
+    _session_worker.append(process)
     yield process
     process.stop()
+
+
+_WORKER_FIXTURES = {"worker", "docker_worker", "celery_worker_process"}
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_unless_asked(request):
+    """A test that does not ask for the worker runs without one: otherwise a worker left
+    running by an earlier test would provision (or flush) this test's rows behind its back."""
+    if _session_worker and not _WORKER_FIXTURES & set(request.fixturenames):
+        _session_worker[0].stop()
 
 
 DEFAULT_ZONES = dict(settings.MODELBAY_ZONES)
@@ -190,10 +209,12 @@ def _use_backend(name: str, zones: dict[str, str] | None = None) -> None:
 def worker(celery_worker_process, transactional_db):
     """Integration tests: data is committed so the worker sees it; runtimes are cleaned up."""
     from controlplane.models import Service
+    from marketplace.models import Listing
 
     _use_backend("local")
     celery_worker_process.ensure("local")
     yield celery_worker_process
+    Listing.objects.all().delete()  # listings protect their services
     Service.objects.all().delete()  # first, so that reconcile does not restart what we stop
     _stop_all_runtimes()
 
@@ -289,11 +310,13 @@ def docker_zones(zone_b_engine) -> dict[str, str]:
 def docker_worker(celery_worker_process, transactional_db, docker_zones):
     """Like ``worker``, with every instance a container of the Docker engine."""
     from controlplane.models import Service
+    from marketplace.models import Listing
 
     _use_backend("docker", docker_zones)
     zones = ",".join(f"{zone}={endpoint}" for zone, endpoint in docker_zones.items())
     celery_worker_process.ensure("docker", MODELBAY_ZONES=zones)
     yield celery_worker_process
+    Listing.objects.all().delete()
     Service.objects.all().delete()
     _stop_all_runtimes()
     _use_backend("local")

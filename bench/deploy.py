@@ -65,8 +65,10 @@ def wait(check, timeout_s: float, interval_s: float = 0.02, what: str = "conditi
 class Stack:
     """An embedded Modelbay on one backend, in a temporary directory."""
 
-    def __init__(self, backend: str):
+    def __init__(self, backend: str, *, web_workers: int = 2, extra_env: dict[str, str] | None = None):
         self.backend = backend
+        self.web_workers = web_workers
+        self.load_demo_args = ["--without-apps"]  # figures of the digits service alone
         self.dir = Path(tempfile.mkdtemp(prefix=f"modelbay-bench-{backend}-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -80,6 +82,7 @@ class Stack:
         }
         for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
             self.env.pop(name, None)
+        self.env.update(extra_env or {})
         self.children: list[subprocess.Popen] = []
 
     def manage(self, *args: str) -> str:
@@ -89,13 +92,13 @@ class Stack:
 
     def start(self) -> dict:
         self.manage("migrate", "--noinput", "-v", "0")
-        demo = json.loads(self.manage("load_demo").strip().splitlines()[-1])
+        demo = json.loads(self.manage("load_demo", *self.load_demo_args).strip().splitlines()[-1])
         logs = open(self.dir / "processes.log", "ab")
         for command in (
             [str(PYTHON), "-m", "celery", "-A", "modelbay", "worker", "-B", "--pool=threads", "--concurrency=4",
              "--loglevel=WARNING", "-s", str(self.dir / "beat-schedule")],
-            [str(PYTHON), "-m", "gunicorn", "modelbay.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
-             "--no-control-socket"],
+            [str(PYTHON), "-m", "gunicorn", "modelbay.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers",
+             str(self.web_workers), "--no-control-socket"],
         ):  # fmt: skip
             self.children.append(
                 subprocess.Popen(command, cwd=REPO, env=self.env, stdout=logs, stderr=logs, start_new_session=True)

@@ -405,7 +405,7 @@ def start_gateway(stack: Stack, workers_list: list[int], setup: GatewaySetup) ->
     log("gateway: migrate")
     manage(stack, "migrate", "--noinput", "-v", "0")
     log("gateway: load_demo (trains the demo model)")
-    demo = json.loads(manage(stack, "load_demo").strip().splitlines()[-1])
+    demo = json.loads(manage(stack, "load_demo", "--without-apps").strip().splitlines()[-1])
     demo_loaded_at = time.monotonic()
     key = demo["key"]
     auth = {"Authorization": f"Bearer {key}"}

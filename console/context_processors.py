@@ -3,7 +3,14 @@ from django.urls import reverse
 from accounts import selectors
 
 # The first word of a console URL name -> the list page of that part of the console.
-_SECTIONS = {"model": "console:model_list", "service": "console:service_list", "key": "console:key_list"}
+_SECTIONS = {
+    "model": "console:model_list",
+    "service": "console:service_list",
+    "key": "console:key_list",
+    "marketplace": "console:marketplace",
+    "subscription": "console:subscription_list",
+    "publisher": "console:publisher_listing_list",
+}
 
 
 def organizations(request):

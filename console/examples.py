@@ -1,12 +1,14 @@
-"""Example predict bodies for the "Try it" box, made from a model version's input shape."""
+"""Example predict bodies for the "Try it" box, made from a model version's input shape
+or given by a marketplace listing, and the same body written for a shell and for Python."""
 
 import json
+import pprint
 from functools import lru_cache
 
 from django.conf import settings
 
 from controlplane import packages
-from controlplane.models import ModelVersion
+from controlplane.models import ModelVersion, Service
 
 _FALLBACK_SHAPE = (-1, 1)
 _ONNX_STRING = 8  # onnx.TensorProto.STRING
@@ -16,6 +18,35 @@ def example_body(model_version: ModelVersion | None) -> str:
     """``{"inputs": [<one example>]}`` as compact JSON, ready to edit and send."""
     shape, text = _input_spec(model_version) if model_version else (_FALLBACK_SHAPE, False)
     return json.dumps({"inputs": [_filled(shape[1:], "" if text else 0.0)]})
+
+
+def main_version(service: Service) -> ModelVersion | None:
+    """The version taking most of the service's traffic (examples are made for it)."""
+    deployments = sorted(service.live_deployments(), key=lambda d: d.weight, reverse=True)
+    return deployments[0].model_version if deployments else None
+
+
+def app_body(listing) -> dict:
+    """The body to call a marketplace app with: the listing's example input (a whole body
+    ``{"inputs": [...]}``, or the inputs alone), else one made for its service's model."""
+    example = listing.example_input
+    if isinstance(example, dict) and "inputs" in example:
+        return example
+    if example is None:
+        return json.loads(example_body(main_version(listing.service)))
+    return {"inputs": example if isinstance(example, list) else [example]}
+
+
+def shell_quoted(text: str) -> str:
+    """``text`` inside single quotes for a POSIX shell."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def python_literal(value, *, indent: int = 0) -> str:
+    """A JSON value written as Python (``true`` as ``True``, ...), wrapped to fit 88
+    columns when it starts ``indent`` columns in."""
+    text = pprint.pformat(value, width=88 - indent, compact=True, sort_dicts=False)
+    return text.replace("\n", "\n" + " " * indent)
 
 
 def _filled(shape, value):

@@ -205,3 +205,64 @@ class ApiKeyForm(forms.Form):
     def expires_at(self) -> datetime | None:
         day = self.cleaned_data["expires_on"]
         return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone()) if day else None
+
+
+# --- marketplace -----------------------------------------------------------------------------
+class MarketplaceSearchForm(forms.Form):
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    category = forms.SlugField(required=False, max_length=40)
+
+    def query(self) -> dict:
+        """The arguments for ``published_listings``: what was asked, or everything."""
+        if self.is_valid():
+            return {"q": self.cleaned_data["q"].strip(), "category": self.cleaned_data["category"]}
+        return {"q": "", "category": ""}
+
+
+class SubscribeForm(forms.Form):
+    """A plan of the listing, by name (``subscribe`` checks it belongs to the listing)."""
+
+    plan = forms.SlugField(max_length=40, error_messages={"required": "Pick a plan."})
+
+
+class ListingForm(forms.Form):
+    """A draft listing of one of the organization's services, with its first plan."""
+
+    service = forms.ChoiceField()
+    title = forms.CharField(max_length=120)
+    slug = forms.SlugField(max_length=64, help_text="The app's address in the marketplace, unique across it.")
+    summary = forms.CharField(max_length=300, required=False)
+    description = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 5}), help_text="Markdown: headings, lists, links, code."
+    )
+    category = forms.SlugField(max_length=40, required=False, help_text="One word, like vision or text.")
+    icon = forms.CharField(max_length=16, required=False, help_text="An emoji.")
+    example_input = forms.JSONField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "class": "mono", "spellcheck": "false"}),
+        help_text='A request body, like {"inputs": [[0, 1]]}.',
+    )
+    example_output = forms.JSONField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3, "class": "mono", "spellcheck": "false"})
+    )
+    plan_name = forms.SlugField(max_length=40, initial="free", label="Plan name")
+    monthly_quota = forms.IntegerField(min_value=1, max_value=2**31 - 1, initial=1000, label="Calls a month")
+    rate_limit_per_s = forms.IntegerField(min_value=1, max_value=2**31 - 1, initial=5, label="Calls a second")
+    price_per_1k = forms.DecimalField(
+        min_value=0, max_digits=10, decimal_places=2, initial=0, label="Price per 1,000 calls"
+    )
+
+    def __init__(self, *args, services, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["service"].choices = [(service.slug, service.name) for service in services]
+
+    def listing(self) -> dict:
+        """The keyword arguments for ``listing_create``."""
+        data = dict(self.cleaned_data)
+        plan = {
+            "name": data.pop("plan_name"),
+            "monthly_quota": data.pop("monthly_quota"),
+            "rate_limit_per_s": data.pop("rate_limit_per_s"),
+            "price_per_1k": data.pop("price_per_1k"),
+        }
+        return {"service_slug": data.pop("service"), "plans": [plan], **data}

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from console import views
+from console import marketplace_views, views
 
 app_name = "console"
 
@@ -35,4 +35,25 @@ urlpatterns = [
     path("keys/", views.key_list, name="key_list"),
     path("keys/created/", views.key_created, name="key_created"),
     path("keys/<int:key_id>/revoke/", views.key_revoke, name="key_revoke"),
+    path("marketplace/", marketplace_views.marketplace, name="marketplace"),
+    path("marketplace/<slug:slug>/", marketplace_views.marketplace_app, name="marketplace_app"),
+    path("marketplace/<slug:slug>/subscribe/", marketplace_views.marketplace_subscribe, name="marketplace_subscribe"),
+    path("subscriptions/", marketplace_views.subscription_list, name="subscription_list"),
+    path(
+        "subscriptions/<int:subscription_id>/cancel/",
+        marketplace_views.subscription_cancel,
+        name="subscription_cancel",
+    ),
+    path("publisher/", marketplace_views.publisher_listing_list, name="publisher_listing_list"),
+    path("publisher/<slug:slug>/", marketplace_views.publisher_listing_detail, name="publisher_listing_detail"),
+    path(
+        "publisher/<slug:slug>/publish/",
+        marketplace_views.publisher_listing_publish,
+        name="publisher_listing_publish",
+    ),
+    path(
+        "publisher/<slug:slug>/unpublish/",
+        marketplace_views.publisher_listing_unpublish,
+        name="publisher_listing_unpublish",
+    ),
 ]

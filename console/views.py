@@ -351,7 +351,7 @@ def _render_service_detail(request, service, *, status=200, **bound_forms):
         "version_form": VersionAddForm(service=service),
         "traffic_form": TrafficForm(service=service),
         **bound_forms,
-        "example": examples.example_body(_main_version(service)),
+        "example": examples.example_body(examples.main_version(service)),
         "predict_url": predict_url,
     }
     return render(request, "console/service_detail.html", context, status=status)
@@ -417,12 +417,6 @@ def _with_instance_states(deployments):
         deployment.ready_count = states.count(InstanceStatus.READY)
         deployment.starting_count = states.count(InstanceStatus.STARTING)
     return deployments
-
-
-def _main_version(service):
-    """The version taking most of the traffic (the example input is made for it)."""
-    deployments = sorted(service.live_deployments(), key=lambda d: d.weight, reverse=True)
-    return deployments[0].model_version if deployments else None
 
 
 def _with_instance_counts(services_):

@@ -1,6 +1,7 @@
 """The demo model: a digits classifier trained on scikit-learn's bundled data set,
 exported to ONNX. Nothing is downloaded: the data ships inside scikit-learn."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,16 @@ def build_digits_onnx(path: Path):
     return classifier
 
 
+@functools.cache  # trained once a process
+def digits_onnx_bytes() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "digits.onnx"
+        build_digits_onnx(path)
+        return path.read_bytes()
+
+
 DEMO_EMAIL = "demo@modelbay.local"
 DEMO_PASSWORD = "modelbay-demo"
 DEMO_ORG = "demo"
@@ -53,7 +64,7 @@ def demo_load(*, data_dir: Path) -> dict:
 
     The key's secret is kept in ``data_dir/demo_key`` so that every start can print it.
     """
-    import tempfile
+    import io
 
     from django.core.files import File
     from django.db import transaction
@@ -73,16 +84,12 @@ def demo_load(*, data_dir: Path) -> dict:
             organization = account_services.organization_create(name="Demo", owner=user, slug=DEMO_ORG)
         Membership.objects.get_or_create(user=user, organization=organization, defaults={"role": Role.OWNER})
     if not Model.objects.filter(organization=organization, slug="digits").exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "digits.onnx"
-            build_digits_onnx(path)
-            with open(path, "rb") as handle:
-                services.model_create(
-                    organization=organization,
-                    name="digits",
-                    description="Handwritten digit classifier (scikit-learn digits, logistic regression, ONNX).",
-                    upload=File(handle, name="digits.onnx"),
-                )
+        services.model_create(
+            organization=organization,
+            name="digits",
+            description="Handwritten digit classifier (scikit-learn digits, logistic regression, ONNX).",
+            upload=File(io.BytesIO(digits_onnx_bytes()), name="digits.onnx"),
+        )
     if not Service.objects.filter(organization=organization, slug=DEMO_SERVICE, deleted_at__isnull=True).exists():
         services.service_create(organization=organization, name=DEMO_SERVICE, model_slug="digits", replicas=2)
     key_path = data_dir / "demo_key"

@@ -255,12 +255,39 @@ def _pass_lock(service_id: int) -> threading.Lock:
         return _pass_locks.setdefault(service_id, threading.Lock())
 
 
+# (backend, zone, requirements) tried in this process, built or not: a build that failed is
+# not tried again before every pass (the instance's start reports the error once).
+_prepared: set[tuple[str, str, tuple[str, ...]]] = set()
+
+
+def _prepare_environments(service_id: int) -> None:
+    """Build the packages the service's python models require (a venv or an image per
+    zone) before the pass takes its locks: a build can take minutes, and a transaction
+    held that long would stall every other writer (on SQLite, the whole site)."""
+    versions = Deployment.objects.filter(
+        service_id=service_id, service__deleted_at__isnull=True, retired_at__isnull=True
+    ).values_list("model_version__manifest", flat=True)
+    for manifest in versions:
+        requirements = tuple((manifest or {}).get("requirements") or ())
+        for zone in settings.MODELBAY_ZONES if requirements else ():
+            backend = get_backend()
+            key = (backend.name, zone, requirements)
+            if key in _prepared:
+                continue
+            _prepared.add(key)
+            try:
+                backend.prepare(zone, requirements)
+            except BackendError:
+                pass  # the pass's start meets the same error and records it on the instance
+
+
 def service_reconcile(service_id: int, *, running: Inventory | None = None) -> bool:
     """One pass over a service. Returns True while some instance is still starting.
 
     Passes over one service never overlap: across workers the row lock keeps them apart,
     within a worker (and on SQLite, which has no row locks) a lock per service does.
     """
+    _prepare_environments(service_id)
     with _pass_lock(service_id), transaction.atomic():
         service = Service.objects.select_for_update().select_related("organization").filter(pk=service_id).first()
         if service is None:

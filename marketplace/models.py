@@ -64,7 +64,8 @@ class SubscriptionStatus(models.TextChoices):
 class Subscription(models.Model):
     subscriber = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="subscriptions")
     listing = models.ForeignKey(Listing, on_delete=models.CASCADE, related_name="subscriptions")
-    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    # A plan goes only with its listing (and the listing's subscriptions with it).
+    plan = models.ForeignKey(Plan, on_delete=models.RESTRICT, related_name="subscriptions")
     status = models.CharField(max_length=16, choices=SubscriptionStatus.choices, default=SubscriptionStatus.ACTIVE)
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
@@ -83,3 +84,30 @@ class Subscription(models.Model):
 
     def __str__(self):
         return f"{self.subscriber.slug} -> {self.listing.slug} ({self.plan.name})"
+
+
+class DailyUsage(models.Model):
+    """Successful app calls of one subscription on one day (UTC), in one billing period,
+    on one plan (a change of plan mid-day bills each part at its own price).
+
+    Written only by the metering flush, which sets ``calls`` to the counter's value: a
+    flush repeated after a crash writes the same number again, never adds it twice.
+    """
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="daily_usage")
+    plan = models.ForeignKey(Plan, on_delete=models.RESTRICT, related_name="daily_usage")
+    period_start = models.DateTimeField()
+    day = models.DateField()
+    calls = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["day"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "period_start", "plan", "day"], name="one_usage_row_per_day_and_plan"
+            )
+        ]
+        indexes = [models.Index(fields=["subscription", "period_start"])]
+
+    def __str__(self):
+        return f"{self.subscription_id} {self.day}: {self.calls}"

@@ -8,7 +8,9 @@ from marketplace.models import Listing, ListingStatus, Subscription
 
 
 def published_listings(*, q: str = "", category: str = "") -> QuerySet[Listing]:
-    listings = Listing.objects.filter(status=ListingStatus.PUBLISHED).prefetch_related("plans")
+    listings = (
+        Listing.objects.filter(status=ListingStatus.PUBLISHED).select_related("publisher").prefetch_related("plans")
+    )
     if q:
         listings = listings.filter(Q(title__icontains=q) | Q(summary__icontains=q) | Q(description__icontains=q))
     if category:

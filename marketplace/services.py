@@ -8,6 +8,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from controlplane.models import Service
 from marketplace.models import Listing, ListingStatus, Plan, Subscription, SubscriptionStatus
+from modelbay import generation
 from modelbay.errors import ApiError, Conflict
 
 PERIOD = timedelta(days=30)
@@ -35,6 +36,7 @@ def listing_create(*, publisher: Organization, service_slug: str, plans: list[di
 def listing_set_status(*, listing: Listing, status: str) -> Listing:
     listing.status = status
     listing.save(update_fields=["status", "updated_at"])
+    generation.bump()  # gateways reload who may call the app
     return listing
 
 
@@ -51,7 +53,8 @@ def subscribe(*, subscriber: Organization, listing: Listing, plan_name: str) -> 
             .filter(subscriber=subscriber, listing=listing, status=SubscriptionStatus.ACTIVE)
             .first()
         )
-        if current is not None:  # a change of plan takes effect at once, in the same period
+        generation.bump()  # gateways reload the plan, so a change takes effect at once
+        if current is not None:  # a change of plan, in the same period and its usage so far
             current.plan = plan
             current.save(update_fields=["plan"])
             return current
@@ -66,3 +69,20 @@ def subscription_cancel(*, subscription: Subscription) -> None:
     Subscription.objects.filter(pk=subscription.pk).update(
         status=SubscriptionStatus.CANCELLED, cancelled_at=timezone.now()
     )
+    generation.bump()
+
+
+def subscription_renew(*, subscription: Subscription) -> Subscription:
+    """The subscription in the period that holds now: once a period has ended the next one
+    starts (its quota afresh) on the first call or read that finds it ended."""
+    if subscription.status != SubscriptionStatus.ACTIVE or subscription.period_end > timezone.now():
+        return subscription
+    with transaction.atomic():
+        subscription = Subscription.objects.select_for_update().select_related("plan").get(pk=subscription.pk)
+        now = timezone.now()
+        if subscription.period_end <= now:
+            periods_passed = (now - subscription.period_start) // PERIOD
+            subscription.period_start += periods_passed * PERIOD
+            subscription.period_end = subscription.period_start + PERIOD
+            subscription.save(update_fields=["period_start", "period_end"])
+    return subscription

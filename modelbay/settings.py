@@ -155,6 +155,12 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": MODELBAY_RECONCILE_INTERVAL * 0.9},
     },
     "prune-metrics": {"task": "controlplane.tasks.prune_metrics", "schedule": 3600.0},
+    # Metered app calls go from the shared counters to the database this often.
+    "flush-usage": {
+        "task": "marketplace.tasks.flush_usage",
+        "schedule": env_float("MODELBAY_USAGE_FLUSH_S", 5.0),
+        "options": {"expires": env_float("MODELBAY_USAGE_FLUSH_S", 5.0) * 0.9},
+    },
     # Releases step every interval_s; this tick is how late a step may be.
     "advance-releases": {
         "task": "controlplane.tasks.advance_releases",
@@ -208,6 +214,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ServiceStatusEnum": "controlplane.choices.ServiceStatus",
+        "InstanceStatusEnum": "controlplane.choices.InstanceStatus",
+        "ReleaseStatusEnum": "controlplane.choices.ReleaseStatus",
+        "ListingStatusEnum": "marketplace.models.ListingStatus",
+        "SubscriptionStatusEnum": "marketplace.models.SubscriptionStatus",
+    },
 }
 
 # --- Static files ---------------------------------------------------------------------

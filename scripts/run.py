@@ -70,6 +70,14 @@ def prepare_docker() -> None:
     os.environ["MODELBAY_RUNTIME_IMAGE"] = image
 
 
+def web_workers() -> list[str]:
+    """gunicorn's workers. Without Redis, app usage is metered in process memory, which is
+    exact only when one process serves every call: one worker with threads."""
+    if os.environ.get("REDIS_URL"):
+        return ["--workers", os.environ.get("WEB_CONCURRENCY", "2")]
+    return ["--workers", "1", "--worker-class", "gthread", "--threads", "8"]
+
+
 def main() -> int:
     docker = os.environ.get("MODELBAY_RUNTIME_BACKEND") == "docker"
     if docker:
@@ -81,8 +89,8 @@ def main() -> int:
     children = [
         start([str(BIN / "celery"), "-A", "modelbay", "worker", "-B", "--pool=threads", "--concurrency=4",
                "--loglevel=WARNING"]),
-        start([str(BIN / "gunicorn"), "modelbay.wsgi", "--bind", f"{HOST}:{PORT}",
-               "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--timeout", "120", "--no-control-socket"]),
+        start([str(BIN / "gunicorn"), "modelbay.wsgi", "--bind", f"{HOST}:{PORT}", *web_workers(),
+               "--timeout", "120", "--no-control-socket"]),
     ]  # fmt: skip
     status = wait_ready(demo["service"], demo["organization"])
     example = json.dumps({"inputs": [[0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0,
@@ -99,6 +107,15 @@ Try a prediction (a handwritten zero from the digits data set):
   curl -s -X POST {URL}/api/v1/services/{demo["service"]}/predict \\
     -H 'Authorization: Bearer {demo["key"]}' -H 'Content-Type: application/json' \\
     -d '{example}'
+
+The marketplace: {URL}/marketplace/ (apps by Modelbay Labs: {", ".join(demo.get("apps", []))}; the image
+apps install their packages the first time they start, a minute or two). The OCR app on the free plan:
+  curl -s -X POST {URL}/api/v1/marketplace/text-ocr/subscribe \
+    -H 'Authorization: Bearer {demo["key"]}' -H 'Content-Type: application/json' -d '{{"plan": "free"}}'
+  curl -s -X POST {URL}/api/v1/apps/text-ocr/predict \
+    -H 'Authorization: Bearer {demo["key"]}' -H 'Content-Type: image/png' \
+    --data-binary @{REPO / "marketplace/demo_apps/examples/invoice.png"}
+  curl -s {URL}/api/v1/subscriptions -H 'Authorization: Bearer {demo["key"]}'    # used / quota
 
 Press Ctrl+C to stop.""",
         flush=True,

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -57,8 +58,54 @@ def test_make_run_serves_the_demo_on_embedded_defaults(tmp_path):
             answer = json.load(response)
         assert answer["outputs"][0]["label"] == 0
         assert (tmp_path / "db.sqlite3").exists()
+        _use_the_ocr_app_as_a_new_user(output, key)
     finally:
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=60)
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert leftovers == [], "runtime processes were left running"
+
+
+def _http(method: str, url: str, key: str, body: bytes | None = None, content_type: str = "application/json"):
+    """(status, JSON answer, headers)."""
+    request = urllib.request.Request(
+        url, data=body, method=method, headers={"Authorization": f"Bearer {key}", "Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response), response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error), error.headers
+
+
+def _use_the_ocr_app_as_a_new_user(output: str, key: str) -> None:
+    """The marketplace after `make run`: browse, subscribe to the OCR app on the free plan,
+    send it an image file, watch the usage go up, and get 429 once the quota is spent."""
+    base = re.search(r"Modelbay is running at (\S+)/", output).group(1)
+    apps = {app["slug"]: app for app in _http("GET", f"{base}/api/v1/marketplace", key)[1]}
+    assert {"digits", "face-detect", "text-ocr"} <= set(apps)
+    status, subscription, _ = _http("POST", f"{base}/api/v1/marketplace/text-ocr/subscribe", key, b'{"plan": "free"}')
+    assert status == 201, subscription
+    image = (REPO / "marketplace/demo_apps/examples/invoice.png").read_bytes()
+    predict = f"{base}/api/v1/apps/text-ocr/predict"
+    deadline = time.monotonic() + 600  # the first start installs the app's packages
+    while True:
+        status, answer, _ = _http("POST", predict, key, image, "image/png")
+        if status != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert status == 200, answer
+    assert "Invoice 2041" in answer["outputs"][0]["text"]
+    used = [_http("GET", f"{base}/api/v1/subscriptions/{subscription['id']}/usage", key)[1]["used"]]
+    quota = subscription["quota"]
+    while used[-1] < quota:
+        status, answer, headers = _http("POST", predict, key, image, "image/png")
+        if status == 429 and answer["code"] == "rate_limited":
+            time.sleep(float(headers["Retry-After"]))
+            continue
+        assert status == 200, answer
+        used.append(_http("GET", f"{base}/api/v1/subscriptions/{subscription['id']}/usage", key)[1]["used"])
+    assert used == list(range(1, quota + 1))  # every call counted once
+    status, answer, headers = _http("POST", predict, key, image, "image/png")
+    assert (status, answer["code"]) == (429, "quota_exceeded")
+    assert int(headers["Retry-After"]) > 29 * 86400

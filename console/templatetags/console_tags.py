@@ -52,3 +52,21 @@ def ms(value):
     if value is None:
         return "—"
     return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+@register.filter
+def count(value):
+    """A whole number with thousands separated: 100000 -> "100,000"."""
+    return f"{value:,}"
+
+
+@register.filter
+def price(value):
+    """A plan's price per 1,000 calls: "free", or "0.40 / 1k calls"."""
+    return "free" if not value else f"{value:.2f} / 1k calls"
+
+
+@register.filter
+def money(value):
+    """An amount with two decimals: Decimal("1.5") -> "1.50"."""
+    return f"{value:,.2f}"

@@ -1,5 +1,5 @@
 """Console fixtures: an owner / member / outsider trio with logged-in clients, and the
-objects of the owner's organization (a model, a service, an API key)."""
+objects of the owner's organization (a model, a service, an API key, a marketplace app)."""
 
 import io
 import os
@@ -12,6 +12,13 @@ from django.test import Client
 from accounts import services as account_services
 from accounts.choices import Role
 from controlplane import services
+from marketplace import services as marketplace_services
+from marketplace.models import ListingStatus
+
+PLANS = [
+    {"name": "free", "monthly_quota": 1000, "rate_limit_per_s": 5, "price_per_1k": "0.00"},
+    {"name": "pro", "monthly_quota": 100_000, "rate_limit_per_s": 50, "price_per_1k": "0.40"},
+]
 
 
 def _client_for(user) -> Client:
@@ -75,6 +82,25 @@ def api_key(organization):
 
 
 @pytest.fixture
+def listing(service):
+    """The owner's digits service as a published app with a free and a paid plan."""
+    listing = marketplace_services.listing_create(
+        publisher=service.organization,
+        service_slug=service.slug,
+        plans=PLANS,
+        slug="digit-reader",
+        title="Digit reader",
+        summary="Reads a handwritten digit from an 8x8 image.",
+        description="## How it works\n\nSend **64** grey levels, get the digit.",
+        category="vision",
+        icon="🔢",
+        example_input={"inputs": [[0.0] * 64]},
+        example_output={"outputs": [{"label": 0}]},
+    )
+    return marketplace_services.listing_set_status(listing=listing, status=ListingStatus.PUBLISHED)
+
+
+@pytest.fixture
 def bad_package():
     """A zip whose manifest names a framework Modelbay does not serve."""
     buffer = io.BytesIO()
@@ -105,3 +131,19 @@ def browser():
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE")
     else:
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def page(browser, live_server, monkeypatch):
+    """A browser tab on the live server; confirm dialogs are accepted, provisioning is not
+    enqueued (services stay "provisioning" without a worker)."""
+    from controlplane import tasks
+
+    monkeypatch.setattr(tasks.provision_service, "delay", lambda *args, **kwargs: None)
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1360, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.on("dialog", lambda dialog: dialog.accept())
+    yield page
+    context.close()

@@ -22,20 +22,6 @@ PASSWORD = "correct-horse-battery"
 SCREENSHOT_DIR = Path("/tmp")
 
 
-@pytest.fixture
-def page(browser, live_server, monkeypatch):
-    from controlplane import tasks
-
-    monkeypatch.setattr(tasks.provision_service, "delay", lambda *args, **kwargs: None)
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1360, "height": 900})
-    context.grant_permissions(["clipboard-read", "clipboard-write"])
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.on("dialog", lambda dialog: dialog.accept())
-    yield page
-    context.close()
-
-
 def _log_in(page, user):
     page.goto("/")
     expect(page).to_have_url(re.compile(r"/accounts/login/"))

@@ -269,7 +269,12 @@ class ServiceReleaseActionView(APIView):
         "resume": releases.release_resume,
     }
 
-    @extend_schema(request=None, responses=s.ReleaseDetailSerializer, summary="Promote, roll back, pause or resume")
+    @extend_schema(
+        request=None,
+        responses=s.ReleaseDetailSerializer,
+        summary="Promote, roll back, pause or resume",
+        operation_id="api_v1_services_releases_action",
+    )
     def post(self, request, slug: str, release_id: int, action: str):
         if action not in self.actions:
             raise ApiError(404, "not_found", f"No action '{action}'; use promote, rollback, pause or resume.")

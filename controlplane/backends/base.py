@@ -63,6 +63,10 @@ class Inventory(dict[str, RunningInstance]):
 class RuntimeBackend(Protocol):
     name: str
 
+    def prepare(self, zone: str, requirements: tuple[str, ...]) -> None:
+        """Build (once, cached) what instances with these requirements need in the zone: a
+        python model's packages. Slow the first time; ``start`` then finds it ready."""
+
     def start(self, spec: InstanceSpec) -> RunningInstance: ...
 
     def stop(self, instance_id: str) -> None: ...

@@ -86,6 +86,12 @@ class DockerBackend:
         return self._client(zone).api.containers(all=True, filters={"label": filters})
 
     # --- interface ----------------------------------------------------------------
+    def prepare(self, zone: str, requirements: tuple[str, ...]) -> None:
+        try:
+            self._image_for(zone, requirements)
+        except ENGINE_ERRORS as error:
+            raise BackendError(f"The Docker engine of {zone} failed: {error}") from error
+
     def start(self, spec: InstanceSpec) -> RunningInstance:
         try:
             self._remove(spec.zone, spec.instance_id)

@@ -58,6 +58,9 @@ class LocalBackend:
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     # --- interface ----------------------------------------------------------------
+    def prepare(self, zone: str, requirements: tuple[str, ...]) -> None:
+        self._python_for(requirements)
+
     def start(self, spec: InstanceSpec) -> RunningInstance:
         self.stop(spec.instance_id)
         python = self._python_for(spec.requirements)

@@ -16,8 +16,9 @@ from rest_framework.views import APIView
 
 from accounts.permissions import CanPredict
 from inference import gateway, routing
+from marketplace import access, metering
 from modelbay import generation
-from modelbay.errors import ApiError, PayloadTooLarge
+from modelbay.errors import ApiError, PayloadTooLarge, Unavailable
 
 _ROUTE_KEY_HEADER = OpenApiParameter(
     "X-Route-Key", str, OpenApiParameter.HEADER, required=False, description="Sticky routing: calls with the same key reach the same version while the traffic weights stay the same."
@@ -91,6 +92,42 @@ class ServicePredictView(_GatewayView):
     )
     def post(self, request, slug: str):
         return self._forward(request, slug, path="/predict")
+
+
+class AppPredictView(_GatewayView):
+    """A subscriber calls a marketplace app with its own key: held to its plan, metered."""
+
+    @extend_schema(
+        request={"application/json": _PREDICT_REQUEST, "application/octet-stream": OpenApiTypes.BINARY},
+        responses={200: _PREDICT_RESPONSE},
+        parameters=[_ROUTE_KEY_HEADER],
+        summary="Call a marketplace app you subscribe to",
+        description="403 without an active subscription; 429 `quota_exceeded` or `rate_limited` with "
+        "Retry-After. Only successful calls count toward the quota.",
+    )
+    def post(self, request, slug: str):
+        gen = generation.for_request(request)
+        app = access.app_for(request.auth.organization_id, slug, gen=gen)
+        body = _body(request)
+        route = routing.route_for(app.publisher_id, app.service_slug, gen=gen)
+        if route is None:
+            raise Unavailable()
+        meter = metering.meter()
+        ticket = meter.admit(app.plan)
+        billed = False
+        try:
+            upstream = gateway.forward(
+                route,
+                method="POST",
+                path="/predict",
+                body=body,
+                headers=gateway.forwarded_headers(request.META),
+                route_key=request.META.get("HTTP_X_ROUTE_KEY"),
+            )
+            billed = upstream.status < 400
+        finally:
+            meter.settle(ticket, billed=billed)
+        return _respond(upstream)
 
 
 _OIP_TENSOR = inline_serializer(

@@ -491,6 +491,8 @@ class PythonModel(Model):
     def predict(self, examples: list) -> list:
         try:
             result = self._predict(examples)
+        except InvalidInput:  # the model's own word that the input does not fit: 422
+            raise
         except Exception as exc:
             traceback.print_exc()
             raise ModelError(f"{type(exc).__name__}: {exc}") from None

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from marketplace import usage
 from marketplace.models import Listing, Plan, Subscription
 
 
@@ -64,8 +65,57 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     listing = serializers.CharField(source="listing.slug")
     plan = serializers.CharField(source="plan.name")
     quota = serializers.IntegerField(source="plan.monthly_quota")
+    used = serializers.SerializerMethodField(help_text="Successful calls in the current period.")
 
     class Meta:
         model = Subscription
-        fields = ["id", "listing", "plan", "status", "period_start", "period_end", "quota"]
+        fields = ["id", "listing", "plan", "status", "period_start", "period_end", "used", "quota"]
         read_only_fields = fields
+
+    def get_used(self, subscription) -> int:
+        return usage.period_used(subscription)
+
+
+class DailyCallsSerializer(serializers.Serializer):
+    day = serializers.DateField()
+    calls = serializers.IntegerField()
+
+
+class SubscriptionUsageSerializer(serializers.Serializer):
+    used = serializers.IntegerField()
+    quota = serializers.IntegerField()
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    daily = DailyCallsSerializer(many=True)
+
+
+class _Figures(serializers.Serializer):
+    calls = serializers.IntegerField()
+    revenue = serializers.DecimalField(max_digits=14, decimal_places=2)
+
+
+class _SubscriberFigures(_Figures):
+    organization = serializers.CharField()
+
+
+class _PlanFigures(_Figures):
+    plan = serializers.CharField()
+    price_per_1k = serializers.DecimalField(max_digits=10, decimal_places=2)
+    subscribers = serializers.IntegerField(help_text="Active subscriptions on this plan now.")
+
+
+class _DayFigures(_Figures):
+    day = serializers.DateField()
+
+
+class ListingUsageSerializer(_Figures):
+    listing = serializers.CharField()
+    since = serializers.DateField()
+    active_subscriptions = serializers.IntegerField()
+    subscribers = _SubscriberFigures(many=True)
+    plans = _PlanFigures(many=True)
+    daily = _DayFigures(many=True)
+
+
+class ListingUsageQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=366, default=30, required=False)

@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from accounts import selectors as account_selectors
 from accounts.permissions import CanManage
-from marketplace import selectors, services
+from marketplace import selectors, services, usage
 from marketplace.api import serializers as s
 from marketplace.models import ListingStatus
 
@@ -62,6 +62,21 @@ class ListingStatusView(APIView):
         listing = selectors.publisher_listing_get(organization_id=request.auth.organization_id, slug=slug)
         listing = services.listing_set_status(listing=listing, status=self.new_status)
         return Response(s.PublisherListingSerializer(listing).data)
+
+
+class ListingUsageView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("days", int, description="How many days back, today included (default 30).")],
+        responses=s.ListingUsageSerializer,
+        summary="Calls and revenue of a listing: per subscriber organization, per plan, per day",
+    )
+    def get(self, request, slug: str):
+        query = s.ListingUsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        listing = selectors.publisher_listing_get(organization_id=request.auth.organization_id, slug=slug)
+        return Response(s.ListingUsageSerializer(usage.listing_usage(listing, **query.validated_data)).data)
 
 
 class MarketplaceView(APIView):
@@ -120,3 +135,14 @@ class SubscriptionDetailView(APIView):
         )
         services.subscription_cancel(subscription=subscription)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SubscriptionUsageView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(responses=s.SubscriptionUsageSerializer, summary="A subscription's usage: the period and each day")
+    def get(self, request, subscription_id: int):
+        subscription = selectors.subscription_get(
+            organization_id=request.auth.organization_id, subscription_id=subscription_id
+        )
+        return Response(s.SubscriptionUsageSerializer(usage.subscription_usage(subscription)).data)

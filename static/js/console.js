@@ -47,31 +47,49 @@
     output.hidden = false;
   }
 
-  /* "Try it": send the textarea to the predict API with the session cookie and show the answer. */
+  /* The request "Try it" sends: the textarea as JSON, or (the "Send file" button) the
+     chosen file as the raw body with its own content type. null when there is nothing to send. */
+  function tryRequest(form, submitter) {
+    if (submitter && submitter.name === "send-file") {
+      var file = form.elements.file.files[0];
+      if (!file) {
+        showAnswer(form, "Not sent", false, "Choose a file first.");
+        return null;
+      }
+      return { contentType: file.type || "application/octet-stream", body: file };
+    }
+    var body = form.elements.body.value;
+    try { JSON.parse(body); } catch (error) {
+      showAnswer(form, "Not sent", false, "The request body is not valid JSON: " + error.message);
+      return null;
+    }
+    return { contentType: "application/json", body: body };
+  }
+
+  /* "Try it": send to the predict API with the session cookie and show the answer. */
   function setUpTryIt(form) {
     form.addEventListener("submit", function (event) {
       event.preventDefault();
-      var body = form.elements.body.value;
-      try { JSON.parse(body); } catch (error) {
-        showAnswer(form, "Not sent", false, "The request body is not valid JSON: " + error.message);
-        return;
-      }
-      var button = form.querySelector("button[type=submit]");
-      button.disabled = true;
+      var request = tryRequest(form, event.submitter);
+      if (request === null) return;
+      var buttons = form.querySelectorAll("button[type=submit]");
+      buttons.forEach(function (button) { button.disabled = true; });
       fetch(form.action, {
         method: "POST",
         credentials: "same-origin",
-        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken(form) },
-        body: body
+        headers: { "Content-Type": request.contentType, Accept: "application/json", "X-CSRFToken": csrfToken(form) },
+        body: request.body
       })
         .then(function (response) {
           return response.text().then(function (text) {
             var label = response.status + " " + (response.statusText || "");
+            var wait = response.headers.get("Retry-After");
+            if (wait) label += " · retry after " + wait + " s";
             showAnswer(form, label.trim(), response.ok, pretty(text));
           });
         })
         .catch(function (error) { showAnswer(form, "Network error", false, String(error)); })
-        .then(function () { button.disabled = false; });
+        .then(function () { buttons.forEach(function (button) { button.disabled = false; }); });
     });
   }
 

@@ -289,3 +289,27 @@ def test_sigterm_finishes_in_flight_requests(echo_dir, rt_tmp):
     assert results["r"].status_code == 200
     assert runtime.proc.wait(10) in (0, -signal.SIGTERM)
     runtime.stop()
+
+
+REFUSING_MODEL = """
+from inference.runtime.errors import InvalidInput
+
+
+class Model:
+    def predict(self, inputs):
+        if any(not isinstance(x, str) for x in inputs):
+            raise InvalidInput("each input must be a string")
+        return [x.upper() for x in inputs]
+"""
+
+
+def test_a_model_refuses_an_input_with_invalid_input(tmp_path):
+    model_dir = write_python_model(tmp_path / "pkg", REFUSING_MODEL)
+    runtime = start_runtime(model_dir, tmp_path, name="refuse")
+    try:
+        r = runtime.client.post("/predict", json={"inputs": ["a", 1]})
+        assert r.status_code == 422
+        assert r.json() == {"code": "invalid_input", "detail": "each input must be a string"}
+        assert runtime.client.post("/predict", json={"inputs": ["a"]}).json()["outputs"] == ["A"]
+    finally:
+        runtime.stop()

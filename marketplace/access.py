@@ -1,0 +1,62 @@
+"""Which service an app call reaches, and on which plan: the gateway's view of the
+marketplace, kept in process memory like the routing tables (reloaded when the shared
+generation token changes), so an app call makes no database query."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from marketplace import metering
+from marketplace.services import subscription_renew
+from marketplace.models import Listing, ListingStatus, Subscription, SubscriptionStatus
+from modelbay.errors import ApiError
+
+# Existing subscribers keep calling an unpublished app; nobody new can subscribe.
+_CALLABLE = (ListingStatus.PUBLISHED, ListingStatus.UNPUBLISHED)
+
+
+@dataclass(frozen=True)
+class AppAccess:
+    publisher_id: int
+    service_slug: str
+    plan: metering.Plan | None  # None: this organization has no active subscription
+
+
+def _load(organization_id: int, slug: str) -> AppAccess | None:
+    listing = Listing.objects.filter(slug=slug, status__in=_CALLABLE).select_related("service").first()
+    if listing is None:
+        return None
+    subscription = (
+        Subscription.objects.filter(subscriber_id=organization_id, listing=listing, status=SubscriptionStatus.ACTIVE)
+        .select_related("plan")
+        .first()
+    )
+    if subscription is None:
+        return AppAccess(listing.publisher_id, listing.service.slug, None)
+    plan = metering.Plan.of(subscription_renew(subscription=subscription))
+    return AppAccess(listing.publisher_id, listing.service.slug, plan)
+
+
+_MAX_ENTRIES = 10_000
+_cache: dict[tuple[int, str], tuple[str, AppAccess | None]] = {}
+_lock = threading.Lock()
+
+
+def app_for(organization_id: int, slug: str, *, gen: str) -> AppAccess:
+    """The app a subscriber calls; 404 when there is no such app, 403 without a subscription."""
+    key = (organization_id, slug)
+    cached = _cache.get(key)
+    access = cached[1] if cached is not None and cached[0] == gen else None
+    if access is None or (access.plan is not None and access.plan.period_end <= datetime.now(UTC)):
+        access = _load(organization_id, slug)
+        with _lock:
+            if len(_cache) >= _MAX_ENTRIES:
+                _cache.clear()
+            _cache[key] = (gen, access)
+    if access is None:
+        raise ApiError(404, "not_found", f"No app '{slug}' in the marketplace.")
+    if access.plan is None:
+        raise ApiError(403, "forbidden", f"This organization has no active subscription to the app '{slug}'.")
+    return access

@@ -205,17 +205,34 @@ def _use_backend(name: str, zones: dict[str, str] | None = None) -> None:
     get_backend.cache_clear()
 
 
+def _delete_all_services() -> None:
+    """Delete every service (and the listings that protect them) while the worker may be in
+    a pass over one: a deadlock between the two is retried, as the database asks."""
+    from django.db import OperationalError, transaction
+
+    from controlplane.models import Service
+    from marketplace.models import Listing
+
+    for attempt in range(5):
+        try:
+            with transaction.atomic():
+                Listing.objects.all().delete()
+                Service.objects.all().delete()
+            return
+        except OperationalError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5)
+
+
 @pytest.fixture
 def worker(celery_worker_process, transactional_db):
     """Integration tests: data is committed so the worker sees it; runtimes are cleaned up."""
-    from controlplane.models import Service
-    from marketplace.models import Listing
 
     _use_backend("local")
     celery_worker_process.ensure("local")
     yield celery_worker_process
-    Listing.objects.all().delete()  # listings protect their services
-    Service.objects.all().delete()  # first, so that reconcile does not restart what we stop
+    _delete_all_services()  # first, so that reconcile does not restart what we stop
     _stop_all_runtimes()
 
 
@@ -309,15 +326,12 @@ def docker_zones(zone_b_engine) -> dict[str, str]:
 @pytest.fixture
 def docker_worker(celery_worker_process, transactional_db, docker_zones):
     """Like ``worker``, with every instance a container of the Docker engine."""
-    from controlplane.models import Service
-    from marketplace.models import Listing
 
     _use_backend("docker", docker_zones)
     zones = ",".join(f"{zone}={endpoint}" for zone, endpoint in docker_zones.items())
     celery_worker_process.ensure("docker", MODELBAY_ZONES=zones)
     yield celery_worker_process
-    Listing.objects.all().delete()
-    Service.objects.all().delete()
+    _delete_all_services()
     _stop_all_runtimes()
     _use_backend("local")
 

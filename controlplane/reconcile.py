@@ -67,6 +67,7 @@ def _spec(instance: Instance) -> InstanceSpec:
         model_dir=packages.unpacked_path(version.sha256, artifact_root=settings.MODELBAY_ARTIFACT_ROOT),
         resources=resources.effective(service.resources),
         requirements=tuple(version.manifest.get("requirements") or ()),
+        system_packages=tuple(version.manifest.get("system_packages") or ()),
     )
 
 
@@ -255,9 +256,9 @@ def _pass_lock(service_id: int) -> threading.Lock:
         return _pass_locks.setdefault(service_id, threading.Lock())
 
 
-# (backend, zone, requirements) tried in this process, built or not: a build that failed is
+# (backend, zone, requirements, system packages) tried in this process, built or not: a build that failed is
 # not tried again before every pass (the instance's start reports the error once).
-_prepared: set[tuple[str, str, tuple[str, ...]]] = set()
+_prepared: set[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = set()
 
 
 def _prepare_environments(service_id: int) -> None:
@@ -269,14 +270,15 @@ def _prepare_environments(service_id: int) -> None:
     ).values_list("model_version__manifest", flat=True)
     for manifest in versions:
         requirements = tuple((manifest or {}).get("requirements") or ())
-        for zone in settings.MODELBAY_ZONES if requirements else ():
+        system_packages = tuple((manifest or {}).get("system_packages") or ())
+        for zone in settings.MODELBAY_ZONES if requirements or system_packages else ():
             backend = get_backend()
-            key = (backend.name, zone, requirements)
+            key = (backend.name, zone, requirements, system_packages)
             if key in _prepared:
                 continue
             _prepared.add(key)
             try:
-                backend.prepare(zone, requirements)
+                backend.prepare(zone, requirements, system_packages)
             except BackendError:
                 pass  # the pass's start meets the same error and records it on the instance
 
@@ -289,7 +291,12 @@ def service_reconcile(service_id: int, *, running: Inventory | None = None) -> b
     """
     _prepare_environments(service_id)
     with _pass_lock(service_id), transaction.atomic():
-        service = Service.objects.select_for_update().select_related("organization").filter(pk=service_id).first()
+        # of=self: lock the service row only. Locking its organization too would make every
+        # insert that references the organization (a listing, a model) wait for, or
+        # deadlock with, a pass.
+        service = (
+            Service.objects.select_for_update(of=("self",)).select_related("organization").filter(pk=service_id).first()
+        )
         if service is None:
             return False
         if service.deleted_at is not None:

@@ -36,8 +36,6 @@ PLANS = [
 ]
 
 
-
-
 def _zipped(name: str):
     """The package directory ``demo_apps/<name>`` as a zip archive, made in memory."""
 

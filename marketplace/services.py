@@ -78,7 +78,9 @@ def subscription_renew(*, subscription: Subscription) -> Subscription:
     if subscription.status != SubscriptionStatus.ACTIVE or subscription.period_end > timezone.now():
         return subscription
     with transaction.atomic():
-        subscription = Subscription.objects.select_for_update().select_related("plan").get(pk=subscription.pk)
+        subscription = (
+            Subscription.objects.select_for_update(of=("self",)).select_related("plan").get(pk=subscription.pk)
+        )
         now = timezone.now()
         if subscription.period_end <= now:
             periods_passed = (now - subscription.period_start) // PERIOD

@@ -110,10 +110,10 @@ Try a prediction (a handwritten zero from the digits data set):
 
 The marketplace: {URL}/marketplace/ (apps by Modelbay Labs: {", ".join(demo.get("apps", []))}; the image
 apps install their packages the first time they start, a minute or two). The OCR app on the free plan:
-  curl -s -X POST {URL}/api/v1/marketplace/text-ocr/subscribe \
+  curl -s -X POST {URL}/api/v1/marketplace/text-ocr/subscribe \\
     -H 'Authorization: Bearer {demo["key"]}' -H 'Content-Type: application/json' -d '{{"plan": "free"}}'
-  curl -s -X POST {URL}/api/v1/apps/text-ocr/predict \
-    -H 'Authorization: Bearer {demo["key"]}' -H 'Content-Type: image/png' \
+  curl -s -X POST {URL}/api/v1/apps/text-ocr/predict \\
+    -H 'Authorization: Bearer {demo["key"]}' -H 'Content-Type: image/png' \\
     --data-binary @{REPO / "marketplace/demo_apps/examples/invoice.png"}
   curl -s {URL}/api/v1/subscriptions -H 'Authorization: Bearer {demo["key"]}'    # used / quota
 

@@ -34,7 +34,7 @@ def assert_uninstallable_requirements_fail_the_service(api) -> None:
     upload(api, "broken-reqs", "broken.zip", package)
     deploy(api, "broken-reqs", "broken-reqs")
     body = wait_status(api, "broken-reqs", statuses=("failed",), timeout_s=300)
-    assert "Installing the model's requirements failed" in body["error"]
+    assert "Installing the model's packages failed" in body["error"]
     assert "modelbay-no-such-package-4f9c" in body["error"]
 
 

@@ -290,6 +290,25 @@ def test_python_requirements_build_a_cached_per_model_image(docker_worker, api, 
     assert any(tag.startswith("modelbay/model-env:") for tag in engine.images.get(image).tags)
 
 
+WHICH_MODEL = """
+import shutil
+
+class Model:
+    def load(self, model_dir):
+        pass
+
+    def predict(self, inputs):
+        return [shutil.which(name) for name in inputs]
+"""
+
+
+def test_system_packages_are_installed_into_the_models_image(docker_worker, api):
+    upload(api, "which", "which.zip", python_package(WHICH_MODEL, 'system_packages: ["jq"]\n'))
+    deploy(api, "which", "which")
+    wait_status(api, "which", timeout_s=300)
+    assert predict(api, "which", ["jq"]).json()["outputs"] == ["/usr/bin/jq"]
+
+
 def test_requirements_that_do_not_install_fail_the_service_with_the_build_output(docker_worker, api):
     assert_uninstallable_requirements_fail_the_service(api)
 
@@ -333,6 +352,8 @@ def test_a_restart_of_the_docker_engine_is_survived(digits, api, engine):
 
 def test_containers_on_a_network_are_called_at_their_address_there(docker_worker, api, engine, digits_model):
     """MODELBAY_DOCKER_NETWORK (compose): no published port; the gateway calls the container's address."""
+    for stale in engine.networks.list(names=["modelbay-test-net"]):  # left by an interrupted run
+        stale.remove()
     network = engine.networks.create("modelbay-test-net", driver="bridge")
     try:
         docker_worker.stop()

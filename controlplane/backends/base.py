@@ -35,6 +35,7 @@ class InstanceSpec:
     model_dir: Path
     resources: Resources
     requirements: tuple[str, ...] = ()
+    system_packages: tuple[str, ...] = ()  # Debian packages (container images only)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Inventory(dict[str, RunningInstance]):
 class RuntimeBackend(Protocol):
     name: str
 
-    def prepare(self, zone: str, requirements: tuple[str, ...]) -> None:
+    def prepare(self, zone: str, requirements: tuple[str, ...], system_packages: tuple[str, ...] = ()) -> None:
         """Build (once, cached) what instances with these requirements need in the zone: a
         python model's packages. Slow the first time; ``start`` then finds it ready."""
 

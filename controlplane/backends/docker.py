@@ -86,9 +86,9 @@ class DockerBackend:
         return self._client(zone).api.containers(all=True, filters={"label": filters})
 
     # --- interface ----------------------------------------------------------------
-    def prepare(self, zone: str, requirements: tuple[str, ...]) -> None:
+    def prepare(self, zone: str, requirements: tuple[str, ...], system_packages: tuple[str, ...] = ()) -> None:
         try:
-            self._image_for(zone, requirements)
+            self._image_for(zone, requirements, system_packages)
         except ENGINE_ERRORS as error:
             raise BackendError(f"The Docker engine of {zone} failed: {error}") from error
 
@@ -96,7 +96,7 @@ class DockerBackend:
         try:
             self._remove(spec.zone, spec.instance_id)
             client = self._client(spec.zone)
-            image = self._image_for(spec.zone, spec.requirements)
+            image = self._image_for(spec.zone, spec.requirements, spec.system_packages)
             container = client.containers.run(image, **self._container_options(spec))
             container.reload()
         except BackendError:
@@ -283,13 +283,14 @@ class DockerBackend:
         return self.log_dir / f"{instance_id}.log"
 
     # --- images -------------------------------------------------------------------
-    def _image_for(self, zone: str, requirements: tuple[str, ...]) -> str:
-        """The runtime image, or a per-model image with the model's requirements on top."""
+    def _image_for(self, zone: str, requirements: tuple[str, ...], system_packages: tuple[str, ...] = ()) -> str:
+        """The runtime image, or a per-model image with the model's packages on top."""
         client = self._client(zone)
         base = client.images.get(self.image)  # ImageNotFound: the runtime image was never built
-        if not requirements:
+        if not requirements and not system_packages:
             return self.image
-        digest = hashlib.sha256("\n".join([base.id, *sorted(requirements)]).encode()).hexdigest()[:16]
+        parts = [base.id, *sorted(requirements), *(f"apt:{name}" for name in sorted(system_packages))]
+        digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
         tag = f"{MODEL_IMAGE}:{digest}"
         lock_path = settings.MODELBAY_RUN_DIR / f"image-{digest}.lock"
         with open(lock_path, "w") as lock:
@@ -297,13 +298,22 @@ class DockerBackend:
             try:
                 client.images.get(tag)
             except ImageNotFound:
-                self._build_model_image(zone, tag, requirements)
+                self._build_model_image(zone, tag, requirements, system_packages)
         return tag
 
-    def _build_model_image(self, zone: str, tag: str, requirements: tuple[str, ...]) -> None:
+    def _build_model_image(
+        self, zone: str, tag: str, requirements: tuple[str, ...], system_packages: tuple[str, ...]
+    ) -> None:
+        apt = ""
+        if system_packages:  # names are checked by the manifest (Debian package names only)
+            apt = (
+                "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"
+                f" --no-install-recommends {' '.join(sorted(system_packages))} && rm -rf /var/lib/apt/lists/*\n"
+            )
         dockerfile = (
             f"FROM {self.image}\n"
             "USER root\n"
+            f"{apt}"
             "COPY requirements.txt build-ca.crt /tmp/build/\n"
             "RUN PIP_CERT=/tmp/build/build-ca.crt /opt/runtime/bin/pip install --no-cache-dir"
             " --disable-pip-version-check -r /tmp/build/requirements.txt && rm -rf /tmp/build\n"
@@ -330,7 +340,7 @@ class DockerBackend:
             builder.close()
         if error:
             log = "".join(output)[-4000:]
-            raise BackendError(f"Installing the model's requirements failed:\n{log}", permanent=True)
+            raise BackendError(f"Installing the model's packages failed:\n{log}", permanent=True)
 
 
 def _stop_grace_s() -> int:

@@ -58,7 +58,8 @@ class LocalBackend:
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     # --- interface ----------------------------------------------------------------
-    def prepare(self, zone: str, requirements: tuple[str, ...]) -> None:
+    def prepare(self, zone: str, requirements: tuple[str, ...], system_packages: tuple[str, ...] = ()) -> None:
+        # System packages are the host's business here: local runtimes use its libraries.
         self._python_for(requirements)
 
     def start(self, spec: InstanceSpec) -> RunningInstance:
@@ -191,5 +192,5 @@ class LocalBackend:
         )
         if result.returncode != 0:
             output = (result.stdout + result.stderr)[-4000:]
-            raise BackendError(f"Installing the model's requirements failed:\n{output}", permanent=True)
+            raise BackendError(f"Installing the model's packages failed:\n{output}", permanent=True)
         (venv / ".complete").write_text(f"{time.monotonic() - started:.1f}s\n")

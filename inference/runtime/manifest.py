@@ -14,6 +14,8 @@ A model directory holds either
     entrypoint: "predictor:Model"          # python only, required there: module:Class
     requirements: ["numpy>=1.20"]          # python only: pip requirement strings,
                                            # or a file name such as "requirements.txt"
+    system_packages: ["libgl1"]            # python only: Debian packages the model's
+                                           # container image installs (docker backend)
     name: optional display name
     description: optional
     inputs:  [{name: input, datatype: FP32, shape: [-1, 64]}]   # optional
@@ -69,6 +71,7 @@ _TOP_LEVEL_KEYS = (
     "model",
     "entrypoint",
     "requirements",
+    "system_packages",
     "name",
     "description",
     "inputs",
@@ -79,6 +82,7 @@ _TENSOR_KEYS = ("name", "datatype", "shape")
 # options (--index-url, -e, ...) are refused, except "-r FILE" which we expand.
 _REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
 _MAX_REQUIREMENTS_FILE = 1024 * 1024
+_DEBIAN_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,99}$")
 
 
 class ManifestError(ValueError):
@@ -113,6 +117,7 @@ class Manifest:
     outputs: tuple[TensorSpec, ...] | None
     name: str | None = None
     description: str | None = None
+    system_packages: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-serialisable form using the manifest's own keys (round-trips
@@ -124,6 +129,8 @@ class Manifest:
             out["entrypoint"] = self.entrypoint
         if self.requirements:
             out["requirements"] = list(self.requirements)
+        if self.system_packages:
+            out["system_packages"] = list(self.system_packages)
         if self.name is not None:
             out["name"] = self.name
         if self.description is not None:
@@ -282,6 +289,20 @@ def _parse_requirements(value: object, framework: str, model_dir: Path | None) -
     return tuple(out)
 
 
+def _parse_system_packages(value: object, framework: str) -> tuple[str, ...]:
+    """Debian package names (the docker backend installs them into the model's image)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ManifestError("system_packages", f"must be a list of Debian package names, got {_type_name(value)}")
+    if value and framework != "python":
+        raise ManifestError("system_packages", "are only used by the python framework")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not _DEBIAN_PACKAGE_RE.match(item):
+            raise ManifestError(f"system_packages[{i}]", f"is not a Debian package name: {item!r}")
+    return tuple(value)
+
+
 def _parse_int(field: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ManifestError(field, f"must be an integer, got {_type_name(value)}")
@@ -359,6 +380,7 @@ def parse_manifest(data: object, *, model_dir: Path | None = None) -> Manifest:
 
     entrypoint = _parse_entrypoint(data.get("entrypoint"), framework, model_dir)
     requirements = _parse_requirements(data.get("requirements"), framework, model_dir)
+    system_packages = _parse_system_packages(data.get("system_packages"), framework)
     name = _optional_str(data, "name")
     description = _optional_str(data, "description")
     inputs = _parse_tensors("inputs", data.get("inputs"))
@@ -372,6 +394,7 @@ def parse_manifest(data: object, *, model_dir: Path | None = None) -> Manifest:
         outputs=outputs,
         name=name,
         description=description,
+        system_packages=system_packages,
     )
 
 

@@ -5,31 +5,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('marketplace', '0001_initial'),
+        ("marketplace", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='subscription',
-            name='plan',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.RESTRICT, related_name='subscriptions', to='marketplace.plan'),
+            model_name="subscription",
+            name="plan",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.RESTRICT, related_name="subscriptions", to="marketplace.plan"
+            ),
         ),
         migrations.CreateModel(
-            name='DailyUsage',
+            name="DailyUsage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_start', models.DateTimeField()),
-                ('day', models.DateField()),
-                ('calls', models.PositiveBigIntegerField(default=0)),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.RESTRICT, related_name='daily_usage', to='marketplace.plan')),
-                ('subscription', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='daily_usage', to='marketplace.subscription')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("period_start", models.DateTimeField()),
+                ("day", models.DateField()),
+                ("calls", models.PositiveBigIntegerField(default=0)),
+                (
+                    "plan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.RESTRICT, related_name="daily_usage", to="marketplace.plan"
+                    ),
+                ),
+                (
+                    "subscription",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="daily_usage",
+                        to="marketplace.subscription",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['day'],
-                'indexes': [models.Index(fields=['subscription', 'period_start'], name='marketplace_subscri_a302b1_idx')],
-                'constraints': [models.UniqueConstraint(fields=('subscription', 'period_start', 'plan', 'day'), name='one_usage_row_per_day_and_plan')],
+                "ordering": ["day"],
+                "indexes": [
+                    models.Index(fields=["subscription", "period_start"], name="marketplace_subscri_a302b1_idx")
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("subscription", "period_start", "plan", "day"), name="one_usage_row_per_day_and_plan"
+                    )
+                ],
             },
         ),
     ]

@@ -231,3 +231,34 @@ def test_manifest_module_is_dependency_light():
     )
     repo_root = Path(__file__).resolve().parents[3]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo_root).returncode == 0
+
+
+def test_system_packages():
+    data = {"framework": "python", "entrypoint": "predictor:Model", "system_packages": ["libgl1", "libglib2.0-0"]}
+    m = parse_manifest(data)
+    assert m.system_packages == ("libgl1", "libglib2.0-0")
+    assert parse_manifest(m.to_dict()) == m
+    assert parse_manifest({"framework": "python", "entrypoint": "predictor:Model"}).system_packages == ()
+
+
+@pytest.mark.parametrize(
+    "value, field",
+    [
+        ("libgl1", "system_packages"),  # a list, not a string
+        (["libgl1; rm -rf /"], "system_packages[0]"),
+        (["LibGL"], "system_packages[0]"),
+        (["--allow-unauthenticated"], "system_packages[0]"),
+        ([3], "system_packages[0]"),
+    ],
+)
+def test_system_packages_must_be_debian_package_names(value, field):
+    data = {"framework": "python", "entrypoint": "predictor:Model", "system_packages": value}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(data)
+    assert info.value.field == field
+
+
+def test_system_packages_are_for_python_models_only():
+    with pytest.raises(ManifestError) as info:
+        parse_manifest({"framework": "onnx", "system_packages": ["libgl1"]})
+    assert info.value.field == "system_packages"

@@ -50,7 +50,8 @@ def _add_version(api, content: bytes) -> None:
 
 
 class Caller:
-    """A client calling the service continuously from a thread, keeping (time, status, version)."""
+    """A client calling the service continuously from a thread, keeping (time sent, status,
+    version): the gateway routes a call when it arrives, so its send time is what counts."""
 
     def __init__(self, api):
         self.api, self.calls, self.stop = api, [], threading.Event()
@@ -59,8 +60,9 @@ class Caller:
     def _run(self):
         try:
             while not self.stop.is_set():
+                sent = time.time()
                 response = self.api.post("/api/v1/services/m/predict", {"inputs": [1]}, format="json")
-                self.calls.append((time.time(), response.status_code, response.get("X-Model-Version")))
+                self.calls.append((sent, response.status_code, response.get("X-Model-Version")))
         finally:
             connection.close()
 

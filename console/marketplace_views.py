@@ -30,14 +30,8 @@ def marketplace(request):
     form = MarketplaceSearchForm(request.GET)
     query = form.query()
     listings = selectors.published_listings(**query)
-    context = {"form": form, "query": query, "listings": listings, "categories": _categories()}
+    context = {"form": form, "query": query, "listings": listings, "categories": selectors.published_categories()}
     return render(request, "console/marketplace.html", context)
-
-
-def _categories() -> list[str]:
-    """The categories that published apps are in, for the filter."""
-    published = selectors.published_listings().exclude(category="")
-    return list(published.order_by("category").values_list("category", flat=True).distinct())
 
 
 @require_GET
@@ -69,8 +63,7 @@ def marketplace_subscribe(request, slug):
 
 
 def _active_subscription(request, listing):
-    subscriptions = selectors.subscriptions(organization_id=_org_id(request))
-    return subscriptions.filter(listing=listing, status=SubscriptionStatus.ACTIVE).first()
+    return selectors.active_subscription(organization_id=_org_id(request), listing=listing)
 
 
 def _render_app(request, listing, *, subscribe_form=None, status=200):

@@ -8,9 +8,9 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from marketplace import metering
+from marketplace import metering, selectors
 from marketplace.services import subscription_renew
-from marketplace.models import Listing, ListingStatus, Subscription, SubscriptionStatus
+from marketplace.models import Listing, ListingStatus
 from modelbay.errors import ApiError
 
 # Existing subscribers keep calling an unpublished app; nobody new can subscribe.
@@ -28,11 +28,7 @@ def _load(organization_id: int, slug: str) -> AppAccess | None:
     listing = Listing.objects.filter(slug=slug, status__in=_CALLABLE).select_related("service").first()
     if listing is None:
         return None
-    subscription = (
-        Subscription.objects.filter(subscriber_id=organization_id, listing=listing, status=SubscriptionStatus.ACTIVE)
-        .select_related("plan")
-        .first()
-    )
+    subscription = selectors.active_subscription(organization_id=organization_id, listing=listing)
     if subscription is None:
         return AppAccess(listing.publisher_id, listing.service.slug, None)
     plan = metering.Plan.of(subscription_renew(subscription=subscription))

@@ -4,7 +4,7 @@ ones; a subscriber sees only its own subscriptions."""
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from marketplace.models import Listing, ListingStatus, Subscription
+from marketplace.models import Listing, ListingStatus, Subscription, SubscriptionStatus
 
 
 def published_listings(*, q: str = "", category: str = "") -> QuerySet[Listing]:
@@ -16,6 +16,12 @@ def published_listings(*, q: str = "", category: str = "") -> QuerySet[Listing]:
     if category:
         listings = listings.filter(category=category)
     return listings
+
+
+def published_categories() -> list[str]:
+    """The categories published apps are in."""
+    published = Listing.objects.filter(status=ListingStatus.PUBLISHED).exclude(category="")
+    return list(published.order_by("category").values_list("category", flat=True).distinct())
 
 
 def published_listing_get(*, slug: str) -> Listing:
@@ -36,3 +42,10 @@ def subscriptions(*, organization_id: int) -> QuerySet[Subscription]:
 
 def subscription_get(*, organization_id: int, subscription_id: int) -> Subscription:
     return get_object_or_404(subscriptions(organization_id=organization_id), pk=subscription_id)
+
+
+def active_subscription(*, organization_id: int, listing: Listing) -> Subscription | None:
+    """The organization's subscription to the listing that gives access now, if any."""
+    return (
+        subscriptions(organization_id=organization_id).filter(listing=listing, status=SubscriptionStatus.ACTIVE).first()
+    )

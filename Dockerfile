@@ -6,7 +6,7 @@ ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 \
     MODELBAY_DATA_DIR=/data MODELBAY_STATIC_ROOT=/app/staticfiles
 WORKDIR /app
 COPY requirements.txt ./
-COPY inference/runtime/requirements.txt inference/runtime/requirements.txt
+COPY runtime/requirements.txt runtime/requirements.txt
 RUN pip install -r requirements.txt
 COPY . .
 RUN useradd --system --uid 10001 --home /app modelbay \

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-REQUIREMENTS := requirements.txt inference/runtime/requirements.txt
+REQUIREMENTS := requirements.txt runtime/requirements.txt
 
 .PHONY: run test venv venv-dev bench bench-deploy bench-apps runtime-image clean
 

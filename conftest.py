@@ -369,7 +369,7 @@ def _no_runtime_left_behind():
 @pytest.fixture(scope="session")
 def digits_model(tmp_path_factory):
     """The demo digits classifier and its ONNX file: ``(path, classifier)``."""
-    from controlplane.demo import build_digits_onnx
+    from demo.digits import build_digits_onnx
 
     path = tmp_path_factory.mktemp("digits") / "digits.onnx"
     classifier = build_digits_onnx(path)

@@ -2,7 +2,7 @@
 
 Both authenticators give ``request.auth`` an :class:`AuthContext`; views read the
 organization from it and nothing else. API keys are checked on every call, so their
-lookups live in process memory, invalidated through :mod:`modelbay.generation`.
+lookups live in process memory, invalidated through :mod:`modelbay.core.generation`.
 """
 
 import threading
@@ -16,7 +16,7 @@ from rest_framework import authentication, exceptions
 
 from accounts import keys, selectors, services
 from accounts.choices import ALL_SCOPES
-from modelbay import generation
+from modelbay.core import generation
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _touch(api_key_id: int) -> None:
 def authenticate_key(full_key: str, *, gen: str) -> AuthContext:
     """The context of a valid key; raises AuthenticationFailed otherwise.
 
-    ``gen`` is the current generation token (see modelbay.generation).
+    ``gen`` is the current generation token (see modelbay.core.generation).
     """
     parts = keys.split(full_key)
     if parts is None:

@@ -9,7 +9,7 @@ from django.utils.text import slugify
 from accounts import keys
 from accounts.choices import ALL_SCOPES, Role
 from accounts.models import ApiKey, Membership, Organization, User
-from modelbay import generation
+from modelbay.core import generation
 
 
 def _unique_org_slug(base: str) -> str:

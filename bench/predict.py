@@ -315,7 +315,7 @@ def start_runtime(stack: Stack, model_dir: Path) -> Target:
     port = free_port()
     child = stack.start(
         "runtime",
-        [str(PROJECT_BIN / "python"), "-m", "inference.runtime", "--model-dir", str(model_dir),
+        [str(PROJECT_BIN / "python"), "-m", "runtime", "--model-dir", str(model_dir),
          "--port", str(port), "--name", MODEL_NAME, "--model-version", "1"],
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -324,7 +324,7 @@ def start_runtime(stack: Stack, model_dir: Path) -> Target:
     if not child.alive():
         raise RuntimeError(f"the runtime exited:\n{child.log_tail()}")
     return Target("runtime", url, INFER_PATH, {"Content-Type": "application/json"},
-                  lambda: process_tree(child.process.pid), note="inference.runtime started directly")  # fmt: skip
+                  lambda: process_tree(child.process.pid), note="runtime started directly")  # fmt: skip
 
 
 def ensure_kserve_venv() -> Path:
@@ -495,7 +495,7 @@ def start_gateway(stack: Stack, workers_list: list[int], setup: GatewaySetup) ->
         for process in stack.our_runtime_processes():
             with contextlib.suppress(psutil.Error, ValueError, IndexError):
                 cmdline = process.cmdline()
-                if "inference.runtime" in cmdline and cmdline[cmdline.index("--port") + 1] == port:
+                if "runtime" in cmdline and cmdline[cmdline.index("--port") + 1] == port:
                     found.append(process)
         return found
 
@@ -589,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, stack: Stack, concurrencies: list[int], gateway_workers: list[int], problems: list[str]) -> int:
-    from controlplane.demo import build_digits_onnx
+    from demo.digits import build_digits_onnx
 
     log(f"temp dir {stack.tmp}")
     model_dir = stack.tmp / "model"

@@ -18,7 +18,7 @@ from controlplane import selectors as controlplane_selectors
 from marketplace import selectors, services, usage
 from marketplace.markdown import render_markdown
 from marketplace.models import ListingStatus, SubscriptionStatus
-from modelbay.errors import Conflict
+from modelbay.core.errors import Conflict
 
 DASHBOARD_DAYS = 30
 

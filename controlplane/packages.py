@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from inference.runtime.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
+from runtime.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 
 __all__ = [
     "MAX_MEMBERS",

@@ -23,8 +23,8 @@ from controlplane import packages, resources
 from controlplane.backends import BackendError, InstanceSpec, Inventory, RunningInstance, get_backend
 from controlplane.choices import LIVE_INSTANCE_STATUSES, InstanceStatus, ServiceStatus
 from controlplane.models import Deployment, Instance, Service
-from inference.upstream import ConnectFailed, Dropped, TimedOut, UpstreamPool
-from modelbay import generation
+from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool
+from modelbay.core import generation
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 from controlplane import selectors, services
 from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus
 from controlplane.models import Deployment, Release, Service, VersionMetrics
-from modelbay.errors import ApiError, Conflict
+from modelbay.core.errors import ApiError, Conflict
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from modelbay.errors import ApiError
+from modelbay.core.errors import ApiError
 
 MIN_CPU = 0.1
 MIN_MEMORY_MB = 64

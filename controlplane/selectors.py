@@ -10,6 +10,7 @@ from django.db.models import Prefetch, QuerySet, Sum
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
+from controlplane.backends import get_backend
 from controlplane.choices import LIVE_INSTANCE_STATUSES
 from controlplane.models import Deployment, Instance, Model, ModelVersion, Release, Service, VersionMetrics
 
@@ -88,8 +89,6 @@ def service_instance_get(*, service: Service, instance_id: str | None) -> Instan
 
 def instance_logs(*, instance: Instance, tail: int) -> str:
     """The last ``tail`` lines the instance's runtime printed (its traceback, when it failed)."""
-    from controlplane.backends import get_backend
-
     return get_backend().logs(instance.id, tail=tail)
 
 

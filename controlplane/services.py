@@ -7,11 +7,11 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import Organization
-from controlplane import packages, resources as resources_, selectors
+from controlplane import jobs, packages, resources as resources_, selectors
 from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ServiceStatus
 from controlplane.models import Deployment, Model, ModelVersion, Service
-from modelbay import generation
-from modelbay.errors import ApiError, Conflict
+from modelbay.core import generation
+from modelbay.core.errors import ApiError, Conflict
 
 
 def _slug_from(*, name: str, slug: str | None, field: str) -> str:
@@ -94,9 +94,7 @@ def _check_replicas(replicas: int) -> None:
 
 
 def _enqueue_reconcile(service: Service) -> None:
-    from controlplane.tasks import provision_service
-
-    transaction.on_commit(lambda: provision_service.delay(service.pk))
+    jobs.enqueue_after_commit(jobs.PROVISION_SERVICE, service.pk)
 
 
 def service_create(

@@ -1,7 +1,7 @@
 """The gateway's routing table: service -> versions by weight -> ready instances.
 
 Tables live in process memory and are reloaded when the shared generation token
-changes (see modelbay.generation), so the hot path makes no database query.
+changes (see modelbay.core.generation), so the hot path makes no database query.
 """
 
 import hashlib

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from marketplace import metering, selectors
 from marketplace.services import subscription_renew
 from marketplace.models import Listing, ListingStatus
-from modelbay.errors import ApiError
+from modelbay.core.errors import ApiError
 
 # Existing subscribers keep calling an unpublished app; nobody new can subscribe.
 _CALLABLE = (ListingStatus.PUBLISHED, ListingStatus.UNPUBLISHED)

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db.models import Sum
 
 from marketplace.models import DailyUsage
-from modelbay.errors import ApiError
+from modelbay.core.errors import ApiError
 
 logger = logging.getLogger(__name__)
 

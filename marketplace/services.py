@@ -8,8 +8,8 @@ from django.utils import timezone
 from accounts.models import Organization
 from controlplane.models import Service
 from marketplace.models import Listing, ListingStatus, Plan, Subscription, SubscriptionStatus
-from modelbay import generation
-from modelbay.errors import ApiError, Conflict
+from modelbay.core import generation
+from modelbay.core.errors import ApiError, Conflict
 
 PERIOD = timedelta(days=30)
 

@@ -2,7 +2,7 @@ import os
 
 from celery import Celery
 
-from modelbay import broker  # noqa: F401  (registers the embedded broker's URL scheme)
+from modelbay.core import broker  # noqa: F401  (registers the embedded broker's URL scheme)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelbay.settings")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from modelbay.env import env_bool, env_float, env_int, env_list, env_str, parse_zones
+from modelbay.core.env import env_bool, env_float, env_int, env_list, env_str, parse_zones
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("MODELBAY_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "inference",
     "marketplace",
     "console",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -201,7 +202,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "EXCEPTION_HANDLER": "modelbay.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "modelbay.core.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }

@@ -22,7 +22,7 @@ urlpatterns = [
     path("", include("console.urls")),
 ]
 
-handler400 = "modelbay.errors.json_400"
-handler403 = "modelbay.errors.json_403"
-handler404 = "modelbay.errors.json_404"
-handler500 = "modelbay.errors.json_500"
+handler400 = "modelbay.core.errors.json_400"
+handler403 = "modelbay.core.errors.json_403"
+handler404 = "modelbay.core.errors.json_404"
+handler500 = "modelbay.core.errors.json_500"

@@ -15,9 +15,9 @@ base=${MODELBAY_RUNTIME_BASE_IMAGE:-python:3.11-slim}
 tag=${MODELBAY_RUNTIME_IMAGE:-modelbay/runtime:latest}
 local_base=modelbay/debian-python:bookworm
 
-source_hash=$( (echo "$base"; cat inference/runtime/Dockerfile inference/__init__.py;
-  find inference/runtime -name '*.py' -not -path '*/tests/*' | sort | xargs cat;
-  cat inference/runtime/requirements.txt) | sha256sum | cut -c1-12)
+source_hash=$( (echo "$base"; cat runtime/Dockerfile;
+  find runtime -name '*.py' -not -path '*/tests/*' | sort | xargs cat;
+  cat runtime/requirements.txt) | sha256sum | cut -c1-12)
 source_tag=modelbay/runtime:src-$source_hash
 
 if docker image inspect "$source_tag" >/dev/null 2>&1; then
@@ -42,14 +42,12 @@ fi
 
 context=$(mktemp -d /tmp/modelbay-build.XXXXXX)
 trap 'rm -rf "$context"' EXIT
-mkdir -p "$context/inference"
-cp inference/__init__.py "$context/inference/"
-cp -r inference/runtime "$context/inference/runtime"
-rm -rf "$context/inference/runtime/tests"
+cp -r runtime "$context/runtime"
+rm -rf "$context/runtime/tests"
 find "$context" -name __pycache__ -prune -exec rm -rf {} +
 # pip inside the build trusts what this host trusts (a site's own CA, a proxy's).
 cp /etc/ssl/certs/ca-certificates.crt "$context/build-ca.crt"
 echo "building $source_tag on $base ..." >&2
-docker build -q --build-arg "BASE_IMAGE=$base" -f inference/runtime/Dockerfile \
+docker build -q --build-arg "BASE_IMAGE=$base" -f runtime/Dockerfile \
   -t "$source_tag" -t "$tag" "$context" >/dev/null
 echo "$source_tag"

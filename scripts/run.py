@@ -114,7 +114,7 @@ apps install their packages the first time they start, a minute or two). The OCR
     -H 'Authorization: Bearer {demo["key"]}' -H 'Content-Type: application/json' -d '{{"plan": "free"}}'
   curl -s -X POST {URL}/api/v1/apps/text-ocr/predict \\
     -H 'Authorization: Bearer {demo["key"]}' -H 'Content-Type: image/png' \\
-    --data-binary @{REPO / "marketplace/demo_apps/examples/invoice.png"}
+    --data-binary @{REPO / "demo/packages/examples/invoice.png"}
   curl -s {URL}/api/v1/subscriptions -H 'Authorization: Bearer {demo["key"]}'    # used / quota
 
 Press Ctrl+C to stop.""",

@@ -35,7 +35,7 @@ def digits_service(worker, api, digits_model):
 
 
 def test_upload_deploy_predict_matches_the_model(digits_service, api, digits_model):
-    from controlplane.demo import digits_data
+    from demo.digits import digits_data
 
     _, classifier = digits_model
     features, _ = digits_data()
@@ -60,7 +60,7 @@ def test_replicas_spread_over_zones_and_ready(digits_service):
 
 
 def test_open_inference_protocol_through_the_gateway(digits_service, api, digits_model):
-    from controlplane.demo import digits_data
+    from demo.digits import digits_data
 
     features, _ = digits_data()
     metadata = api.get("/v2/models/digits").json()

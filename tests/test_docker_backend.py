@@ -56,7 +56,7 @@ def digits(docker_worker, api, digits_model):
 
 
 def test_onnx_model_serves_from_containers_in_two_zones(digits, api, engine, digits_model):
-    from controlplane.demo import digits_data
+    from demo.digits import digits_data
 
     features, _ = digits_data()
     response = predict(api, "digits", features[:10].tolist())
@@ -148,7 +148,7 @@ def test_a_model_cannot_read_secrets_or_write_outside_tmp(docker_worker, api):
     attempts = [
         ["read", "/etc/shadow"],
         ["write", "/etc/passwd"],
-        ["write", "/app/inference/x.py"],
+        ["write", "/app/runtime/x.py"],
         ["write", "/model/predictor.py"],
         ["write", "/root/x"],
         ["read", "/var/run/docker.sock"],
@@ -162,7 +162,7 @@ def test_a_model_cannot_read_secrets_or_write_outside_tmp(docker_worker, api):
         results["/etc/passwd"].startswith("OSError: Read-only file system")
         or "Permission denied" in results["/etc/passwd"]
     )
-    assert results["/app/inference/x.py"] == "OSError: Read-only file system"
+    assert results["/app/runtime/x.py"] == "OSError: Read-only file system"
     assert results["/model/predictor.py"] == "OSError: Read-only file system"
     assert results["/root/x"] != "ok"
     assert results["/var/run/docker.sock"] == "FileNotFoundError: No such file or directory"

@@ -86,7 +86,7 @@ def _use_the_ocr_app_as_a_new_user(output: str, key: str) -> None:
     assert {"digits", "face-detect", "text-ocr"} <= set(apps)
     status, subscription, _ = _http("POST", f"{base}/api/v1/marketplace/text-ocr/subscribe", key, b'{"plan": "free"}')
     assert status == 201, subscription
-    image = (REPO / "marketplace/demo_apps/examples/invoice.png").read_bytes()
+    image = (REPO / "demo/packages/examples/invoice.png").read_bytes()
     predict = f"{base}/api/v1/apps/text-ocr/predict"
     deadline = time.monotonic() + 600  # the first start installs the app's packages
     while True:

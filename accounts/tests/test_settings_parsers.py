@@ -1,6 +1,6 @@
 import pytest
 
-from modelbay.env import env_bool, env_int, env_list, env_str, parse_zones
+from modelbay.core.env import env_bool, env_int, env_list, env_str, parse_zones
 
 
 def test_env_bool_reads_common_spellings(monkeypatch):

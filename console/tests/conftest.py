@@ -137,9 +137,9 @@ def browser():
 def page(browser, live_server, monkeypatch):
     """A browser tab on the live server; confirm dialogs are accepted, provisioning is not
     enqueued (services stay "provisioning" without a worker)."""
-    from controlplane import tasks
+    from controlplane import jobs
 
-    monkeypatch.setattr(tasks.provision_service, "delay", lambda *args, **kwargs: None)
+    monkeypatch.setattr(jobs, "send", lambda *args, **kwargs: None)
     context = browser.new_context(base_url=live_server.url, viewport={"width": 1360, "height": 900})
     context.grant_permissions(["clipboard-read", "clipboard-write"])
     page = context.new_page()

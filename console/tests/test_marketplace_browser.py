@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from console.tests.test_marketplace_pages import XSS_DESCRIPTION
-from inference.api import views
+from marketplace.api import views
 from marketplace import services as marketplace_services
 from marketplace.models import Listing, Subscription
 
@@ -132,14 +132,14 @@ def test_try_it_answers_403_before_subscribing_and_sends_a_file_as_the_raw_body(
     page, outsider, listing, tmp_path, monkeypatch
 ):
     received = []
-    read_body = views._body
+    read_body = views.request_body
 
     def recording_body(request):
         body = read_body(request)
         received.append((request.META.get("CONTENT_TYPE"), body))
         return body
 
-    monkeypatch.setattr(views, "_body", recording_body)  # the live server runs in this process
+    monkeypatch.setattr(views, "request_body", recording_body)  # the live server runs in this process
     _log_in(page, outsider)
     page.goto(f"/marketplace/{listing.slug}/")
     try_it = page.locator("#try-it")

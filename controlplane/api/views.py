@@ -13,7 +13,7 @@ from accounts.models import Organization
 from accounts.permissions import CanManage
 from controlplane import releases, selectors, services
 from controlplane.api import serializers as s
-from modelbay.errors import ApiError, PayloadTooLarge
+from modelbay.core.errors import ApiError, PayloadTooLarge
 
 
 def _organization(request) -> Organization:

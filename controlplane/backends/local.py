@@ -1,4 +1,4 @@
-"""The embedded backend: each instance is a ``python -m inference.runtime`` subprocess.
+"""The embedded backend: each instance is a ``python -m runtime`` subprocess.
 
 Processes run in their own session, so they outlive a restart of the worker that
 started them; the backend finds them again by the ``--instance-id`` in their command
@@ -67,7 +67,7 @@ class LocalBackend:
         python = self._python_for(spec.requirements)
         port = _free_port(self.host)
         command = [
-            python, "-m", "inference.runtime",
+            python, "-m", "runtime",
             "--model-dir", str(spec.model_dir),
             "--host", self.host,
             "--port", str(port),
@@ -132,7 +132,7 @@ class LocalBackend:
         for process in psutil.process_iter(["cmdline"]):
             cmdline = process.info["cmdline"] or []
             marker = _flag_value(cmdline, ID_FLAG)
-            if marker and marker.startswith(prefix) and "inference.runtime" in cmdline:
+            if marker and marker.startswith(prefix) and "runtime" in cmdline:
                 found.setdefault(marker[len(prefix) :], []).append(process)
         return found
 

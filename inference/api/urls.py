@@ -4,7 +4,6 @@ from inference.api import views
 
 api_urlpatterns = [
     path("services/<slug:slug>/predict", views.ServicePredictView.as_view(), name="api-service-predict"),
-    path("apps/<slug:slug>/predict", views.AppPredictView.as_view(), name="api-app-predict"),
 ]
 
 oip_urlpatterns = [

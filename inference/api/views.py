@@ -15,22 +15,21 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from accounts.permissions import CanPredict
-from inference import gateway, routing
-from marketplace import access, metering
-from modelbay import generation
-from modelbay.errors import ApiError, PayloadTooLarge, Unavailable
+from inference import forwarding, routing
+from modelbay.core import generation
+from modelbay.core.errors import ApiError, PayloadTooLarge
 
-_ROUTE_KEY_HEADER = OpenApiParameter(
+ROUTE_KEY_HEADER = OpenApiParameter(
     "X-Route-Key", str, OpenApiParameter.HEADER, required=False, description="Sticky routing: calls with the same key reach the same version while the traffic weights stay the same."
 )
-_PREDICT_REQUEST = inline_serializer("PredictRequest", {"inputs": serializers.ListField(child=serializers.JSONField())})
-_PREDICT_RESPONSE = inline_serializer(
+PREDICT_REQUEST = inline_serializer("PredictRequest", {"inputs": serializers.ListField(child=serializers.JSONField())})
+PREDICT_RESPONSE = inline_serializer(
     "PredictResponse",
     {"outputs": serializers.ListField(child=serializers.JSONField()), "model_version": serializers.IntegerField()},
 )
 
 
-def _body(request) -> bytes:
+def request_body(request) -> bytes:
     declared = int(request.META.get("CONTENT_LENGTH") or 0)
     if declared > settings.MODELBAY_MAX_PREDICT_BYTES:
         raise PayloadTooLarge(f"Request bodies are limited to {settings.MODELBAY_MAX_PREDICT_BYTES} bytes.")
@@ -44,7 +43,7 @@ def _route(request, slug: str) -> routing.Route:
     return route
 
 
-def _respond(upstream: gateway.Upstream) -> HttpResponse:
+def upstream_response(upstream: forwarding.Upstream) -> HttpResponse:
     response = HttpResponse(upstream.body, status=upstream.status, content_type=upstream.content_type)
     response["X-Model-Version"] = str(upstream.version)
     return response
@@ -60,7 +59,7 @@ class _JSONOnly(BaseContentNegotiation):
         return None
 
 
-class _GatewayView(APIView):
+class GatewayView(APIView):
     permission_classes = [CanPredict]
     parser_classes = []
     renderer_classes = [JSONRenderer]
@@ -69,65 +68,29 @@ class _GatewayView(APIView):
 
     def _forward(self, request, slug: str, *, path: str, version: int | None = None) -> HttpResponse:
         route = _route(request, slug)
-        body = _body(request) if request.method == "POST" else None
-        upstream = gateway.forward(
+        body = request_body(request) if request.method == "POST" else None
+        upstream = forwarding.forward(
             route,
             method=request.method,
             path=path,
             body=body,
-            headers=gateway.forwarded_headers(request.META),
+            headers=forwarding.forwarded_headers(request.META),
             version=version,
             route_key=request.META.get("HTTP_X_ROUTE_KEY"),
         )
-        return _respond(upstream)
+        return upstream_response(upstream)
 
 
-class ServicePredictView(_GatewayView):
+class ServicePredictView(GatewayView):
     @extend_schema(
-        request={"application/json": _PREDICT_REQUEST, "application/octet-stream": OpenApiTypes.BINARY},
-        responses={200: _PREDICT_RESPONSE},
-        parameters=[_ROUTE_KEY_HEADER],
+        request={"application/json": PREDICT_REQUEST, "application/octet-stream": OpenApiTypes.BINARY},
+        responses={200: PREDICT_RESPONSE},
+        parameters=[ROUTE_KEY_HEADER],
         summary="Call a service",
         examples=[OpenApiExample("digits", value={"inputs": [[0.0] * 64]}, request_only=True)],
     )
     def post(self, request, slug: str):
         return self._forward(request, slug, path="/predict")
-
-
-class AppPredictView(_GatewayView):
-    """A subscriber calls a marketplace app with its own key: held to its plan, metered."""
-
-    @extend_schema(
-        request={"application/json": _PREDICT_REQUEST, "application/octet-stream": OpenApiTypes.BINARY},
-        responses={200: _PREDICT_RESPONSE},
-        parameters=[_ROUTE_KEY_HEADER],
-        summary="Call a marketplace app you subscribe to",
-        description="403 without an active subscription; 429 `quota_exceeded` or `rate_limited` with "
-        "Retry-After. Only successful calls count toward the quota.",
-    )
-    def post(self, request, slug: str):
-        gen = generation.for_request(request)
-        app = access.app_for(request.auth.organization_id, slug, gen=gen)
-        body = _body(request)
-        route = routing.route_for(app.publisher_id, app.service_slug, gen=gen)
-        if route is None:
-            raise Unavailable()
-        meter = metering.meter()
-        ticket = meter.admit(app.plan)
-        billed = False
-        try:
-            upstream = gateway.forward(
-                route,
-                method="POST",
-                path="/predict",
-                body=body,
-                headers=gateway.forwarded_headers(request.META),
-                route_key=request.META.get("HTTP_X_ROUTE_KEY"),
-            )
-            billed = upstream.status < 400
-        finally:
-            meter.settle(ticket, billed=billed)
-        return _respond(upstream)
 
 
 _OIP_TENSOR = inline_serializer(
@@ -146,14 +109,14 @@ _OIP_RESPONSE = inline_serializer(
 )
 
 
-class OipModelMetadataView(_GatewayView):
+class OipModelMetadataView(GatewayView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Model metadata (Open Inference Protocol v2)")
     def get(self, request, slug: str, version: int | None = None):
         path = f"/v2/models/{slug}" + (f"/versions/{version}" if version else "")
         return self._forward(request, slug, path=path, version=version)
 
 
-class OipModelReadyView(_GatewayView):
+class OipModelReadyView(GatewayView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT}, summary="Model readiness (OIP v2)")
     def get(self, request, slug: str, version: int | None = None):
         route = _route(request, slug)
@@ -161,7 +124,7 @@ class OipModelReadyView(_GatewayView):
         return JsonResponse({"name": slug, "ready": ready}, status=200 if ready else 503)
 
 
-class OipInferView(_GatewayView):
+class OipInferView(GatewayView):
     @extend_schema(request=_OIP_REQUEST, responses={200: _OIP_RESPONSE}, summary="Infer (Open Inference Protocol v2)")
     def post(self, request, slug: str, version: int | None = None):
         path = f"/v2/models/{slug}" + (f"/versions/{version}" if version else "") + "/infer"

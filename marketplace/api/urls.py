@@ -17,6 +17,7 @@ urlpatterns = [
         name="api-listing-unpublish",
     ),
     path("listings/<slug:slug>/usage", views.ListingUsageView.as_view(), name="api-listing-usage"),
+    path("apps/<slug:slug>/predict", views.AppPredictView.as_view(), name="api-app-predict"),
     path("marketplace", views.MarketplaceView.as_view(), name="api-marketplace"),
     path("marketplace/<slug:slug>", views.MarketplaceDetailView.as_view(), name="api-marketplace-detail"),
     path("marketplace/<slug:slug>/subscribe", views.SubscribeView.as_view(), name="api-subscribe"),

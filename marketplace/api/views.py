@@ -1,6 +1,7 @@
 """The marketplace's API: publishers list services as apps, anyone browses the published
 ones, organizations subscribe with a plan."""
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
@@ -9,9 +10,12 @@ from rest_framework.views import APIView
 
 from accounts import selectors as account_selectors
 from accounts.permissions import CanManage
-from marketplace import selectors, services, usage
+from inference import forwarding
+from inference.api.views import PREDICT_REQUEST, PREDICT_RESPONSE, ROUTE_KEY_HEADER, GatewayView, request_body, upstream_response
+from marketplace import access, app_calls, selectors, services, usage
 from marketplace.api import serializers as s
 from marketplace.models import ListingStatus
+from modelbay.core import generation
 
 
 def _organization(request):
@@ -146,3 +150,27 @@ class SubscriptionUsageView(APIView):
             organization_id=request.auth.organization_id, subscription_id=subscription_id
         )
         return Response(s.SubscriptionUsageSerializer(usage.subscription_usage(subscription)).data)
+
+
+class AppPredictView(GatewayView):
+    """A subscriber calls a marketplace app with its own key: held to its plan, metered."""
+
+    @extend_schema(
+        request={"application/json": PREDICT_REQUEST, "application/octet-stream": OpenApiTypes.BINARY},
+        responses={200: PREDICT_RESPONSE},
+        parameters=[ROUTE_KEY_HEADER],
+        summary="Call a marketplace app you subscribe to",
+        description="403 without an active subscription; 429 `quota_exceeded` or `rate_limited` with "
+        "Retry-After. Only successful calls count toward the quota.",
+    )
+    def post(self, request, slug: str):
+        gen = generation.for_request(request)
+        app = access.app_for(request.auth.organization_id, slug, gen=gen)
+        upstream = app_calls.app_call(
+            app=app,
+            body=request_body(request),
+            headers=forwarding.forwarded_headers(request.META),
+            route_key=request.META.get("HTTP_X_ROUTE_KEY"),
+            gen=gen,
+        )
+        return upstream_response(upstream)

@@ -21,7 +21,7 @@ from tests.support import deploy, upload, wait_status
 APP_MODEL = """
 import time
 
-from inference.runtime.errors import InvalidInput
+from runtime.errors import InvalidInput
 
 class Model:
     def load(self, model_dir):

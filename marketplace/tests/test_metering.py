@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from marketplace import access, metering
 from marketplace.models import DailyUsage, Subscription
-from modelbay import generation
+from modelbay.core import generation
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

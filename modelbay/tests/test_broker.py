@@ -3,7 +3,7 @@ from pathlib import Path
 
 from kombu import Connection
 
-from modelbay import broker
+from modelbay.core import broker
 
 
 def test_a_message_becomes_visible_only_once_whole(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.upstream import ConnectFailed, Dropped, TimedOut, UpstreamPool
+from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,12 +22,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def runtime(digits_model, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("upstream-model")
-    (model_dir / "model.onnx").write_bytes(digits_model[0].read_bytes())
+def runtime(digits_onnx_dir):
+    model_dir = digits_onnx_dir
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "inference.runtime", "--model-dir", str(model_dir), "--port", str(port), "--name", "d"],
+        [sys.executable, "-m", "runtime", "--model-dir", str(model_dir), "--port", str(port), "--name", "d"],
         cwd=REPO,
     )
     endpoint = f"http://127.0.0.1:{port}"
@@ -51,16 +50,13 @@ def _predict(pool, endpoint, inputs, timeout=5.0):
     return pool.request(endpoint, "POST", "/predict", body=body, headers={"Content-Type": "application/json"}, read_timeout=timeout)
 
 
-def test_calls_reuse_one_kept_alive_connection(runtime, digits_model):
-    from controlplane.demo import digits_data
-
-    features, _ = digits_data()
+def test_calls_reuse_one_kept_alive_connection(runtime, digits):
     pool = UpstreamPool(connect_timeout=1)
-    for row in features[:5]:
+    for row in digits.X[:5]:
         reply = _predict(pool, runtime, [row.tolist()])
         assert reply.status == 200
         assert reply.content_type.startswith("application/json")
-        assert json.loads(reply.body)["outputs"][0]["label"] == digits_model[1].predict(row[None])[0]
+        assert json.loads(reply.body)["outputs"][0]["label"] == digits.clf.predict(row[None])[0]
     assert len(pool._idle[runtime]) == 1
 
 

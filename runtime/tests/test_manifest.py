@@ -1,4 +1,4 @@
-"""Unit tests of the package format (inference.runtime.manifest)."""
+"""Unit tests of the package format (runtime.manifest)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.runtime.manifest import (
+from runtime.manifest import (
     FRAMEWORKS,
     MANIFEST_NAME,
     Manifest,
@@ -225,11 +225,11 @@ def test_manifest_module_is_dependency_light():
     import sys
 
     code = (
-        "import sys; import inference.runtime.manifest; "
+        "import sys; import runtime.manifest; "
         "bad = [m for m in ('numpy', 'onnxruntime', 'django', 'orjson', 'uvicorn') if m in sys.modules]; "
         "sys.exit(1 if bad else 0)"
     )
-    repo_root = Path(__file__).resolve().parents[3]
+    repo_root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo_root).returncode == 0
 
 

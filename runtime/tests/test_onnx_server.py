@@ -376,7 +376,7 @@ def test_instance_id_is_accepted():
     from .conftest import REPO_ROOT
 
     out = subprocess.run(
-        [sys.executable, "-m", "inference.runtime", "--help"], cwd=REPO_ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "runtime", "--help"], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert "--instance-id" in out.stdout
 

@@ -31,7 +31,7 @@ from .errors import (
     Unavailable,
 )
 from .jsonutil import JSONDecodeError, dumps, loads
-from .models import Model, load_model
+from .loaders import Model, load_model
 from .multipart import get_part
 from .tensors import parse_infer_request
 

@@ -8,8 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
-from inference.runtime.batching import Batcher
-from inference.runtime.errors import InvalidInput
+from runtime.batching import Batcher
+from runtime.errors import InvalidInput
 
 from .conftest import start_runtime
 

@@ -4,8 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from accounts.models import User
-from controlplane.demo import demo_load
-from marketplace.demo import demo_apps_load
+from demo.services import demo_apps_load, demo_load
 
 
 class Command(BaseCommand):

@@ -292,7 +292,7 @@ def test_sigterm_finishes_in_flight_requests(echo_dir, rt_tmp):
 
 
 REFUSING_MODEL = """
-from inference.runtime.errors import InvalidInput
+from runtime.errors import InvalidInput
 
 
 class Model:

@@ -34,4 +34,4 @@ class Transport(filesystem.Transport):
     Channel = Channel
 
 
-TRANSPORT_ALIASES[SCHEME] = "modelbay.broker:Transport"
+TRANSPORT_ALIASES[SCHEME] = "modelbay.core.broker:Transport"

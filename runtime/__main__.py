@@ -1,4 +1,4 @@
-"""``python -m inference.runtime --model-dir DIR --port P [...]``.
+"""``python -m runtime --model-dir DIR --port P [...]``.
 
 Every option can also come from the environment (``MODELBAY_RUNTIME_MODEL_DIR``,
 ``_PORT``, ``_HOST``, ``_NAME``, ``_MODEL_VERSION``); the command line wins.
@@ -21,7 +21,7 @@ def _env(name: str, default=None):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m inference.runtime", description="Modelbay model runtime server")
+    parser = argparse.ArgumentParser(prog="python -m runtime", description="Modelbay model runtime server")
     parser.add_argument("--model-dir", default=_env("MODEL_DIR"), help="model package directory")
     parser.add_argument("--port", type=int, default=int(_env("PORT", 8080)))
     parser.add_argument("--host", default=_env("HOST", "127.0.0.1"))

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from accounts.choices import Role
 from controlplane.models import Model, Service
-from marketplace.demo import APPS, PUBLISHER_SLUG, demo_apps_load
+from demo.services import APPS, PUBLISHER_SLUG, demo_apps_load
 from marketplace.models import Listing, ListingStatus, Subscription
 from tests.support import wait_status
 

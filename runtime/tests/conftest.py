@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -76,7 +76,7 @@ def start_runtime(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_RUNTIME_")}
     full_env.update(env or {})
     cmd = [
-        sys.executable, "-m", "inference.runtime",
+        sys.executable, "-m", "runtime",
         "--model-dir", str(model_dir),
         "--port", str(port),
         "--name", name,

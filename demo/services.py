@@ -1,9 +1,10 @@
-"""The marketplace's demo apps, published by "Modelbay Labs" when the demo data is loaded.
+"""The demo content that `make run` loads: a demo user and organization with the digits
+service and a key, and the marketplace's demo apps, published by "Modelbay Labs".
 
-Each comes from a model that ships inside a package, so nothing is downloaded at run time
-but the PyPI packages a python model requires: the digits classifier (``controlplane.demo``),
-face detection with OpenCV's bundled Haar cascade (``demo_apps/face``) and text OCR with
-RapidOCR, whose wheel carries its ONNX models (``demo_apps/ocr``). They are deployed like
+Each app comes from a model that ships inside a package, so nothing is downloaded at run
+time but the PyPI packages a python model requires: the digits classifier (``demo.digits``),
+face detection with OpenCV's bundled Haar cascade (``packages/face``) and text OCR with
+RapidOCR, whose wheel carries its ONNX models (``packages/ocr``). They are deployed like
 any user's models: uploaded, served by a service, listed and published.
 """
 
@@ -22,12 +23,54 @@ from accounts import services as account_services
 from accounts.choices import Role
 from accounts.models import Membership, Organization, User
 from controlplane import services as controlplane_services
-from controlplane.demo import digits_onnx_bytes
 from controlplane.models import Model, Service
-from marketplace import services
+from demo.digits import digits_onnx_bytes
+from marketplace import services as marketplace_services
 from marketplace.models import Listing, ListingStatus
 
-APPS_DIR = Path(__file__).resolve().parent / "demo_apps"
+DEMO_EMAIL = "demo@modelbay.local"
+DEMO_PASSWORD = "modelbay-demo"
+DEMO_ORG = "demo"
+DEMO_SERVICE = "digits"
+
+
+def demo_load(*, data_dir: Path) -> dict:
+    """Make the demo user, organization, digits model and service, and a key (idempotent).
+
+    The key's secret is kept in ``data_dir/demo_key`` so that every start can print it.
+    """
+    with transaction.atomic():
+        user = User.objects.filter(email=DEMO_EMAIL).first()
+        if user is None:
+            user = User.objects.create_user(username=DEMO_EMAIL, email=DEMO_EMAIL, password=DEMO_PASSWORD)
+        organization = Organization.objects.filter(slug=DEMO_ORG).first()
+        if organization is None:
+            organization = account_services.organization_create(name="Demo", owner=user, slug=DEMO_ORG)
+        Membership.objects.get_or_create(user=user, organization=organization, defaults={"role": Role.OWNER})
+    if not Model.objects.filter(organization=organization, slug="digits").exists():
+        controlplane_services.model_create(
+            organization=organization,
+            name="digits",
+            description="Handwritten digit classifier (scikit-learn digits, logistic regression, ONNX).",
+            upload=File(io.BytesIO(digits_onnx_bytes()), name="digits.onnx"),
+        )
+    if not Service.objects.filter(organization=organization, slug=DEMO_SERVICE, deleted_at__isnull=True).exists():
+        controlplane_services.service_create(organization=organization, name=DEMO_SERVICE, model_slug="digits", replicas=2)
+    key_path = data_dir / "demo_key"
+    if not key_path.exists():
+        _, full_key = account_services.api_key_create(organization=organization, name="demo", created_by=user)
+        key_path.write_text(full_key)
+        key_path.chmod(0o600)
+    return {
+        "email": DEMO_EMAIL,
+        "password": DEMO_PASSWORD,
+        "organization": DEMO_ORG,
+        "service": DEMO_SERVICE,
+        "key": key_path.read_text().strip(),
+    }
+
+
+APPS_DIR = Path(__file__).resolve().parent / "packages"
 PUBLISHER_NAME = "Modelbay Labs"
 PUBLISHER_SLUG = "modelbay-labs"
 PLANS = [
@@ -37,7 +80,7 @@ PLANS = [
 
 
 def _zipped(name: str):
-    """The package directory ``demo_apps/<name>`` as a zip archive, made in memory."""
+    """The package directory ``packages/<name>`` as a zip archive, made in memory."""
 
     def package() -> bytes:
         buffer = io.BytesIO()
@@ -60,7 +103,7 @@ class DemoApp:
     filename: str
     package: Callable[[], bytes]
     listing: dict  # the listing's fields but its slug and plans
-    example_image: str = ""  # an image app's example input: a file of demo_apps/examples
+    example_image: str = ""  # an image app's example input: a file of packages/examples
 
 
 _DIGITS_INPUT = [
@@ -266,10 +309,10 @@ def demo_apps_load(*, owner: User) -> list[str]:
                 organization=publisher, name=app.listing["title"], slug=app.slug, model_slug=app.slug, replicas=1
             )
         if not Listing.objects.filter(slug=app.slug).exists():
-            listing = services.listing_create(
+            listing = marketplace_services.listing_create(
                 publisher=publisher, service_slug=app.slug, plans=PLANS, slug=app.slug, **listing_fields(app)
             )
-            services.listing_set_status(listing=listing, status=ListingStatus.PUBLISHED)
+            marketplace_services.listing_set_status(listing=listing, status=ListingStatus.PUBLISHED)
     return [app.slug for app in APPS]
 
 

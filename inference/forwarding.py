@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from inference import metrics, routing
-from inference.upstream import ConnectFailed, Dropped, TimedOut, UpstreamPool
-from modelbay.errors import ApiError, Unavailable, UpstreamTimeout
+from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool
+from modelbay.core.errors import ApiError, Unavailable, UpstreamTimeout
 
 _pool = UpstreamPool(connect_timeout=settings.MODELBAY_CONNECT_TIMEOUT)
 

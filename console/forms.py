@@ -2,15 +2,15 @@ from datetime import datetime, time
 
 from django import forms
 from django.utils import timezone
-from rest_framework.exceptions import APIException
 
 from accounts.choices import ALL_SCOPES, Scope
 from controlplane import resources
+from modelbay.core.errors import DomainError
 
 _PACKAGE_HELP = "A bare .onnx file, or a .zip / .tar.gz package holding modelbay.yaml."
 
 
-def add_api_error(form: forms.Form, error: APIException) -> None:
+def add_api_error(form: forms.Form, error: DomainError) -> None:
     """Show a service's error on the form field it concerns (``resources.cpu`` on ``cpu``),
     else above the form."""
     field = (getattr(error, "field", None) or "").rpartition(".")[2]

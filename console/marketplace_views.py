@@ -9,7 +9,6 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from rest_framework.exceptions import APIException
 
 from console import examples
 from console.forms import ListingForm, MarketplaceSearchForm, SubscribeForm, add_api_error
@@ -18,7 +17,7 @@ from controlplane import selectors as controlplane_selectors
 from marketplace import selectors, services, usage
 from marketplace.markdown import render_markdown
 from marketplace.models import ListingStatus, SubscriptionStatus
-from modelbay.core.errors import Conflict
+from modelbay.core.errors import Conflict, DomainError
 
 DASHBOARD_DAYS = 30
 
@@ -53,7 +52,7 @@ def marketplace_subscribe(request, slug):
             subscription = services.subscribe(
                 subscriber=request.organization, listing=listing, plan_name=form.cleaned_data["plan"]
             )
-        except APIException as error:
+        except DomainError as error:
             add_api_error(form, error)
         else:
             done = "Plan changed to" if changing else f"Subscribed to {listing.title} on"
@@ -147,7 +146,7 @@ def publisher_listing_list(request):
             listing = services.listing_create(publisher=request.organization, **form.listing())
         except Conflict as error:
             form.add_error("slug", str(error.detail))
-        except APIException as error:
+        except DomainError as error:
             add_api_error(form, error)
         else:
             messages.success(request, f"Draft listing {listing.title} created; publish it when it is ready.")

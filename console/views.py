@@ -12,7 +12,6 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from rest_framework.exceptions import APIException
 
 from accounts import selectors as account_selectors
 from accounts import services as account_services
@@ -34,6 +33,7 @@ from console.forms import (
 )
 from controlplane import releases, resources, selectors, services
 from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus, ServiceStatus
+from modelbay.core.errors import DomainError
 
 NEW_KEY_SESSION_KEY = "console_new_api_key"
 POLLED_STATUSES = (ServiceStatus.PROVISIONING, ServiceStatus.DEGRADED)
@@ -119,7 +119,7 @@ def model_list(request):
                 description=form.cleaned_data["description"],
                 upload=form.cleaned_data["file"],
             )
-        except APIException as error:
+        except DomainError as error:
             add_api_error(form, error)
         else:
             messages.success(request, f"Model {model.name} uploaded as version 1.")
@@ -143,7 +143,7 @@ def model_version_add(request, slug):
     if form.is_valid():
         try:
             version = services.model_version_add(model=model, upload=form.cleaned_data["file"])
-        except APIException as error:
+        except DomainError as error:
             add_api_error(form, error)
         else:
             messages.success(request, f"Version {version.version} uploaded.")
@@ -157,7 +157,7 @@ def model_delete(request, slug):
     model = selectors.model_get(organization_id=_org_id(request), slug=slug)
     try:
         services.model_delete(model=model)
-    except APIException as error:
+    except DomainError as error:
         messages.error(request, str(error.detail))
         return redirect("console:model_detail", slug=model.slug)
     messages.success(request, f"Model {model.name} deleted.")
@@ -208,7 +208,7 @@ def service_create(request):
                 replicas=form.cleaned_data["replicas"],
                 resources=form.resources(),
             )
-        except APIException as error:
+        except DomainError as error:
             add_api_error(form, error)
         else:
             messages.success(request, f"Service {service.name} is being provisioned.")
@@ -279,7 +279,7 @@ def service_release_action(request, slug, release_id, action):
     function, done = RELEASE_ACTIONS[action]
     try:
         release = function(release=release)
-    except APIException as error:
+    except DomainError as error:
         messages.error(request, str(error.detail))
     else:
         messages.success(
@@ -295,7 +295,7 @@ def _apply(request, service, form, action, form_name: str):
     if form.is_valid():
         try:
             action(service=service, **form.changes())
-        except APIException as error:
+        except DomainError as error:
             add_api_error(form, error)
         else:
             messages.success(request, form.done_message(service))
@@ -309,7 +309,7 @@ def service_version_remove(request, slug, version):
     service = selectors.service_get(organization_id=_org_id(request), slug=slug)
     try:
         services.version_retire(service=service, version=version)
-    except APIException as error:
+    except DomainError as error:
         messages.error(request, str(error.detail))
     else:
         messages.success(request, f"Version {version} is being removed; it finishes the calls it has.")
@@ -322,7 +322,7 @@ def service_delete(request, slug):
     service = selectors.service_get(organization_id=_org_id(request), slug=slug)
     try:
         services.service_delete(service=service)
-    except APIException as error:
+    except DomainError as error:
         messages.error(request, str(error.detail))
         return redirect("console:service_detail", slug=service.slug)
     messages.success(request, f"Service {service.name} is being deleted.")

@@ -9,8 +9,8 @@ several workers: each holds the service's row lock.
 
 import json
 import logging
-import time
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,8 +23,8 @@ from controlplane import packages, resources
 from controlplane.backends import BackendError, InstanceSpec, Inventory, RunningInstance, get_backend
 from controlplane.choices import LIVE_INSTANCE_STATUSES, InstanceStatus, ServiceStatus
 from controlplane.models import Deployment, Instance, Service
-from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool
 from modelbay.core import generation
+from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool
 
 logger = logging.getLogger(__name__)
 

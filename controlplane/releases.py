@@ -22,7 +22,7 @@ from django.utils import timezone
 from controlplane import selectors, services
 from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus
 from controlplane.models import Deployment, Release, Service, VersionMetrics
-from modelbay.core.errors import ApiError, Conflict
+from modelbay.core.errors import Conflict, InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ def release_start(
     shadow_percent: int = 0,
 ) -> Release:
     if not steps or steps[-1] != 100 or any(a >= b for a, b in zip([0, *steps], steps)):
-        raise ApiError(
-            400, "invalid_request", "steps are percentages rising from above 0 and ending at 100.", field="steps"
+        raise InvalidRequest("steps are percentages rising from above 0 and ending at 100.", field="steps"
         )
     with transaction.atomic():
         Service.objects.select_for_update().get(pk=service.pk)
@@ -51,7 +50,7 @@ def release_start(
         if version in live and version != current.model_version.version and live[version].weight > 0:
             raise Conflict(f"Version {version} already takes calls; set the split with PUT traffic instead.")
         if version == current.model_version.version:
-            raise ApiError(400, "invalid_request", f"Version {version} is the one running now.", field="version")
+            raise InvalidRequest(f"Version {version} is the one running now.", field="version")
         if any(d.weight for v, d in live.items() if v != current.model_version.version):
             raise Conflict("The calls are split among several versions; give one version 100 % first.")
         if version not in live:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from modelbay.core.errors import ApiError
+from modelbay.core.errors import InvalidRequest
 
 MIN_CPU = 0.1
 MIN_MEMORY_MB = 64
@@ -49,11 +49,10 @@ def check(requested: dict) -> dict:
     """The owner's request, validated and normalized (cpu a float, memory_mb an int).
 
     ``None`` for a resource means "the default" and is kept, for ``merge`` to apply. A bad
-    request raises ``ApiError`` (400) naming the field, e.g. ``resources.cpu``.
+    request raises ``InvalidRequest`` naming the field, e.g. ``resources.cpu``.
     """
     if not isinstance(requested, dict):
-        raise ApiError(
-            400, "invalid_request", 'resources must be an object: {"cpu": 1, "memory_mb": 1024}.', field="resources"
+        raise InvalidRequest('resources must be an object: {"cpu": 1, "memory_mb": 1024}.', field="resources"
         )
     bounds = limits()
     unknown = sorted(set(requested) - set(bounds))
@@ -84,5 +83,5 @@ def _checked_value(name: str, value, least: float, most: float) -> float | int:
     return int(value) if whole else float(value)
 
 
-def _invalid(name: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_request", f"resources.{name} {message}", field=f"resources.{name}")
+def _invalid(name: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"resources.{name} {message}", field=f"resources.{name}")

@@ -7,17 +7,18 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import Organization
-from controlplane import jobs, packages, resources as resources_, selectors
+from controlplane import jobs, packages, selectors
+from controlplane import resources as resources_
 from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ServiceStatus
 from controlplane.models import Deployment, Model, ModelVersion, Service
 from modelbay.core import generation
-from modelbay.core.errors import ApiError, Conflict
+from modelbay.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 
 
 def _slug_from(*, name: str, slug: str | None, field: str) -> str:
     slug = slugify(slug or name)[:64]
     if not slug:
-        raise ApiError(400, "invalid_request", "Give a name with at least one letter or digit.", field=field)
+        raise InvalidRequest("Give a name with at least one letter or digit.", field=field)
     return slug
 
 
@@ -29,7 +30,8 @@ def _checked_upload(upload) -> packages.CheckedPackage:
             max_unpacked_bytes=settings.MODELBAY_MAX_UNPACKED_BYTES,
         )
     except packages.PackageError as error:
-        raise ApiError(error.status, error.code, error.detail, field="file") from None
+        too_large = error.status == 413
+        raise (PayloadTooLarge if too_large else InvalidRequest)(error.detail, field="file") from None
 
 
 def _version_create(*, model: Model, checked: packages.CheckedPackage) -> ModelVersion:
@@ -85,9 +87,7 @@ def model_delete(*, model: Model) -> None:
 
 def _check_replicas(replicas: int) -> None:
     if not 1 <= replicas <= settings.MODELBAY_MAX_REPLICAS:
-        raise ApiError(
-            400,
-            "invalid_request",
+        raise InvalidRequest(
             f"replicas must be between 1 and {settings.MODELBAY_MAX_REPLICAS}.",
             field="replicas",
         )
@@ -117,11 +117,11 @@ def service_create(
     requested = resources_.merge({}, resources_.check(resources or {}))
     model = Model.objects.filter(organization=organization, slug=model_slug).first()
     if model is None:
-        raise ApiError(400, "invalid_request", f"No model '{model_slug}' in this organization.", field="model")
+        raise InvalidRequest(f"No model '{model_slug}' in this organization.", field="model")
     versions = model.versions.all()
     model_version = versions.filter(version=version).first() if version else versions.order_by("-version").first()
     if model_version is None:
-        raise ApiError(400, "invalid_request", f"Model '{model_slug}' has no version {version}.", field="version")
+        raise InvalidRequest(f"Model '{model_slug}' has no version {version}.", field="version")
     try:
         with transaction.atomic():
             service = Service.objects.create(
@@ -175,8 +175,7 @@ def version_deploy(*, service: Service, version: int) -> Deployment:
     """
     model_version = service.model.versions.filter(version=version).first()
     if model_version is None:
-        raise ApiError(
-            400, "invalid_request", f"Model '{service.model.slug}' has no version {version}.", field="version"
+        raise InvalidRequest(f"Model '{service.model.slug}' has no version {version}.", field="version"
         )
     with transaction.atomic():
         Service.objects.select_for_update().get(pk=service.pk)
@@ -198,7 +197,7 @@ def version_retire(*, service: Service, version: int) -> None:
         deployments = list(selectors.live_deployments(service=service))
         deployment = next((d for d in deployments if d.model_version.version == version), None)
         if deployment is None:
-            raise ApiError(404, "not_found", f"Version {version} does not run in this service.")
+            raise NotFound(f"Version {version} does not run in this service.")
         if len(deployments) == 1:
             raise Conflict("A service runs at least one version; delete the service instead.")
         if deployment.weight > 0:
@@ -216,11 +215,9 @@ def traffic_set(*, service: Service, weights: dict[int, int], shadow: dict[int, 
     calls to versions without weight, whose answers are measured and discarded.
     """
     if any(not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= 100 for w in weights.values()):
-        raise ApiError(400, "invalid_request", "Each weight is an integer from 0 to 100.", field="weights")
+        raise InvalidRequest("Each weight is an integer from 0 to 100.", field="weights")
     if sum(weights.values()) != 100:
-        raise ApiError(
-            400,
-            "invalid_request",
+        raise InvalidRequest(
             f"The weights sum to {sum(weights.values())}; they must sum to 100.",
             field="weights",
         )
@@ -230,26 +227,20 @@ def traffic_set(*, service: Service, weights: dict[int, int], shadow: dict[int, 
         deployments = {d.model_version.version: d for d in selectors.live_deployments(service=service)}
         unknown = sorted(set(weights) - set(deployments))
         if unknown:
-            raise ApiError(
-                400,
-                "invalid_request",
+            raise InvalidRequest(
                 f"Version {unknown[0]} does not run in this service (it runs {sorted(deployments)}).",
                 field=f"weights.{unknown[0]}",
             )
         for version, weight in weights.items():
             ready = deployments[version].instances.filter(status=InstanceStatus.READY).exists()
             if weight > 0 and not ready:
-                raise ApiError(
-                    400,
-                    "invalid_request",
+                raise InvalidRequest(
                     f"Version {version} has no ready instance yet; it cannot take calls.",
                     field=f"weights.{version}",
                 )
         for version, percent in (shadow or {}).items():
             if version not in deployments or weights.get(version, 0) or not 0 <= percent <= 100:
-                raise ApiError(
-                    400,
-                    "invalid_request",
+                raise InvalidRequest(
                     f"Shadow traffic goes to a version of this service without weight, 0 to 100 %; "
                     f"not to version {version} at {percent} %.",
                     field=f"shadow.{version}",

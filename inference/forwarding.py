@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from inference import metrics, routing
+from modelbay.core.errors import NotFound, Unavailable, UpstreamTimeout
 from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool
-from modelbay.core.errors import ApiError, Unavailable, UpstreamTimeout
 
 _pool = UpstreamPool(connect_timeout=settings.MODELBAY_CONNECT_TIMEOUT)
 
@@ -49,7 +49,7 @@ def forward(
     version_route = route.pick_version(version, route_key=route_key)
     if version_route is None:
         if version is not None and not any(v.version == version for v in route.versions):
-            raise ApiError(404, "not_found", f"This service does not run version {version}.")
+            raise NotFound(f"This service does not run version {version}.")
         raise Unavailable()
     started = time.perf_counter()
 

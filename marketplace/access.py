@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from marketplace import metering, selectors
-from marketplace.services import subscription_renew
 from marketplace.models import Listing, ListingStatus
-from modelbay.core.errors import ApiError
+from marketplace.services import subscription_renew
+from modelbay.core.errors import Forbidden, NotFound
 
 # Existing subscribers keep calling an unpublished app; nobody new can subscribe.
 _CALLABLE = (ListingStatus.PUBLISHED, ListingStatus.UNPUBLISHED)
@@ -52,7 +52,7 @@ def app_for(organization_id: int, slug: str, *, gen: str) -> AppAccess:
                 _cache.clear()
             _cache[key] = (gen, access)
     if access is None:
-        raise ApiError(404, "not_found", f"No app '{slug}' in the marketplace.")
+        raise NotFound(f"No app '{slug}' in the marketplace.")
     if access.plan is None:
-        raise ApiError(403, "forbidden", f"This organization has no active subscription to the app '{slug}'.")
+        raise Forbidden(f"This organization has no active subscription to the app '{slug}'.")
     return access

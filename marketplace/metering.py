@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db.models import Sum
 
 from marketplace.models import DailyUsage
-from modelbay.core.errors import ApiError
+from modelbay.core.errors import QuotaExceeded, RateLimited, TooManyCalls  # noqa: F401  (TooManyCalls: either)
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +45,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def _micros(moment: datetime) -> int:
     """A moment as whole microseconds since the epoch (exact, unlike a float timestamp)."""
     return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-class TooManyCalls(ApiError):
-    def __init__(self, code: str, detail: str, retry_after: int):
-        super().__init__(429, code, detail)
-        self.retry_after = max(1, retry_after)
 
 
 @dataclass(frozen=True)
@@ -108,18 +102,17 @@ class Counter:
         return cls(ticket.plan.subscription_id, ticket.plan.period_start, ticket.plan.plan_id, ticket.day)
 
 
-def _quota_exceeded(plan: Plan) -> TooManyCalls:
+def _quota_exceeded(plan: Plan) -> QuotaExceeded:
     wait = math.ceil((plan.period_end - datetime.now(UTC)).total_seconds())
-    return TooManyCalls(
-        "quota_exceeded",
+    return QuotaExceeded(
         f"This subscription's {plan.quota} calls for the period are used; the period ends "
         f"{plan.period_end.isoformat(timespec='seconds')}. A larger plan takes effect at once.",
-        wait,
+        retry_after=wait,
     )
 
 
-def _rate_limited(plan: Plan) -> TooManyCalls:
-    return TooManyCalls("rate_limited", f"This plan allows {plan.rate_per_s} calls per second.", 1)
+def _rate_limited(plan: Plan) -> RateLimited:
+    return RateLimited(f"This plan allows {plan.rate_per_s} calls per second.", retry_after=1)
 
 
 def _stored_counts(counter: Counter) -> tuple[int, int]:

@@ -9,7 +9,7 @@ from accounts.models import Organization
 from controlplane.models import Service
 from marketplace.models import Listing, ListingStatus, Plan, Subscription, SubscriptionStatus
 from modelbay.core import generation
-from modelbay.core.errors import ApiError, Conflict
+from modelbay.core.errors import Conflict, InvalidRequest, NotFound
 
 PERIOD = timedelta(days=30)
 
@@ -18,12 +18,12 @@ def listing_create(*, publisher: Organization, service_slug: str, plans: list[di
     """A draft listing of one of the publisher's services, with at least one plan."""
     service = Service.objects.filter(organization=publisher, slug=service_slug, deleted_at__isnull=True).first()
     if service is None:
-        raise ApiError(400, "invalid_request", f"No service '{service_slug}' in this organization.", field="service")
+        raise InvalidRequest(f"No service '{service_slug}' in this organization.", field="service")
     if not plans:
-        raise ApiError(400, "invalid_request", "A listing needs at least one plan.", field="plans")
+        raise InvalidRequest("A listing needs at least one plan.", field="plans")
     names = [plan["name"] for plan in plans]
     if len(set(names)) != len(names):
-        raise ApiError(400, "invalid_request", "Plan names must differ.", field="plans")
+        raise InvalidRequest("Plan names must differ.", field="plans")
     try:
         with transaction.atomic():
             listing = Listing.objects.create(publisher=publisher, service=service, **fields)
@@ -43,10 +43,10 @@ def listing_set_status(*, listing: Listing, status: str) -> Listing:
 def subscribe(*, subscriber: Organization, listing: Listing, plan_name: str) -> Subscription:
     """Subscribe to a published listing on one of its plans; subscribing again changes the plan."""
     if listing.status != ListingStatus.PUBLISHED:
-        raise ApiError(404, "not_found", f"No app '{listing.slug}' in the marketplace.")
+        raise NotFound(f"No app '{listing.slug}' in the marketplace.")
     plan = listing.plans.filter(name=plan_name).first()
     if plan is None:
-        raise ApiError(400, "invalid_request", f"The app has no plan '{plan_name}'.", field="plan")
+        raise InvalidRequest(f"The app has no plan '{plan_name}'.", field="plan")
     with transaction.atomic():
         current = (
             Subscription.objects.select_for_update()

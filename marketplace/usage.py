@@ -13,8 +13,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.db.models import Count, Sum
 
 from marketplace import metering
-from marketplace.services import subscription_renew
 from marketplace.models import DailyUsage, Listing, Subscription, SubscriptionStatus
+from marketplace.services import subscription_renew
 
 _CENT = Decimal("0.01")
 

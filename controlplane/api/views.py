@@ -13,7 +13,7 @@ from accounts.models import Organization
 from accounts.permissions import CanManage
 from controlplane import releases, selectors, services
 from controlplane.api import serializers as s
-from modelbay.core.errors import ApiError, PayloadTooLarge
+from modelbay.core.errors import NotFound, PayloadTooLarge
 
 
 def _organization(request) -> Organization:
@@ -277,7 +277,7 @@ class ServiceReleaseActionView(APIView):
     )
     def post(self, request, slug: str, release_id: int, action: str):
         if action not in self.actions:
-            raise ApiError(404, "not_found", f"No action '{action}'; use promote, rollback, pause or resume.")
+            raise NotFound(f"No action '{action}'; use promote, rollback, pause or resume.")
         release = selectors.release_get(organization_id=request.auth.organization_id, slug=slug, release_id=release_id)
         release = self.actions[action](release=release)
         return Response(s.ReleaseDetailSerializer(release).data)

@@ -27,7 +27,7 @@ import requests
 from django.conf import settings
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from controlplane.backends.base import BackendError, Inventory, InstanceSpec, RunningInstance
+from controlplane.backends.base import BackendError, InstanceSpec, Inventory, RunningInstance
 from controlplane.backends.local import _namespace
 from controlplane.resources import Resources
 

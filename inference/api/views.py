@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from accounts.permissions import CanPredict
 from inference import forwarding, routing
 from modelbay.core import generation
-from modelbay.core.errors import ApiError, PayloadTooLarge
+from modelbay.core.errors import NotFound, PayloadTooLarge
 
 ROUTE_KEY_HEADER = OpenApiParameter(
     "X-Route-Key", str, OpenApiParameter.HEADER, required=False, description="Sticky routing: calls with the same key reach the same version while the traffic weights stay the same."
@@ -39,7 +39,7 @@ def request_body(request) -> bytes:
 def _route(request, slug: str) -> routing.Route:
     route = routing.route_for(request.auth.organization_id, slug, gen=generation.for_request(request))
     if route is None:
-        raise ApiError(404, "not_found", f"No service '{slug}' in this organization.")
+        raise NotFound(f"No service '{slug}' in this organization.")
     return route
 
 

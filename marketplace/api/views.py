@@ -11,7 +11,14 @@ from rest_framework.views import APIView
 from accounts import selectors as account_selectors
 from accounts.permissions import CanManage
 from inference import forwarding
-from inference.api.views import PREDICT_REQUEST, PREDICT_RESPONSE, ROUTE_KEY_HEADER, GatewayView, request_body, upstream_response
+from inference.api.views import (
+    PREDICT_REQUEST,
+    PREDICT_RESPONSE,
+    ROUTE_KEY_HEADER,
+    GatewayView,
+    request_body,
+    upstream_response,
+)
 from marketplace import access, app_calls, selectors, services, usage
 from marketplace.api import serializers as s
 from marketplace.models import ListingStatus

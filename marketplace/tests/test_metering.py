@@ -70,7 +70,7 @@ def test_quota_holds_exactly_under_concurrent_calls(meter, subscription):
     plan = metering.Plan.of(subscription)
     tickets, refusals = _admit_all(meter, plan, 80)
     assert (len(tickets), len(refusals)) == (50, 30)
-    assert {r.get_codes() for r in refusals} == {"quota_exceeded"}
+    assert {r.code for r in refusals} == {"quota_exceeded"}
     retry_after = refusals[0].retry_after
     assert timedelta(days=29) < timedelta(seconds=retry_after) <= timedelta(days=30)  # until the period ends
     assert meter.used(plan) == 50
@@ -96,7 +96,7 @@ def test_rate_limit_answers_rate_limited_with_retry_after(meter, subscription):
     tickets, refusals = _admit_all(meter, plan, 12)
     # 12 calls at once land in one or two one-second windows of 4 calls.
     assert 4 <= len(tickets) <= 8
-    assert refusals and {r.get_codes() for r in refusals} == {"rate_limited"}
+    assert refusals and {r.code for r in refusals} == {"rate_limited"}
     assert all(r.retry_after == 1 for r in refusals)
 
 

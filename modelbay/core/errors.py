@@ -1,7 +1,7 @@
 """Every API error is JSON: ``{"code": ..., "detail": ...}`` (+ ``fields`` for validation).
 
-The exception classes below carry the codes of API.md; the handler turns DRF's own
-exceptions, Django's and unexpected ones into that shape.
+Services raise the domain errors below (codes of API.md, no HTTP); the handler is the one
+place that maps them, DRF's own exceptions, Django's and unexpected ones to that shape.
 """
 
 import logging
@@ -9,51 +9,104 @@ import logging
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
 
 
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
+class DomainError(Exception):
+    """What a service raises when a request cannot be done, in the words of API.md.
+
+    Services know nothing of HTTP: ``api_exception_handler`` (the edge) gives each kind its
+    status below. ``field`` names the input at fault; ``retry_after`` is in seconds.
+    """
+
+    code = "invalid_request"
+    default_detail = "The request is not valid."
+    retry_after: int | None = None
+
+    def __init__(self, detail: str | None = None, *, field: str | None = None, retry_after: int | None = None):
+        self.detail = detail or self.default_detail
+        self.field = field
+        if retry_after is not None:
+            self.retry_after = max(1, retry_after)
+        super().__init__(self.detail)
+
+
+class InvalidRequest(DomainError):
+    code = "invalid_request"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    default_detail = "You do not have permission to do this."
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    default_detail = "Not found."
+
+
+class Conflict(DomainError):
+    code = "conflict"
     default_detail = "The request conflicts with the current state."
 
 
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "payload_too_large"
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
     default_detail = "The request body is too large."
 
 
-class InvalidInput(exceptions.APIException):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_code = "invalid_input"
+class InvalidInput(DomainError):
+    code = "invalid_input"
     default_detail = "The inputs do not fit the model."
 
 
-class Unavailable(exceptions.APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_code = "unavailable"
+class TooManyCalls(DomainError):
+    """A plan's quota or rate refuses the call for now (see ``retry_after``)."""
+
+    code = "rate_limited"
+
+
+class QuotaExceeded(TooManyCalls):
+    code = "quota_exceeded"
+    default_detail = "The plan's quota for this period is used up."
+
+
+class RateLimited(TooManyCalls):
+    code = "rate_limited"
+    default_detail = "Too many calls per second for this plan."
+    retry_after = 1
+
+
+class Unavailable(DomainError):
+    code = "unavailable"
     default_detail = "No ready instance can take the call; try again shortly."
     retry_after = 1
 
 
-class UpstreamTimeout(exceptions.APIException):
-    status_code = status.HTTP_504_GATEWAY_TIMEOUT
-    default_code = "upstream_timeout"
+class UpstreamTimeout(DomainError):
+    code = "upstream_timeout"
     default_detail = "The model instance did not answer in time."
 
 
-class ApiError(exceptions.APIException):
-    """An error with any status and code of API.md, raised by services."""
+# The one place where a domain error becomes an HTTP status.
+HTTP_STATUS: dict[type[DomainError], int] = {
+    InvalidRequest: 400,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    InvalidInput: 422,
+    TooManyCalls: 429,
+    Unavailable: 503,
+    UpstreamTimeout: 504,
+}
 
-    def __init__(self, status_code: int, code: str, detail: str, *, field: str | None = None):
-        super().__init__(detail, code)
-        self.status_code = status_code
-        self.default_code = code
-        self.field = field
+
+def http_status(error: DomainError) -> int:
+    return next(status for kind, status in HTTP_STATUS.items() if isinstance(error, kind))
 
 
 # DRF's exception class -> our machine code.
@@ -105,13 +158,21 @@ def _validation_response(exc: exceptions.ValidationError) -> Response:
     return Response(error_body("invalid_request", detail, fields), status=400)
 
 
+def _domain_response(error: DomainError) -> Response:
+    fields = {error.field: [error.detail]} if error.field else None
+    headers = {"Retry-After": str(int(error.retry_after))} if error.retry_after else {}
+    return Response(error_body(error.code, error.detail, fields), status=http_status(error), headers=headers)
+
+
 def api_exception_handler(exc, context):
+    if isinstance(exc, DomainError):
+        return _domain_response(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RequestDataTooBig):
-        exc = PayloadTooLarge()
+        return _domain_response(PayloadTooLarge())
     if isinstance(exc, exceptions.ValidationError):
         return _validation_response(exc)
     if not isinstance(exc, exceptions.APIException):
@@ -119,15 +180,13 @@ def api_exception_handler(exc, context):
         return Response(error_body("server_error", "An unexpected error happened on our side."), status=500)
     code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), None) or exc.default_code
     detail = str(exc.detail)
-    field = getattr(exc, "field", None)
     headers = {}
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
-    wait = getattr(exc, "wait", None) or getattr(exc, "retry_after", None)
+    wait = getattr(exc, "wait", None)
     if wait:
         headers["Retry-After"] = str(int(wait))
-    fields = {field: [detail]} if field else None
-    return Response(error_body(code, detail, fields), status=exc.status_code, headers=headers)
+    return Response(error_body(code, detail), status=exc.status_code, headers=headers)
 
 
 def _is_api_path(path: str) -> bool:

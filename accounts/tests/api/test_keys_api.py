@@ -1,3 +1,4 @@
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -81,6 +82,30 @@ def test_missing_or_unknown_keys_answer_401_json(db, header):
     assert response.status_code == 401
     assert response.json()["code"] == "unauthenticated"
     assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_real_keys_prefix_with_a_wrong_secret_answers_401_json(api):
+    prefix = api.api_key.prefix
+    assert api.full_key.startswith(f"mb_{prefix}_")
+    assert api.get("/api/v1/models").status_code == 200  # the key is known (and now cached)
+    real_secret = api.full_key.split("_", 2)[2]
+    wrong_secret = secrets.token_urlsafe(32)
+    assert wrong_secret != real_secret
+    for secret in (wrong_secret, real_secret[:-1] + ("A" if real_secret[-1] != "A" else "B")):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer mb_{prefix}_{secret}")
+        for method, path in [("get", "/api/v1/models"), ("post", "/api/v1/services/x/predict")]:
+            response = getattr(client, method)(path, format="json")
+            assert response.status_code == 401, (path, response.content)
+            assert response["Content-Type"].startswith("application/json")
+            body = response.json()
+            assert body["code"] == "unauthenticated", body
+            assert response["WWW-Authenticate"].startswith("Bearer")
+            # The same answer as for a prefix nobody has: a caller learns nothing of the key.
+            unknown = APIClient()
+            unknown.credentials(HTTP_AUTHORIZATION=f"Bearer mb_000000000000_{secret}")
+            assert getattr(unknown, method)(path, format="json").json() == body
+    assert api.get("/api/v1/models").status_code == 200  # the real key is none the worse
 
 
 def test_predict_only_key_cannot_manage(predict_only_api):

@@ -5,7 +5,6 @@ organization from it and nothing else. API keys are checked on every call, so th
 lookups live in process memory, invalidated through :mod:`modelbay.core.generation`.
 """
 
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +16,7 @@ from rest_framework import authentication, exceptions
 from accounts import keys, selectors, services
 from accounts.choices import ALL_SCOPES
 from modelbay.core import generation
+from modelbay.core.generation import GenerationCache
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,6 @@ class AuthContext:
 
 @dataclass(frozen=True)
 class _CachedKey:
-    generation: str
     api_key_id: int
     secret_hash: str
     context: AuthContext
@@ -52,13 +51,10 @@ class KeyPrincipal:
         return f"api-key:{self.context.api_key_id}"
 
 
-_MAX_CACHED_KEYS = 10_000
-_key_cache: dict[str, _CachedKey] = {}
 _last_touched: dict[int, float] = {}
-_lock = threading.Lock()
 
 
-def _load_key(prefix: str, gen: str) -> _CachedKey | None:
+def _load_key(prefix: str) -> _CachedKey | None:
     api_key = selectors.api_key_by_prefix(prefix=prefix)
     if api_key is None:
         return None
@@ -68,20 +64,11 @@ def _load_key(prefix: str, gen: str) -> _CachedKey | None:
         scopes=frozenset(api_key.scopes),
         api_key_id=api_key.pk,
     )
-    return _CachedKey(gen, api_key.pk, api_key.secret_hash, context, api_key.expires_at, api_key.revoked_at is not None)
+    return _CachedKey(api_key.pk, api_key.secret_hash, context, api_key.expires_at, api_key.revoked_at is not None)
 
 
-def _cached_key(prefix: str, gen: str) -> _CachedKey | None:
-    cached = _key_cache.get(prefix)
-    if cached is not None and cached.generation == gen:
-        return cached
-    cached = _load_key(prefix, gen)
-    if cached is not None:
-        with _lock:
-            if len(_key_cache) >= _MAX_CACHED_KEYS:
-                _key_cache.clear()
-            _key_cache[prefix] = cached
-    return cached
+# Unknown prefixes are not kept: random ones must not fill the memory.
+_key_cache: GenerationCache[str, _CachedKey] = GenerationCache(_load_key, keep_missing=False)
 
 
 def _touch(api_key_id: int) -> None:
@@ -102,7 +89,7 @@ def authenticate_key(full_key: str, *, gen: str) -> AuthContext:
     if parts is None:
         raise exceptions.AuthenticationFailed("Malformed API key.")
     prefix, secret = parts
-    cached = _cached_key(prefix, gen)
+    cached = _key_cache.get(prefix, gen=gen)
     if cached is None or not keys.secret_matches(secret, cached.secret_hash):
         raise exceptions.AuthenticationFailed("Unknown API key.")
     if cached.revoked:

@@ -7,12 +7,12 @@ changes (see modelbay.core.generation), so the hot path makes no database query.
 import hashlib
 import itertools
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 
 from controlplane.choices import InstanceStatus
 from controlplane.models import Deployment, Instance, Service
+from modelbay.core.generation import GenerationCache
 
 # An instance that refused a connection is skipped by this process for a while, so
 # calls do not keep paying for a dead one before reconcile takes it out.
@@ -97,10 +97,12 @@ def _load(organization_id: int, slug: str) -> Route | None:
     return Route(service.pk, service.slug, versions)
 
 
-_MAX_ROUTES = 10_000
-_routes: dict[tuple[int, str], tuple[str, Route | None]] = {}
+def _load_key(key: tuple[int, str]) -> Route | None:
+    return _load(*key)
+
+
+_routes: GenerationCache[tuple[int, str], Route] = GenerationCache(_load_key)
 _suspects: dict[str, float] = {}
-_lock = threading.Lock()
 
 
 def route_for(organization_id: int, slug: str, *, gen: str) -> Route | None:
@@ -108,16 +110,7 @@ def route_for(organization_id: int, slug: str, *, gen: str) -> Route | None:
 
     ``gen`` is the current generation token: a table loaded under another is reloaded.
     """
-    key = (organization_id, slug)
-    cached = _routes.get(key)
-    if cached is not None and cached[0] == gen:
-        return cached[1]
-    route = _load(organization_id, slug)
-    with _lock:
-        if len(_routes) >= _MAX_ROUTES:
-            _routes.clear()
-        _routes[key] = (gen, route)
-    return route
+    return _routes.get((organization_id, slug), gen=gen)
 
 
 def mark_suspect(target: Target) -> None:

@@ -4,7 +4,6 @@ generation token changes), so an app call makes no database query."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -12,6 +11,7 @@ from marketplace import metering, selectors
 from marketplace.models import Listing, ListingStatus
 from marketplace.services import subscription_renew
 from modelbay.core.errors import Forbidden, NotFound
+from modelbay.core.generation import GenerationCache
 
 # Existing subscribers keep calling an unpublished app; nobody new can subscribe.
 _CALLABLE = (ListingStatus.PUBLISHED, ListingStatus.UNPUBLISHED)
@@ -35,22 +35,19 @@ def _load(organization_id: int, slug: str) -> AppAccess | None:
     return AppAccess(listing.publisher_id, listing.service.slug, plan)
 
 
-_MAX_ENTRIES = 10_000
-_cache: dict[tuple[int, str], tuple[str, AppAccess | None]] = {}
-_lock = threading.Lock()
+def _period_running(access: AppAccess) -> bool:
+    return access.plan is None or access.plan.period_end > datetime.now(UTC)
+
+
+# A missing app is asked for again on each call (as it may be published any moment).
+_cache: GenerationCache[tuple[int, str], AppAccess] = GenerationCache(
+    lambda key: _load(*key), keep_missing=False, still_good=_period_running
+)
 
 
 def app_for(organization_id: int, slug: str, *, gen: str) -> AppAccess:
-    """The app a subscriber calls; 404 when there is no such app, 403 without a subscription."""
-    key = (organization_id, slug)
-    cached = _cache.get(key)
-    access = cached[1] if cached is not None and cached[0] == gen else None
-    if access is None or (access.plan is not None and access.plan.period_end <= datetime.now(UTC)):
-        access = _load(organization_id, slug)
-        with _lock:
-            if len(_cache) >= _MAX_ENTRIES:
-                _cache.clear()
-            _cache[key] = (gen, access)
+    """The app a subscriber calls; NotFound when there is no such app, Forbidden without a subscription."""
+    access = _cache.get((organization_id, slug), gen=gen)
     if access is None:
         raise NotFound(f"No app '{slug}' in the marketplace.")
     if access.plan is None:

@@ -1,25 +1,46 @@
-"""One shared token that changes whenever keys or routing change.
+"""Values kept in process memory, rebuilt when one shared token moves.
 
-The gateway keeps API keys and routing tables in process memory and reads only this
-token from the shared cache on each call (one cache round trip). Whoever changes a key,
-a service's traffic or an instance calls ``bump()``; every process then reloads what it
-holds on its next call.
+The gateway keeps API keys, routing tables and app access in process memory and reads
+only this token from the shared cache on each call (one cache round trip). Whoever
+changes a key, a service's traffic, an instance or a subscription calls ``bump()``;
+every process then reloads what it holds on its next call. :class:`GenerationCache` is
+the one implementation of "a value per process, rebuilt when the token moves".
+
+A missing token (evicted, the cache flushed or restarted) means "reload": a new token is
+set, so nothing loaded before can match it. It never means "what is cached still holds".
 """
 
+from __future__ import annotations
+
 import secrets
+import threading
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 from django.core.cache import cache
 from django.db import transaction
 
 GENERATION_KEY = "modelbay:generation"
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def _new_token() -> str:
+    return secrets.token_hex(8)
+
 
 def current() -> str:
-    return cache.get(GENERATION_KEY) or ""
+    """The shared token; a new one when the cache holds none (so every process reloads)."""
+    token = cache.get(GENERATION_KEY)
+    if token is None:
+        cache.add(GENERATION_KEY, _new_token(), timeout=None)  # one writer wins a race
+        token = cache.get(GENERATION_KEY) or _new_token()
+    return token
 
 
 def _set_new() -> None:
-    cache.set(GENERATION_KEY, secrets.token_hex(8), timeout=None)
+    cache.set(GENERATION_KEY, _new_token(), timeout=None)
 
 
 def bump() -> None:
@@ -40,3 +61,48 @@ def for_request(request) -> str:
         token = current()
         django_request._modelbay_generation = token
     return token
+
+
+class GenerationCache(Generic[K, V]):
+    """``load(key)`` once per key and token in this process.
+
+    ``keep_missing``: whether a ``None`` from ``load`` is kept too (else asked again each
+    time: unknown API key prefixes must not fill the memory). ``still_good(value)``: a value
+    may also expire by itself (a subscription's billing period ends).
+    """
+
+    def __init__(
+        self,
+        load: Callable[[K], V | None],
+        *,
+        keep_missing: bool = True,
+        still_good: Callable[[V], bool] | None = None,
+        max_entries: int = 10_000,
+    ):
+        self._load = load
+        self._keep_missing = keep_missing
+        self._still_good = still_good
+        self._max_entries = max_entries
+        self._entries: dict[K, tuple[str, V | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K, *, gen: str) -> V | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == gen and self._usable(entry[1]):
+            return entry[1]
+        value = self._load(key)
+        if value is not None or self._keep_missing:
+            with self._lock:
+                if len(self._entries) >= self._max_entries:
+                    self._entries.clear()
+                self._entries[key] = (gen, value)
+        return value
+
+    def _usable(self, value: V | None) -> bool:
+        if value is None:
+            return self._keep_missing
+        return self._still_good is None or self._still_good(value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

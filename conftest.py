@@ -1,11 +1,15 @@
 """Fixtures shared by every app's tests: organizations, users, API clients per role,
 a real Celery worker, and a clean slate of runtime processes."""
 
+import ipaddress
 import os
+import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +22,37 @@ from accounts import services as account_services
 from accounts.tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 
 REPO = Path(__file__).resolve().parent
+
+# --- markers: what a test uses, whichever file it is in ------------------------------------
+# A test that asks (directly or through another fixture) for one of these carries the
+# marker, so that `-m "not integration"` (or "not docker", "not browser") leaves out every
+# test that needs a real worker, the Docker engine or Chromium, even one whose file forgot
+# its `pytestmark`.
+_MARKER_FIXTURES = {
+    "integration": {"worker", "docker_worker", "own_engine_worker", "celery_worker_process"},
+    "docker": {"docker_worker", "own_engine_worker", "docker_zones", "zone_b_engine", "own_docker_engine"},
+    "browser": {"browser", "page"},
+}
+
+
+# Tests that wait longer than the per-test limit (pyproject's `timeout`) on purpose, in files
+# that do not say so with @pytest.mark.timeout: the first install of the demo apps' packages
+# (OpenCV, RapidOCR, onnxruntime) on a cold pip cache takes minutes.
+_LONGER_TIMEOUT_FIXTURES_S = {"demo_apps": 1500}  # demo/tests: FIRST_BUILD_S (600 s) per app, one after another
+_LONGER_TIMEOUT_FILES_S = {"tests/test_embedded.py": 1000}  # 240 s to start, 600 s for the OCR app's first call
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for marker, names in _MARKER_FIXTURES.items():
+            if fixtures & names and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+        if item.get_closest_marker("timeout") is None:
+            longer = [s for name, s in _LONGER_TIMEOUT_FIXTURES_S.items() if name in fixtures]
+            longer += [s for path, s in _LONGER_TIMEOUT_FILES_S.items() if item.nodeid.startswith(f"{path}::")]
+            if longer:
+                item.add_marker(pytest.mark.timeout(max(longer)))
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +70,23 @@ def _fresh_caches(settings):
     routing._routes.clear()
     routing._suspects.clear()
     access._cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _background_flushers(request):
+    """The gateway stores figures and key use from a thread of its own. Inside a test's
+    transaction, that thread's connection would miss the test's rows and its writes would
+    outlive the rollback: only transactional tests run it; the others flush by hand."""
+    from accounts import authentication
+    from inference import metrics
+
+    transactional = bool({"transactional_db", "live_server"} & set(request.fixturenames))
+    flushers = (metrics.flusher, authentication.touch_flusher)
+    for flusher in flushers:
+        flusher.paused = not transactional
+    yield
+    for flusher in flushers:
+        flusher.paused = False
 
 
 def _api_client(organization, *, scopes=("manage", "predict"), name="test"):
@@ -306,20 +358,26 @@ def zone_b_engine(tmp_path_factory) -> UnixSocketProxy:
     proxy.stop()
 
 
-@pytest.fixture(scope="session")
-def docker_zones(zone_b_engine) -> dict[str, str]:
-    """Two zones on this machine's engine, each through its own endpoint; zone-b's goes
-    through a proxy that a test may stop (an engine outage) and start again."""
+def _require_host_engine_and_image() -> None:
+    """This machine's engine answers and has the runtime image, or the test fails saying so."""
     import docker
 
     try:
         client = docker.from_env()
         client.images.get(settings.MODELBAY_RUNTIME_IMAGE)
+        client.close()
     except docker.errors.DockerException as error:
         pytest.fail(
             f"The Docker tests need a running engine and the runtime image {settings.MODELBAY_RUNTIME_IMAGE} "
             f"(`make test` starts and builds both as root): {error}"
         )
+
+
+@pytest.fixture(scope="session")
+def docker_zones(zone_b_engine) -> dict[str, str]:
+    """Two zones on this machine's engine, each through its own endpoint; zone-b's goes
+    through a proxy that a test may stop (an engine outage) and start again."""
+    _require_host_engine_and_image()
     return {"zone-a": f"unix://{DOCKER_SOCKET}", "zone-b": f"unix://{zone_b_engine.path}"}
 
 
@@ -334,6 +392,222 @@ def docker_worker(celery_worker_process, transactional_db, docker_zones):
     _delete_all_services()
     _stop_all_runtimes()
     _use_backend("local")
+
+
+class OwnDockerEngine:
+    """A Docker engine of a test's own: a second ``dockerd`` beside this machine's, with its
+    own API socket, data root, exec root, pid file, containerd (and containerd namespace)
+    and bridge, all under one temporary folder. A test may stop it (SIGTERM: it stops its
+    containers and exits, as an engine restart does) and start it again on the same data
+    root without ever signalling the machine's engine or touching its containers.
+
+    Its containers publish ports on 127.0.0.1 like the machine's (docker-proxy, over the
+    engine's own bridge); it leaves iptables alone (``--iptables=false``), so the machine's
+    engine's rules are never rewritten. Needs root, ``dockerd`` and ``ip``.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.socket = root / "docker.sock"
+        self.data_root = root / "data"
+        self.exec_root = root / "exec"
+        self.pidfile = root / "docker.pid"
+        self.log_path = root / "dockerd.log"
+        self.config_file = root / "daemon.json"  # empty: the machine's /etc/docker/daemon.json does not apply
+        # An interface name (15 characters at most) as unique as the folder's.
+        self.bridge = "mbt" + "".join(c if c.isalnum() else "0" for c in root.name[-8:].lower())
+        self.subnet: ipaddress.IPv4Network | None = None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    # --- the bridge ---------------------------------------------------------------------
+    def create_bridge(self) -> None:
+        """The engine's bridge, with the first address of a private /24 nothing here uses."""
+        subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True, capture_output=True)
+        for third in random.sample(range(256), 256):
+            subnet = ipaddress.ip_network(f"10.213.{third}.0/24")
+            if any(subnet.overlaps(used) for used in _networks_in_use()):
+                continue
+            gateway = f"{next(subnet.hosts())}/{subnet.prefixlen}"
+            subprocess.run(["ip", "addr", "add", gateway, "dev", self.bridge], check=True, capture_output=True)
+            # Another run may have picked the same /24 at the same moment: then try another.
+            if sum(subnet.overlaps(used) for used in _networks_in_use(addresses_only=True)) == 1:
+                self.subnet = subnet
+                subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True, capture_output=True)
+                return
+            subprocess.run(["ip", "addr", "del", gateway, "dev", self.bridge], check=False, capture_output=True)
+        raise RuntimeError("no free private /24 in 10.213.0.0/16 for the test engine's bridge")
+
+    def remove_bridge(self) -> None:
+        subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
+
+    # --- the daemon ---------------------------------------------------------------------
+    def start(self, timeout_s: float = 60) -> None:
+        import docker
+
+        assert self.process is None, "the test engine is already running"
+        dockerd = shutil.which("dockerd")
+        if dockerd is None:
+            pytest.fail("This test starts a Docker engine of its own and needs `dockerd` (Debian's docker.io).")
+        for path in (self.data_root, self.exec_root):
+            path.mkdir(parents=True, exist_ok=True)
+        if not self.config_file.exists():
+            self.config_file.write_text("{}\n")
+        namespace = f"modelbay-test-{self.root.name[-8:]}"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    dockerd,
+                    f"--host={self.url}",
+                    f"--data-root={self.data_root}",
+                    f"--exec-root={self.exec_root}",
+                    f"--pidfile={self.pidfile}",
+                    f"--config-file={self.config_file}",
+                    f"--bridge={self.bridge}",
+                    "--iptables=false", "--ip-masq=false", "--ip-forward=false",
+                    f"--containerd-namespace={namespace}",
+                    f"--containerd-plugins-namespace={namespace}-plugins",
+                ],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                client = docker.DockerClient(base_url=self.url, timeout=5)
+                try:
+                    client.ping()
+                    return
+                finally:
+                    client.close()
+            except docker.errors.DockerException:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_path.read_text(errors="replace")[-4000:]
+                self.stop()
+                raise RuntimeError(f"the test's own dockerd did not start:\n{tail}")
+            time.sleep(0.25)
+
+    def stop(self, timeout_s: float = 60) -> None:
+        """SIGTERM to this engine's dockerd (it stops its containers), then wait for it."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise AssertionError(f"the test engine's dockerd did not stop within {timeout_s:.0f} s")
+
+    def load_image(self, image: str, *, source: str) -> None:
+        """``docker -H source save image | docker -H <this engine> load``."""
+        docker_cli = shutil.which("docker")
+        if docker_cli is None:
+            pytest.fail("Loading the runtime image into the test engine needs the `docker` command.")
+        saver = subprocess.Popen([docker_cli, "-H", source, "save", image], stdout=subprocess.PIPE)
+        loader = subprocess.run(
+            [docker_cli, "-H", self.url, "load", "-q"], stdin=saver.stdout, capture_output=True, timeout=600
+        )
+        saver.stdout.close()
+        if saver.wait(timeout=60) != 0 or loader.returncode != 0:
+            raise RuntimeError(f"loading {image} into the test engine failed: {loader.stderr.decode()[-2000:]}")
+
+    # --- everything gone --------------------------------------------------------------
+    def remove(self) -> None:
+        """The daemon, whatever it left running or mounted, its bridge and its folder: each
+        step is tried whatever happened to the one before."""
+        steps = (self.stop, self._kill_leftovers, self._unmount_leftovers, self.remove_bridge,
+                 lambda: shutil.rmtree(self.root, ignore_errors=True))  # fmt: skip
+        for step in steps:
+            try:
+                step()
+            except Exception as error:  # noqa: BLE001 - the next steps run regardless
+                print(f"removing the test engine: {error}", file=sys.stderr)
+
+    def _kill_leftovers(self) -> None:
+        """Processes this engine started that outlived it (its containerd, a shim): each is
+        found by its command line naming this engine's own folder."""
+        import psutil
+
+        root = str(self.root)
+        leftovers = []
+        for process in psutil.process_iter(["cmdline"]):
+            if any(root in arg for arg in process.info["cmdline"] or ()):
+                leftovers.append(process)
+        for process in leftovers:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(leftovers, timeout=10)
+
+    def _unmount_leftovers(self) -> None:
+        root = str(self.root)
+        mounts = []
+        with open("/proc/self/mountinfo") as mountinfo:
+            for line in mountinfo:
+                point = line.split()[4].encode().decode("unicode_escape")  # \040 for a space, ...
+                if point == root or point.startswith(root + "/"):
+                    mounts.append(point)
+        for point in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
+def _networks_in_use(*, addresses_only: bool = False) -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks of this machine's interfaces (and, unless addresses_only, routes)."""
+    networks = []
+    output = subprocess.run(["ip", "-4", "-o", "addr", "show"], check=True, capture_output=True, text=True).stdout
+    for line in output.splitlines():
+        fields = line.split()
+        if "inet" in fields:
+            networks.append(ipaddress.ip_interface(fields[fields.index("inet") + 1]).network)
+    if not addresses_only:
+        output = subprocess.run(["ip", "-4", "route", "show"], check=True, capture_output=True, text=True).stdout
+        for line in output.splitlines():
+            destination = line.split()[0] if line.split() else "default"
+            if destination != "default":
+                networks.append(ipaddress.ip_network(destination, strict=False))
+    return networks
+
+
+@pytest.fixture
+def own_docker_engine():
+    """A Docker engine of this test's own (see OwnDockerEngine), with the runtime image
+    loaded from this machine's engine; everything of it is removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.fail("This test starts a Docker engine of its own: it needs root (as `make test` runs on CI).")
+    _require_host_engine_and_image()
+    # A short folder: the engine's and its containerd's unix sockets live under it (108 bytes at most).
+    engine = OwnDockerEngine(Path(tempfile.mkdtemp(prefix="mbe-", dir="/tmp")))
+    try:
+        engine.create_bridge()
+        engine.start()
+        host = os.environ.get("DOCKER_HOST") or f"unix://{DOCKER_SOCKET}"
+        engine.load_image(settings.MODELBAY_RUNTIME_IMAGE, source=host)
+        yield engine
+    finally:
+        engine.remove()
+
+
+@pytest.fixture
+def own_engine_worker(celery_worker_process, transactional_db, own_docker_engine):
+    """Like ``docker_worker``, with both zones on the test's own engine, which the test may
+    stop and start: an outage of a whole engine, this machine's engine untouched."""
+    zones = {"zone-a": own_docker_engine.url, "zone-b": own_docker_engine.url}
+    _use_backend("docker", zones)
+    celery_worker_process.ensure("docker", MODELBAY_ZONES=",".join(f"{zone}={url}" for zone, url in zones.items()))
+    yield celery_worker_process
+    try:
+        _delete_all_services()
+        _stop_all_runtimes()
+    finally:
+        celery_worker_process.stop()  # its zones point at an engine that is about to go
+        _use_backend("local")
 
 
 def wait_for(condition, *, timeout_s: float = 90, interval_s: float = 0.25, what: str = "condition"):

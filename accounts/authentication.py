@@ -16,6 +16,7 @@ from rest_framework import authentication, exceptions
 from accounts import keys, selectors, services
 from accounts.choices import ALL_SCOPES
 from modelbay.core import generation
+from modelbay.core.background import Flusher
 from modelbay.core.generation import GenerationCache
 
 
@@ -72,12 +73,29 @@ _key_cache: GenerationCache[str, _CachedKey] = GenerationCache(_load_key, keep_m
 
 
 def _touch(api_key_id: int) -> None:
-    """Record ``last_used_at`` at most once per interval per process, not per call."""
+    """Note ``last_used_at`` at most once per interval per process, not per call; the
+    flusher thread writes it (a request never waits on the database for it)."""
     now = time.monotonic()
     if now - _last_touched.get(api_key_id, -1e9) < settings.MODELBAY_KEY_TOUCH_INTERVAL:
         return
     _last_touched[api_key_id] = now
-    services.api_key_touch(api_key_id=api_key_id, when=timezone.now())
+    _touches[api_key_id] = timezone.now()
+    touch_flusher.wake()
+
+
+def flush_touches() -> None:
+    """Store the noted ``last_used_at`` times (kept for the next round if that fails)."""
+    while _touches:
+        api_key_id, when = _touches.popitem()
+        try:
+            services.api_key_touch(api_key_id=api_key_id, when=when)
+        except Exception:
+            _touches.setdefault(api_key_id, when)
+            raise
+
+
+_touches: dict[int, datetime] = {}
+touch_flusher = Flusher("key-use", flush_touches)
 
 
 def authenticate_key(full_key: str, *, gen: str) -> AuthContext:

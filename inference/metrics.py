@@ -1,9 +1,9 @@
 """Per-version call metrics, counted on the hot path without a database write per call.
 
 Each gateway process adds calls up in memory, per service version and 10-second
-interval (count, errors, latency histogram); about once a second the call that finds
-the last flush old enough adds the totals to ``VersionMetrics`` rows with atomic
-increments. The rollout analysis and the metrics API read those rows.
+interval (count, errors, latency histogram); about once a second a thread of the process
+(never a request) adds the totals to ``VersionMetrics`` rows with atomic increments. The
+rollout analysis and the metrics API read those rows.
 """
 
 from __future__ import annotations
@@ -18,21 +18,20 @@ from django.db import transaction
 from django.db.models import F
 
 from controlplane.models import VersionMetrics
+from modelbay.core.background import Flusher
 
 logger = logging.getLogger(__name__)
 
-FLUSH_EVERY_S = 1.0
 _BOUNDS_S = [bound / 1000 for bound in VersionMetrics.BUCKETS_MS]
 _FIELDS = VersionMetrics.bucket_fields()
 
 # (service_id, version, interval start epoch) -> [requests, errors, *bucket counts]
 _pending: dict[tuple[int, int, int], list[int]] = {}
 _lock = threading.Lock()
-_last_flush = time.monotonic()
 
 
 def record(service_id: int, version: int, *, error: bool, elapsed_s: float) -> None:
-    """Count one call; now and then, add what was counted to the database."""
+    """Count one call (in memory: the flusher thread stores it)."""
     start = int(time.time()) // VersionMetrics.INTERVAL_S * VersionMetrics.INTERVAL_S
     key = (service_id, version, start)
     with _lock:
@@ -42,20 +41,16 @@ def record(service_id: int, version: int, *, error: bool, elapsed_s: float) -> N
         counts[0] += 1
         counts[1] += error
         counts[2 + bisect.bisect_left(_BOUNDS_S, elapsed_s)] += 1
-    if time.monotonic() - _last_flush >= FLUSH_EVERY_S:
-        flush()
+    flusher.wake()
 
 
 def flush() -> None:
     """Add the counts kept in memory to the database (kept for the next try if that fails)."""
-    global _last_flush
     with _lock:
         if not _pending:
-            _last_flush = time.monotonic()
             return
         batch = dict(_pending)
         _pending.clear()
-        _last_flush = time.monotonic()
     try:
         with transaction.atomic():
             for (service_id, version, start), counts in sorted(batch.items()):
@@ -84,3 +79,6 @@ def _add(service_id: int, version: int, start: int, counts: list[int]) -> None:
     )
     if not created:  # another process made the row in between
         rows.update(**increments)
+
+
+flusher = Flusher("call-metrics", flush)

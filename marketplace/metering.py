@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db.models import Sum
 
 from marketplace.models import DailyUsage
+from modelbay.core.background import Flusher
 from modelbay.core.errors import QuotaExceeded, RateLimited, TooManyCalls  # noqa: F401  (TooManyCalls: either)
 
 logger = logging.getLogger(__name__)
@@ -259,17 +260,19 @@ class RedisMeter:
 
 # --- in process: the embedded default ------------------------------------------------------
 class LocalMeter:
-    """The same counters in this process's memory, exact for the calls this process serves."""
+    """The same counters in this process's memory, exact for the calls this process serves.
 
-    FLUSH_EVERY_S = 1.0
+    The process's meter (``meter()``) stores them about once a second from a thread of its
+    own, never inside a request.
+    """
 
-    def __init__(self):
+    def __init__(self, flusher: Flusher | None = None):
+        self._flusher = flusher
         self._lock = threading.Lock()
         self._periods: dict[tuple[int, datetime], int] = {}
         self._days: dict[Counter, int] = {}
         self._rates: dict[int, tuple[int, int]] = {}  # subscription -> (second, calls in it)
         self._dirty: set[Counter] = set()
-        self._last_flush = time.monotonic()
 
     def admit(self, plan: Plan) -> Ticket:
         ticket = Ticket(plan, datetime.now(UTC).date())
@@ -293,11 +296,8 @@ class LocalMeter:
             self._periods[period] += 1
             self._days[counter] += 1
             self._dirty.add(counter)
-        if time.monotonic() - self._last_flush >= self.FLUSH_EVERY_S:
-            try:
-                self.flush()
-            except Exception:  # the database is away: the counts stay marked for the next flush
-                logger.warning("could not store app usage; keeping it for the next flush", exc_info=True)
+        if self._flusher is not None:
+            self._flusher.wake()
         return ticket
 
     def settle(self, ticket: Ticket, *, billed: bool) -> None:
@@ -330,7 +330,6 @@ class LocalMeter:
                 del self._days[counter]
 
     def flush(self) -> int:
-        self._last_flush = time.monotonic()
         values = self.collect()
         store(values)
         self.forget(values)
@@ -339,4 +338,7 @@ class LocalMeter:
 
 @lru_cache(maxsize=1)
 def meter() -> RedisMeter | LocalMeter:
-    return RedisMeter(settings.REDIS_URL) if settings.REDIS_URL else LocalMeter()
+    if settings.REDIS_URL:
+        return RedisMeter(settings.REDIS_URL)
+    local = LocalMeter(Flusher("app-usage", lambda: local.flush()))
+    return local

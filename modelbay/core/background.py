@@ -1,0 +1,64 @@
+"""Writes a process makes now and then beside its requests, never inside one.
+
+The gateway counts calls, key use and app usage in memory; a thread of its own stores
+them about once a second. A request never waits on the database for them: while another
+process holds SQLite's write lock (a deploy, a rollback) only the figures wait.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from django.db import close_old_connections
+
+logger = logging.getLogger(__name__)
+
+
+class Flusher:
+    """Runs ``flush`` every ``every_s`` seconds in a daemon thread of this process.
+
+    ``wake()`` is cheap enough for the hot path: it starts the thread the first time in
+    each process (again after a fork). What is left is flushed once more at exit.
+    """
+
+    def __init__(self, name: str, flush: Callable[[], object], *, every_s: float = 1.0):
+        self.name, self._flush, self.every_s = name, flush, every_s
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.paused = False  # tests that flush by hand
+
+    def wake(self) -> None:
+        if self._pid == os.getpid() or self.paused:
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._stop = threading.Event()
+            threading.Thread(target=self._run, name=f"flush-{self.name}", daemon=True).start()
+            atexit.register(self.flush_now)
+
+    def _run(self) -> None:
+        stop = self._stop
+        while not stop.wait(self.every_s):
+            if not self.paused:
+                self.flush_now()
+
+    def flush_now(self) -> None:
+        try:
+            self._flush()
+        except Exception:  # the next round tries again; what was counted is kept
+            logger.warning("background flush %s failed; keeping the counts for the next", self.name, exc_info=True)
+        finally:
+            close_old_connections()
+
+    def stop(self) -> None:
+        """Stop this process's thread (tests); ``wake()`` starts a new one."""
+        with self._lock:
+            self._stop.set()
+            self._pid = None

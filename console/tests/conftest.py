@@ -1,5 +1,6 @@
-"""Console fixtures: an owner / member / outsider trio with logged-in clients, and the
-objects of the owner's organization (a model, a service, an API key, a marketplace app)."""
+"""Console fixtures: an owner / member / outsider trio with logged-in clients, the objects
+of the owner's organization (a model, a service, one running two versions, an API key, a
+marketplace app), and a headless browser. Shared helpers that are not fixtures: helpers.py."""
 
 import io
 import os
@@ -73,6 +74,14 @@ def model(organization, make_digits_upload):
 def service(model):
     """A service of the digits model; its provisioning task is never run in these tests."""
     return services.service_create(organization=model.organization, name="Digits API", model_slug=model.slug)
+
+
+@pytest.fixture
+def two_versions(service, make_digits_upload):
+    """The service runs versions 1 (all the traffic) and 2 (none); no instance is ready."""
+    services.model_version_add(model=service.model, upload=make_digits_upload())
+    services.version_deploy(service=service, version=2)
+    return service
 
 
 @pytest.fixture

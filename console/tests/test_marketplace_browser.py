@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from console.tests.test_marketplace_pages import XSS_DESCRIPTION
+from console.tests.helpers import XSS_DESCRIPTION
 from marketplace.api import views
 from marketplace import services as marketplace_services
 from marketplace.models import Listing, Subscription

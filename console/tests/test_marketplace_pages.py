@@ -1,36 +1,19 @@
-"""The marketplace pages of the console: browsing, an app's page, subscribing, the
-subscriptions page and the publisher's dashboard; tenants kept apart, descriptions safe."""
+"""The marketplace pages of the console: browsing, an app's page and subscribing to it;
+descriptions safe (console.views.marketplace_pages). The subscriptions page and the
+publisher's dashboard are in test_subscriptions.py and test_publisher.py."""
 
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from html.parser import HTMLParser
 
 import pytest
 from django.urls import reverse
 
-from accounts import services as account_services
-from console import examples
+from console.tests.helpers import XSS_DESCRIPTION, subscribe, url
 from controlplane import services as controlplane_services
 from marketplace import services as marketplace_services
 from marketplace.markdown import render_markdown
-from marketplace.models import DailyUsage, Listing, ListingStatus, Subscription
+from marketplace.models import Listing, ListingStatus, Subscription
 
 pytestmark = pytest.mark.django_db
-
-XSS_DESCRIPTION = (
-    "# Digits\n\n"
-    "<script>alert(1)</script>\n\n"
-    "<img src=x onerror=alert(1)>\n\n"
-    "[x](javascript:alert(1)) [y](JaVaScRiPt:alert(2)) [z](&#106;avascript:alert(3))\n\n"
-    '<a href="javascript:alert(4)" onclick="alert(5)">click</a> <b onmouseover=alert(6)>b</b>\n\n'
-    "![pic](javascript:alert(7)) [data](data:text/html;base64,PHNjcmlwdD5hbGVydCg4KTwvc2NyaXB0Pg==)\n\n"
-    "<iframe src=javascript:alert(9)></iframe><svg onload=alert(10)></svg><style>body{}</style>\n\n"
-    "[docs](https://example.com/docs) and `code <b>`"
-)
-
-
-def _url(name, *args):
-    return reverse(f"console:{name}", args=args)
 
 
 class _Tags(HTMLParser):
@@ -74,54 +57,42 @@ def _assert_nothing_runs(html: str) -> None:
                 assert not (value or "").strip().lower().startswith(("javascript:", "data:", "vbscript:")), (tag, attrs)
 
 
-def _subscribe(client, listing, plan="free"):
-    return client.post(_url("marketplace_subscribe", listing.slug), {"plan": plan})
-
-
-def _usage(subscription, plan_name, day, calls):
-    """Stored calls of a subscription on one day, as the metering flush writes them."""
-    plan = subscription.listing.plans.get(name=plan_name)
-    DailyUsage.objects.create(
-        subscription=subscription, plan=plan, period_start=subscription.period_start, day=day, calls=calls
-    )
-
-
-# --- access ----------------------------------------------------------------------------------
+# --- access ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["marketplace", "subscription_list", "publisher_listing_list"])
 def test_anonymous_visitor_is_sent_to_login(client, name):
-    response = client.get(_url(name))
+    response = client.get(url(name))
 
     assert response.status_code == 302
     assert response.url.startswith(reverse("account_login"))
 
 
 def test_every_marketplace_page_renders_for_the_publisher_and_a_subscriber(owner_client, outsider_client, listing):
-    _subscribe(outsider_client, listing)
+    subscribe(outsider_client, listing)
     for client in (owner_client, outsider_client):
-        for page in (_url("marketplace"), _url("marketplace_app", listing.slug), _url("subscription_list")):
+        for page in (url("marketplace"), url("marketplace_app", listing.slug), url("subscription_list")):
             assert client.get(page).status_code == 200, page
-    for page in (_url("publisher_listing_list"), _url("publisher_listing_detail", listing.slug)):
+    for page in (url("publisher_listing_list"), url("publisher_listing_detail", listing.slug)):
         assert owner_client.get(page).status_code == 200, page
 
 
 def test_the_navigation_links_the_marketplace_pages(owner_client):
-    html = owner_client.get(_url("subscription_list")).content.decode()
+    html = owner_client.get(url("subscription_list")).content.decode()
 
     for name in ("marketplace", "subscription_list", "publisher_listing_list"):
-        assert f'href="{_url(name)}"' in html
-    assert f'<a href="{_url("subscription_list")}" class="active" aria-current="page">Subscriptions</a>' in html
+        assert f'href="{url(name)}"' in html
+    assert f'<a href="{url("subscription_list")}" class="active" aria-current="page">Subscriptions</a>' in html
 
 
 def test_mutating_views_refuse_get(owner_client, outsider_client, listing):
-    _subscribe(outsider_client, listing)
+    subscribe(outsider_client, listing)
     subscription = Subscription.objects.get()
-    assert outsider_client.get(_url("marketplace_subscribe", listing.slug)).status_code == 405
-    assert outsider_client.get(_url("subscription_cancel", subscription.pk)).status_code == 405
-    assert owner_client.get(_url("publisher_listing_publish", listing.slug)).status_code == 405
-    assert owner_client.get(_url("publisher_listing_unpublish", listing.slug)).status_code == 405
+    assert outsider_client.get(url("marketplace_subscribe", listing.slug)).status_code == 405
+    assert outsider_client.get(url("subscription_cancel", subscription.pk)).status_code == 405
+    assert owner_client.get(url("publisher_listing_publish", listing.slug)).status_code == 405
+    assert owner_client.get(url("publisher_listing_unpublish", listing.slug)).status_code == 405
 
 
-# --- browsing --------------------------------------------------------------------------------
+# --- browsing ----------------------------------------------------------------------------
 @pytest.fixture
 def second_listing(outsider_organization, digits_upload):
     """Another organization's app, in another category, with a paid plan only."""
@@ -147,7 +118,7 @@ def test_marketplace_shows_published_apps_with_publisher_and_cheapest_plan(owner
         publisher=listing.publisher, service=listing.service, slug="secret-draft", title="Secret draft"
     )
 
-    response = owner_client.get(_url("marketplace"))
+    response = owner_client.get(url("marketplace"))
 
     html = response.content.decode()
     assert [entry.slug for entry in response.context["listings"]] == ["digit-reader", "sentiment"]
@@ -161,7 +132,7 @@ def test_marketplace_shows_published_apps_with_publisher_and_cheapest_plan(owner
 
 def test_marketplace_search_and_category_filter(owner_client, listing, second_listing):
     def slugs(**query):
-        return [entry.slug for entry in owner_client.get(_url("marketplace"), query).context["listings"]]
+        return [entry.slug for entry in owner_client.get(url("marketplace"), query).context["listings"]]
 
     assert slugs(q="handwritten") == ["digit-reader"]
     assert slugs(q="positive") == ["sentiment"]
@@ -169,25 +140,25 @@ def test_marketplace_search_and_category_filter(owner_client, listing, second_li
     assert slugs(category="text") == ["sentiment"]
     assert slugs(q="digit", category="text") == []
     assert slugs(category="not a slug!") == ["digit-reader", "sentiment"]  # a bad filter shows everything
-    html = owner_client.get(_url("marketplace"), {"q": "digit", "category": "vision"}).content.decode()
+    html = owner_client.get(url("marketplace"), {"q": "digit", "category": "vision"}).content.decode()
     assert 'href="?q=digit&amp;category=text"' in html  # the chips keep the search
     assert 'class="chip active" aria-current="page">vision</a>' in html
-    assert "No app matches" in owner_client.get(_url("marketplace"), {"q": "speech"}).content.decode()
+    assert "No app matches" in owner_client.get(url("marketplace"), {"q": "speech"}).content.decode()
 
 
 def test_drafts_and_unpublished_apps_have_no_page(owner_client, listing):
     marketplace_services.listing_set_status(listing=listing, status=ListingStatus.UNPUBLISHED)
 
-    assert owner_client.get(_url("marketplace_app", listing.slug)).status_code == 404
-    assert owner_client.get(_url("marketplace_app", "nope")).status_code == 404
-    assert owner_client.post(_url("marketplace_subscribe", listing.slug), {"plan": "free"}).status_code == 404
+    assert owner_client.get(url("marketplace_app", listing.slug)).status_code == 404
+    assert owner_client.get(url("marketplace_app", "nope")).status_code == 404
+    assert owner_client.post(url("marketplace_subscribe", listing.slug), {"plan": "free"}).status_code == 404
 
 
-# --- an app's page ---------------------------------------------------------------------------
+# --- an app's page -----------------------------------------------------------------------
 def test_app_page_shows_description_plans_example_and_code(outsider_client, listing, settings):
     settings.SITE_URL = "https://models.example.com"
 
-    response = outsider_client.get(_url("marketplace_app", listing.slug))
+    response = outsider_client.get(url("marketplace_app", listing.slug))
 
     html = response.content.decode()
     assert "<h2>How it works</h2>" in html and "<strong>64</strong>" in html
@@ -199,7 +170,7 @@ def test_app_page_shows_description_plans_example_and_code(outsider_client, list
     assert f"curl -X POST {endpoint}" in html
     assert f'"{endpoint}",' in html and "import requests" in html
     assert "-d &#x27;{&quot;inputs&quot;: [[0.0, 0.0," in html
-    assert f'href="{_url("key_list")}"' in html
+    assert f'href="{url("key_list")}"' in html
     assert f'action="{reverse("api-app-predict", args=[listing.slug])}"' in html
     assert 'id="try-file"' in html and "Subscribe first" in html
 
@@ -207,24 +178,16 @@ def test_app_page_shows_description_plans_example_and_code(outsider_client, list
 def test_an_app_without_example_gets_one_made_for_its_model(outsider_client, listing):
     Listing.objects.filter(pk=listing.pk).update(example_input=None, example_output=None)
 
-    response = outsider_client.get(_url("marketplace_app", listing.slug))
+    response = outsider_client.get(url("marketplace_app", listing.slug))
 
     assert response.context["example"] == '{"inputs": [[' + ", ".join(["0.0"] * 64) + "]]}"
     assert 'id="examples"' not in response.content.decode()
 
 
-def test_code_samples_quote_the_example_for_the_shell_and_write_it_as_python():
-    body = {"inputs": ["it's", True, None]}
-
-    assert examples.shell_quoted('{"a": "it\'s"}') == "'{\"a\": \"it'\\''s\"}'"
-    assert examples.python_literal(body) == "{'inputs': [\"it's\", True, None]}"
-    assert eval(examples.python_literal({"inputs": [[0.0] * 64]}, indent=9)) == {"inputs": [[0.0] * 64]}  # noqa: S307
-
-
 def test_description_markdown_cannot_inject_script(outsider_client, listing):
     Listing.objects.filter(pk=listing.pk).update(description=XSS_DESCRIPTION)
 
-    html = outsider_client.get(_url("marketplace_app", listing.slug)).content.decode()
+    html = outsider_client.get(url("marketplace_app", listing.slug)).content.decode()
 
     _assert_nothing_runs(html)
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -266,12 +229,12 @@ def test_render_markdown_keeps_ordinary_formatting():
     assert render_markdown("") == ""
 
 
-# --- subscribing -----------------------------------------------------------------------------
+# --- subscribing -------------------------------------------------------------------------
 def test_subscribing_changing_plan_and_cancelling_from_the_app_page(outsider_client, outsider_organization, listing):
-    app_page = _url("marketplace_app", listing.slug)
+    app_page = url("marketplace_app", listing.slug)
     predict = reverse("api-app-predict", args=[listing.slug])
 
-    response = _subscribe(outsider_client, listing, "free")
+    response = subscribe(outsider_client, listing, "free")
 
     assert response.status_code == 302 and response.url == app_page
     subscription = Subscription.objects.get()
@@ -285,7 +248,7 @@ def test_subscribing_changing_plan_and_cancelling_from_the_app_page(outsider_cli
     # The app answers the subscriber's session (503: the service has no instance yet), not 403.
     assert outsider_client.post(predict, {"inputs": [[0] * 64]}, content_type="application/json").status_code == 503
 
-    response = _subscribe(outsider_client, listing, "pro")
+    response = subscribe(outsider_client, listing, "pro")
 
     assert response.status_code == 302
     subscription.refresh_from_db()
@@ -293,7 +256,7 @@ def test_subscribing_changing_plan_and_cancelling_from_the_app_page(outsider_cli
     html = outsider_client.get(app_page).content.decode()
     assert "Plan changed to the pro plan." in html and "data-used>0 / 100,000<" in html
 
-    response = outsider_client.post(_url("subscription_cancel", subscription.pk), {"next": app_page})
+    response = outsider_client.post(url("subscription_cancel", subscription.pk), {"next": app_page})
 
     assert response.status_code == 302 and response.url == app_page
     subscription.refresh_from_db()
@@ -305,188 +268,10 @@ def test_subscribing_changing_plan_and_cancelling_from_the_app_page(outsider_cli
 
 
 def test_subscribing_to_an_unknown_plan_is_a_form_error(outsider_client, listing):
-    response = _subscribe(outsider_client, listing, "gold")
+    response = subscribe(outsider_client, listing, "gold")
 
     assert response.status_code == 400
     assert "The app has no plan &#x27;gold&#x27;." in response.content.decode()
     assert not Subscription.objects.exists()
-    response = _subscribe(outsider_client, listing, "")
+    response = subscribe(outsider_client, listing, "")
     assert response.status_code == 400 and "Pick a plan." in response.content.decode()
-
-
-def test_cancel_redirects_only_to_this_site(outsider_client, listing):
-    _subscribe(outsider_client, listing)
-    subscription = Subscription.objects.get()
-
-    response = outsider_client.post(_url("subscription_cancel", subscription.pk), {"next": "https://evil.example/"})
-
-    assert response.url == _url("subscription_list")
-
-
-# --- the subscriptions page ------------------------------------------------------------------
-def test_subscriptions_page_shows_plan_period_usage_and_calls_per_day(outsider_client, listing):
-    _subscribe(outsider_client, listing, "free")
-    subscription = Subscription.objects.get()
-    today = datetime.now(UTC).date()
-    _usage(subscription, "free", today - timedelta(days=1), 120)
-    _usage(subscription, "free", today, 30)
-
-    response = outsider_client.get(_url("subscription_list"))
-
-    html = response.content.decode()
-    assert 'data-subscription="digit-reader"' in html
-    assert "data-used>150 / 1,000<" in html and "data-left>850<" in html
-    assert subscription.period_start.strftime("%Y-%m-%d") in html
-    assert subscription.period_end.strftime("%Y-%m-%d") in html
-    assert f'<tr data-day="{today - timedelta(days=1):%Y-%m-%d}">' in html
-    assert '<meter min="0" max="120" value="120"' in html and "<span data-calls>30</span>" in html
-
-
-def test_a_subscriber_sees_only_its_own_subscriptions(owner_client, outsider_client, member_client, listing):
-    _subscribe(outsider_client, listing)
-    subscription = Subscription.objects.get()
-
-    assert 'data-subscription="digit-reader"' in outsider_client.get(_url("subscription_list")).content.decode()
-    for client in (owner_client, member_client):  # the publisher's organization subscribes to nothing
-        response = client.get(_url("subscription_list"))
-        assert response.context["subscriptions"] == [] and response.context["ended"] == []
-        assert client.post(_url("subscription_cancel", subscription.pk)).status_code == 404
-    subscription.refresh_from_db()
-    assert subscription.status == "active"
-
-
-def test_cancelled_subscriptions_are_listed_apart(outsider_client, listing):
-    _subscribe(outsider_client, listing)
-    outsider_client.post(_url("subscription_cancel", Subscription.objects.get().pk))
-
-    response = outsider_client.get(_url("subscription_list"))
-
-    assert response.context["subscriptions"] == []
-    assert [s.listing.slug for s in response.context["ended"]] == ["digit-reader"]
-    assert 'id="ended"' in response.content.decode()
-
-
-def test_an_unpublished_app_stays_on_its_subscribers_page_without_a_link(outsider_client, listing):
-    _subscribe(outsider_client, listing)
-    marketplace_services.listing_set_status(listing=listing, status=ListingStatus.UNPUBLISHED)
-
-    html = outsider_client.get(_url("subscription_list")).content.decode()
-
-    assert "took this app out of the marketplace" in html
-    assert f'href="{_url("marketplace_app", listing.slug)}"' not in html
-
-
-# --- the publisher's dashboard ---------------------------------------------------------------
-@pytest.fixture
-def subscribed(outsider_client, outsider_organization, listing):
-    """Globex on the pro plan with calls on two days; Globex also holds an API key."""
-    _subscribe(outsider_client, listing, "pro")
-    subscription = Subscription.objects.get()
-    today = datetime.now(UTC).date()
-    _usage(subscription, "pro", today - timedelta(days=2), 2000)
-    _usage(subscription, "pro", today, 500)
-    _, full_key = account_services.api_key_create(organization=outsider_organization, name="prod", scopes=["predict"])
-    return subscription, full_key
-
-
-def test_publisher_list_shows_status_subscribers_calls_and_revenue(owner_client, listing, subscribed):
-    response = owner_client.get(_url("publisher_listing_list"))
-
-    html = response.content.decode()
-    assert 'data-listing="digit-reader"' in html and 'data-status="published"' in html
-    assert '<td class="num" data-subscribers>1</td>' in html
-    assert '<td class="num" data-calls>2,500</td>' in html
-    assert '<td class="num" data-revenue>1.00</td>' in html  # 2,500 calls at 0.40 per 1,000
-
-
-def test_publisher_dashboard_shows_subscribers_plans_and_days(owner_client, listing, subscribed):
-    response = owner_client.get(_url("publisher_listing_detail", listing.slug))
-
-    figures = response.context["figures"]
-    assert (figures["calls"], figures["revenue"], figures["active_subscriptions"]) == (2500, Decimal("1.00"), 1)
-    html = response.content.decode()
-    assert '<tr data-organization="globex">' in html
-    assert '<tr data-plan="pro">' in html and '<tr data-plan="free">' in html
-    assert html.count("<tr data-day=") == 2
-    assert 'action="/publisher/digit-reader/unpublish/"' in html
-
-
-def test_publisher_dashboard_never_shows_subscriber_keys(owner_client, listing, subscribed):
-    _, full_key = subscribed
-    prefix = full_key.split("_")[1]
-
-    for page in (_url("publisher_listing_list"), _url("publisher_listing_detail", listing.slug)):
-        html = owner_client.get(page).content.decode()
-        assert full_key not in html and prefix not in html
-
-
-def test_another_organizations_publisher_dashboard_is_404(outsider_client, member_client, listing):
-    assert outsider_client.get(_url("publisher_listing_detail", listing.slug)).status_code == 404
-    for name in ("publisher_listing_publish", "publisher_listing_unpublish"):
-        assert outsider_client.post(_url(name, listing.slug)).status_code == 404
-    assert "digit-reader" not in outsider_client.get(_url("publisher_listing_list")).content.decode()
-    assert member_client.get(_url("publisher_listing_detail", listing.slug)).status_code == 200
-    assert Listing.objects.get().status == "published"
-
-
-def test_unpublishing_and_publishing_again(owner_client, listing):
-    response = owner_client.post(_url("publisher_listing_unpublish", listing.slug))
-
-    assert response.url == _url("publisher_listing_detail", listing.slug)
-    assert Listing.objects.get().status == "unpublished"
-    assert owner_client.get(_url("marketplace")).context["listings"].count() == 0
-
-    owner_client.post(_url("publisher_listing_publish", listing.slug))
-
-    assert Listing.objects.get().status == "published"
-    html = owner_client.get(_url("publisher_listing_detail", listing.slug)).content.decode()
-    assert "Digit reader is in the marketplace now." in html
-
-
-def test_listing_a_service_creates_a_draft_with_one_plan(owner_client, organization, service):
-    data = {
-        "service": service.slug, "title": "Digits", "slug": "digits-app", "summary": "s", "description": "# D",
-        "category": "vision", "icon": "🔢", "example_input": '{"inputs": [[1, 2]]}', "example_output": "",
-        "plan_name": "starter", "monthly_quota": 200, "rate_limit_per_s": 3, "price_per_1k": "0.25",
-    }  # fmt: skip
-
-    response = owner_client.post(_url("publisher_listing_list"), data)
-
-    assert response.status_code == 302 and response.url == _url("publisher_listing_detail", "digits-app")
-    listing = Listing.objects.get()
-    assert (listing.publisher, listing.service, listing.status) == (organization, service, "draft")
-    assert (listing.example_input, listing.example_output) == ({"inputs": [[1, 2]]}, None)
-    plan = listing.plans.get()
-    assert (plan.name, plan.monthly_quota, plan.rate_limit_per_s, plan.price_per_1k) == (
-        "starter", 200, 3, Decimal("0.25")
-    )  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    "change, field",
-    [
-        ({"slug": "digit-reader"}, "slug"),  # taken
-        ({"slug": "Not a slug"}, "slug"),
-        ({"monthly_quota": 0}, "monthly_quota"),
-        ({"example_input": "{not json"}, "example_input"),
-        ({"service": "someone-elses"}, "service"),
-    ],
-)
-def test_a_bad_listing_is_a_form_error(owner_client, listing, change, field):
-    data = {
-        "service": listing.service.slug, "title": "Again", "slug": "again", "plan_name": "free",
-        "monthly_quota": 10, "rate_limit_per_s": 1, "price_per_1k": "0", **change,
-    }  # fmt: skip
-
-    response = owner_client.post(_url("publisher_listing_list"), data)
-
-    assert response.status_code == 400
-    assert field in response.context["form"].errors, response.context["form"].errors
-    assert Listing.objects.count() == 1
-
-
-def test_only_the_organizations_own_services_can_be_listed(outsider_client, service):
-    response = outsider_client.get(_url("publisher_listing_list"))
-
-    assert response.context["form"].fields["service"].choices == []
-    assert "runs no service yet" in response.content.decode()

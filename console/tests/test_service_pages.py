@@ -1,0 +1,224 @@
+"""The service pages: deploying, a service's page and status block, scaling, resources,
+logs, deleting (console.views.service_pages)."""
+
+import json
+
+import pytest
+
+from console.tests.helpers import url
+from controlplane import services
+from controlplane.choices import ServiceStatus
+from controlplane.models import Service
+
+pytestmark = pytest.mark.django_db
+
+
+# --- services ----------------------------------------------------------------------------
+def test_deploying_creates_a_service_and_enqueues_provisioning(owner_client, model, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = owner_client.post(
+            url("service_create"), {"name": "Digits API", "model": model.slug, "version": "", "replicas": 2}
+        )
+
+    service = Service.objects.get(slug="digits-api")
+    assert response.url == url("service_detail", service.slug)
+    assert (service.replicas, service.status) == (2, ServiceStatus.PROVISIONING)
+    assert service.deployments.get().model_version.version == 1
+    assert len(callbacks) == 1
+
+
+def test_deploy_form_preselects_the_model(owner_client, model):
+    response = owner_client.get(url("service_create"), {"model": model.slug})
+
+    assert response.context["form"]["model"].value() == model.slug
+
+
+def test_deploying_an_unknown_version_is_a_version_error(owner_client, model):
+    response = owner_client.post(
+        url("service_create"), {"name": "Digits API", "model": model.slug, "version": 7, "replicas": 1}
+    )
+
+    assert response.status_code == 400
+    assert "has no version 7" in response.context["form"].errors["version"][0]
+    assert not Service.objects.exists()
+
+
+def test_deploying_too_many_replicas_is_a_replicas_error(owner_client, model, settings):
+    response = owner_client.post(
+        url("service_create"),
+        {"name": "Digits API", "model": model.slug, "replicas": settings.MODELBAY_MAX_REPLICAS + 1},
+    )
+
+    assert "replicas must be between" in response.context["form"].errors["replicas"][0]
+
+
+def test_deploying_under_a_taken_name_is_a_form_error(owner_client, service):
+    response = owner_client.post(
+        url("service_create"), {"name": service.name, "model": service.model.slug, "replicas": 1}
+    )
+
+    assert response.status_code == 400
+    assert "already exists" in response.context["form"].non_field_errors()[0]
+    assert Service.objects.count() == 1
+
+
+def test_service_page_shows_status_traffic_try_it_and_curl(owner_client, service):
+    response = owner_client.get(url("service_detail", service.slug))
+
+    content = response.content.decode()
+    assert 'data-status="provisioning"' in content
+    assert "v1 · 100%" in content
+    assert json.loads(response.context["example"]) == {"inputs": [[0.0] * 64]}
+    assert f"http://testserver/api/v1/services/{service.slug}/predict" in content
+    assert 'data-polling="on"' in content
+
+
+def test_service_page_shows_the_error_and_instances(owner_client, service):
+    Service.objects.filter(pk=service.pk).update(status=ServiceStatus.FAILED, error="cannot load model.onnx")
+    deployment = service.deployments.get()
+    deployment.instances.create(zone="zone-a", status="failed", error="exit code 1", restarts=3)
+
+    response = owner_client.get(url("service_detail", service.slug))
+
+    content = response.content.decode()
+    assert "<pre>cannot load model.onnx</pre>" in content
+    assert "zone-a" in content and "exit code 1" in content
+    assert 'data-polling="off"' in content
+
+
+def test_status_fragment_polls_only_while_the_service_settles(owner_client, service):
+    assert b'data-polling="on"' in owner_client.get(url("service_status", service.slug)).content
+
+    Service.objects.filter(pk=service.pk).update(status=ServiceStatus.READY)
+
+    fragment = owner_client.get(url("service_status", service.slug))
+    assert b'data-polling="off"' in fragment.content
+    assert b"<html" not in fragment.content
+
+
+def test_scaling_a_service(owner_client, service):
+    response = owner_client.post(url("service_scale", service.slug), {"replicas": 3})
+
+    assert response.url == url("service_detail", service.slug)
+    service.refresh_from_db()
+    assert service.replicas == 3
+
+
+def test_scaling_beyond_the_limit_is_a_form_error(owner_client, service, settings):
+    response = owner_client.post(url("service_scale", service.slug), {"replicas": settings.MODELBAY_MAX_REPLICAS + 1})
+
+    assert response.status_code == 400
+    assert "replicas must be between" in response.context["scale_form"].errors["replicas"][0]
+    service.refresh_from_db()
+    assert service.replicas == 1
+
+
+# --- resources ---------------------------------------------------------------------------
+def test_deploying_with_resources_stores_what_was_asked(owner_client, model):
+    response = owner_client.post(
+        url("service_create"),
+        {"name": "Digits API", "model": model.slug, "replicas": 1, "cpu": "0.5", "memory_mb": ""},
+    )
+
+    service = Service.objects.get(slug="digits-api")
+    assert response.url == url("service_detail", service.slug)
+    assert service.resources == {"cpu": 0.5}
+
+
+def test_deploying_without_resources_leaves_the_defaults(owner_client, model):
+    owner_client.post(url("service_create"), {"name": "Digits API", "model": model.slug, "replicas": 1})
+
+    assert Service.objects.get(slug="digits-api").resources == {}
+
+
+def test_deploying_with_too_much_memory_is_a_memory_error(owner_client, model, settings):
+    response = owner_client.post(
+        url("service_create"),
+        {"name": "Digits API", "model": model.slug, "replicas": 1, "memory_mb": settings.MODELBAY_MAX_MEMORY_MB + 1},
+    )
+
+    assert response.status_code == 400
+    assert "resources.memory_mb must be between 64 and" in response.context["form"].errors["memory_mb"][0]
+    assert b"resources.memory_mb must be between" in response.content
+    assert not Service.objects.exists()
+
+
+def test_deploy_form_shows_the_limits_and_defaults(owner_client, model, settings):
+    settings.MODELBAY_MAX_CPU = 2.0
+
+    content = owner_client.get(url("service_create")).content.decode()
+
+    assert 'name="cpu"' in content and 'max="2.0"' in content and 'placeholder="1.0"' in content
+    assert 'name="memory_mb"' in content and 'placeholder="1024"' in content
+
+
+def test_service_page_shows_the_effective_resources_and_the_request(owner_client, service):
+    services.service_update(service=service, resources={"cpu": 2.5})
+
+    response = owner_client.get(url("service_detail", service.slug))
+
+    assert '<dd id="resources-effective">2.5 CPU · 1024 MB</dd>' in response.content.decode()
+    form = response.context["resources_form"]
+    assert (form["cpu"].value(), form["memory_mb"].value()) == (2.5, None)
+
+
+def test_changing_resources(owner_client, service, django_capture_on_commit_callbacks):
+    services.service_update(service=service, resources={"cpu": 2, "memory_mb": 2048})
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = owner_client.post(url("service_resources", service.slug), {"cpu": "3", "memory_mb": ""})
+
+    assert response.url == url("service_detail", service.slug)
+    service.refresh_from_db()
+    assert service.resources == {"cpu": 3.0}  # an empty field is the default again
+    assert len(callbacks) == 1
+    assert "Digits API: 3.0 CPU and 1024 MB per instance." in owner_client.get(response.url).content.decode()
+
+
+@pytest.mark.parametrize(
+    "data, field, message",
+    [
+        ({"cpu": "0", "memory_mb": ""}, "cpu", "resources.cpu must be between 0.1 and"),
+        ({"cpu": "-1", "memory_mb": ""}, "cpu", "resources.cpu must be between 0.1 and"),
+        ({"cpu": "", "memory_mb": "32"}, "memory_mb", "resources.memory_mb must be between 64 and"),
+        ({"cpu": "lots", "memory_mb": ""}, "cpu", "Enter a number."),
+        ({"cpu": "", "memory_mb": "1.5"}, "memory_mb", "Enter a whole number."),
+    ],
+)
+def test_bad_resources_are_form_errors_and_change_nothing(owner_client, service, data, field, message):
+    response = owner_client.post(url("service_resources", service.slug), data)
+
+    assert response.status_code == 400
+    assert message in response.context["resources_form"].errors[field][0]
+    service.refresh_from_db()
+    assert service.resources == {}
+
+
+# --- deleting ----------------------------------------------------------------------------
+def test_deleting_a_service_removes_it_from_the_list(owner_client, service):
+    response = owner_client.post(url("service_delete", service.slug))
+
+    assert response.url == url("service_list")
+    assert list(owner_client.get(url("service_list")).context["services"]) == []
+    assert owner_client.get(url("service_detail", service.slug)).status_code == 404
+
+
+# --- logs --------------------------------------------------------------------------------
+def test_service_page_shows_an_instances_logs(owner_client, service, settings):
+    instance = service.deployments.get().instances.create(zone="zone-a", status="failed")
+    log_dir = settings.MODELBAY_RUN_DIR / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / f"{instance.id}.log").write_text("Traceback (most recent call last):\nValueError: <bad> weights\n")
+
+    content = owner_client.get(url("service_detail", service.slug)).content.decode()
+
+    assert "ValueError: &lt;bad&gt; weights" in content  # escaped, shown
+    assert owner_client.get(url("service_detail", service.slug) + "?logs=i-unknown").status_code == 404
+
+
+def test_outsider_cannot_read_logs_through_another_service(
+    outsider_client, owner_client, service, outsider_organization
+):
+    instance = service.deployments.get().instances.create(zone="zone-a", status="ready")
+    response = outsider_client.get(url("service_detail", service.slug) + f"?logs={instance.id}")
+    assert response.status_code == 404

@@ -1,0 +1,89 @@
+"""The organization's models: list and upload, a model's page, new versions, delete."""
+
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from console.forms import DeployForm, ModelUploadForm, ModelVersionForm, add_api_error
+from console.views.common import form_status, organization_id, organization_required, post_data
+from controlplane import selectors, services
+from modelbay.core.errors import DomainError
+
+
+@require_http_methods(["GET", "POST"])
+@organization_required
+def model_list(request):
+    form = ModelUploadForm(post_data(request), request.FILES or None)
+    if form.is_valid():
+        try:
+            model = services.model_create(
+                organization=request.organization,
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                upload=form.cleaned_data["file"],
+            )
+        except DomainError as error:
+            add_api_error(form, error)
+        else:
+            messages.success(request, f"Model {model.name} uploaded as version 1.")
+            return redirect("console:model_detail", slug=model.slug)
+    models = _with_latest_version(selectors.model_list(organization_id=organization_id(request)))
+    return render(request, "console/model_list.html", {"models": models, "form": form}, status=form_status(form))
+
+
+@require_GET
+@organization_required
+def model_detail(request, slug):
+    model = selectors.model_get(organization_id=organization_id(request), slug=slug)
+    return _render_model_detail(request, model)
+
+
+@require_POST
+@organization_required
+def model_version_add(request, slug):
+    model = selectors.model_get(organization_id=organization_id(request), slug=slug)
+    form = ModelVersionForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            version = services.model_version_add(model=model, upload=form.cleaned_data["file"])
+        except DomainError as error:
+            add_api_error(form, error)
+        else:
+            messages.success(request, f"Version {version.version} uploaded.")
+            return redirect("console:model_detail", slug=model.slug)
+    return _render_model_detail(request, model, version_form=form, status=400)
+
+
+@require_POST
+@organization_required
+def model_delete(request, slug):
+    model = selectors.model_get(organization_id=organization_id(request), slug=slug)
+    try:
+        services.model_delete(model=model)
+    except DomainError as error:
+        messages.error(request, str(error.detail))
+        return redirect("console:model_detail", slug=model.slug)
+    messages.success(request, f"Model {model.name} deleted.")
+    return redirect("console:model_list")
+
+
+def _render_model_detail(request, model, *, version_form=None, status=200):
+    org_id = organization_id(request)
+    services_of_model = [s for s in selectors.service_list(organization_id=org_id) if s.model_id == model.pk]
+    versions = list(model.versions.all())
+    context = {
+        "model": model,
+        "versions": versions,
+        "services": services_of_model,
+        "version_form": version_form or ModelVersionForm(),
+        "deploy_form": DeployForm.for_model(model, versions),
+    }
+    return render(request, "console/model_detail.html", context, status=status)
+
+
+def _with_latest_version(models):
+    for model in models:
+        versions = list(model.versions.all())
+        model.version_count = len(versions)
+        model.latest = versions[-1] if versions else None
+    return models

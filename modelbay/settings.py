@@ -253,6 +253,9 @@ MODELBAY_RUNTIME_BACKEND = env_str("MODELBAY_RUNTIME_BACKEND", "local")
 MODELBAY_ZONES = parse_zones(env_str("MODELBAY_ZONES", "zone-a,zone-b"))
 MODELBAY_ARTIFACT_ROOT = Path(env_str("MODELBAY_ARTIFACT_ROOT", str(DATA_DIR / "artifacts")))
 MODELBAY_RUN_DIR = Path(env_str("MODELBAY_RUN_DIR", str(DATA_DIR / "run")))
+# The local backend's venvs for python models' requirements, one per set of requirements
+# (and environment): a folder several installations on one machine may share.
+MODELBAY_VENV_DIR = Path(env_str("MODELBAY_VENV_DIR", str(DATA_DIR / "venvs")))
 MODELBAY_MAX_UPLOAD_BYTES = env_int("MODELBAY_MAX_UPLOAD_BYTES", 500 * 1024 * 1024)
 MODELBAY_MAX_UNPACKED_BYTES = env_int("MODELBAY_MAX_UNPACKED_BYTES", 2 * 1024 * 1024 * 1024)
 MODELBAY_MAX_PREDICT_BYTES = env_int("MODELBAY_MAX_PREDICT_BYTES", 20 * 1024 * 1024)

@@ -228,7 +228,7 @@ def test_python_requirements_are_installed_into_a_venv_for_the_model(worker, api
     deploy(api, "summer", "summer")
     wait_status(api, "summer", timeout_s=180)
     assert predict(api, "summer", [[1, 2, 3]]).json()["outputs"] == [6.0]
-    venvs = [p for p in (settings.DATA_DIR / "venvs").iterdir() if p.is_dir()]
+    venvs = [p for p in settings.MODELBAY_VENV_DIR.iterdir() if p.is_dir()]
     assert any((venv / ".complete").exists() for venv in venvs)
 
 

@@ -54,7 +54,7 @@ class LocalBackend:
         self.host = settings.MODELBAY_RUNTIME_HOST
         self.advertise_host = settings.MODELBAY_RUNTIME_ADVERTISE_HOST
         self.log_dir = settings.MODELBAY_RUN_DIR / "logs"
-        self.venv_dir = settings.DATA_DIR / "venvs"
+        self.venv_dir = settings.MODELBAY_VENV_DIR
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     # --- interface ----------------------------------------------------------------
@@ -169,7 +169,9 @@ class LocalBackend:
         python = settings.MODELBAY_RUNTIME_PYTHON
         if not requirements:
             return python
-        digest = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:16]
+        # Our environment is part of the key: a venv layers the model's packages over it.
+        key = "\n".join([sysconfig.get_paths()["purelib"], *sorted(requirements)])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         venv = self.venv_dir / digest
         self.venv_dir.mkdir(parents=True, exist_ok=True)
         with open(self.venv_dir / f"{digest}.lock", "w") as lock:

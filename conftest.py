@@ -35,24 +35,12 @@ _MARKER_FIXTURES = {
 }
 
 
-# Tests that wait longer than the per-test limit (pyproject's `timeout`) on purpose, in files
-# that do not say so with @pytest.mark.timeout: the first install of the demo apps' packages
-# (OpenCV, RapidOCR, onnxruntime) on a cold pip cache takes minutes.
-_LONGER_TIMEOUT_FIXTURES_S = {"demo_apps": 1500}  # demo/tests: FIRST_BUILD_S (600 s) per app, one after another
-_LONGER_TIMEOUT_FILES_S = {"tests/test_embedded.py": 1000}  # 240 s to start, 600 s for the OCR app's first call
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         for marker, names in _MARKER_FIXTURES.items():
             if fixtures & names and item.get_closest_marker(marker) is None:
                 item.add_marker(marker)
-        if item.get_closest_marker("timeout") is None:
-            longer = [s for name, s in _LONGER_TIMEOUT_FIXTURES_S.items() if name in fixtures]
-            longer += [s for path, s in _LONGER_TIMEOUT_FILES_S.items() if item.nodeid.startswith(f"{path}::")]
-            if longer:
-                item.add_marker(pytest.mark.timeout(max(longer)))
 
 
 @pytest.fixture(autouse=True)
@@ -76,17 +64,20 @@ def _fresh_caches(settings):
 def _background_flushers(request):
     """The gateway stores figures and key use from a thread of its own. Inside a test's
     transaction, that thread's connection would miss the test's rows and its writes would
-    outlive the rollback: only transactional tests run it; the others flush by hand."""
+    outlive the rollback: only transactional tests run it; the others flush by hand.
+    Between tests (no database access allowed) it rests, and so does its flush at exit."""
     from accounts import authentication
     from inference import metrics
 
     transactional = bool({"transactional_db", "live_server"} & set(request.fixturenames))
     flushers = (metrics.flusher, authentication.touch_flusher)
+    metrics._pending.clear()  # counts of an earlier test's calls
+    authentication._touches.clear()
     for flusher in flushers:
         flusher.paused = not transactional
     yield
     for flusher in flushers:
-        flusher.paused = False
+        flusher.paused = True
 
 
 def _api_client(organization, *, scopes=("manage", "predict"), name="test"):
@@ -530,15 +521,22 @@ class OwnDockerEngine:
                 print(f"removing the test engine: {error}", file=sys.stderr)
 
     def _kill_leftovers(self) -> None:
-        """Processes this engine started that outlived it (its containerd, a shim): each is
-        found by its command line naming this engine's own folder."""
+        """Processes this engine started that outlived it: its containerd and shims (their
+        command lines name this engine's own folder) and docker-proxies (they name an
+        address on this engine's own bridge)."""
         import psutil
 
-        root = str(self.root)
-        leftovers = []
-        for process in psutil.process_iter(["cmdline"]):
-            if any(root in arg for arg in process.info["cmdline"] or ()):
-                leftovers.append(process)
+        def ours(cmdline: list[str]) -> bool:
+            if any(str(self.root) in arg for arg in cmdline):
+                return True
+            if "-container-ip" in cmdline[:-1] and self.subnet is not None:
+                try:
+                    return ipaddress.ip_address(cmdline[cmdline.index("-container-ip") + 1]) in self.subnet
+                except ValueError:
+                    return False
+            return False
+
+        leftovers = [p for p in psutil.process_iter(["cmdline"]) if ours(p.info["cmdline"] or [])]
         for process in leftovers:
             try:
                 process.kill()

@@ -61,13 +61,18 @@ def stop_runtimes() -> None:
 
 
 def prepare_docker() -> None:
-    """The engine running and the runtime image of this tree built (once; a few minutes)."""
+    """The engine running and the runtime image of this tree built (once; a few minutes).
+
+    Both scripts install what they need when run as root (docker.io; debootstrap when the
+    base image cannot be pulled), whether the engine was running already or not; without
+    root they say in one line what to run, and that line is the last one printed.
+    """
     print("Docker backend: checking the engine and the runtime image ...", flush=True)
-    subprocess.run(["bash", "scripts/start-docker.sh"], cwd=REPO, check=True)
-    image = subprocess.run(
-        ["bash", "scripts/build-runtime-image.sh"], cwd=REPO, check=True, stdout=subprocess.PIPE, text=True
-    ).stdout.strip()
-    os.environ["MODELBAY_RUNTIME_IMAGE"] = image
+    for script in ("scripts/start-docker.sh", "scripts/build-runtime-image.sh"):
+        result = subprocess.run(["bash", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        if result.returncode != 0:
+            sys.exit(result.returncode)  # the script has said why (and what to run), no traceback on top
+    os.environ["MODELBAY_RUNTIME_IMAGE"] = result.stdout.strip()
 
 
 def web_workers() -> list[str]:

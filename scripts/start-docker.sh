@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make a Docker engine answer on this machine: install Debian's docker.io when there is no
 # dockerd, and start dockerd in the background when none is running. Needs root for both;
-# without root it only reports what is missing.
+# without root it only reports what is missing. (The runtime image, and what building it
+# needs, is scripts/build-runtime-image.sh's.)
 set -euo pipefail
 
 if docker info >/dev/null 2>&1; then
@@ -13,11 +14,14 @@ if [ "$(id -u)" != 0 ]; then
 fi
 if ! command -v dockerd >/dev/null 2>&1; then
   echo "installing docker.io (Debian) ..." >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >/dev/null
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >/dev/null 2>&1; then
+    apt-get update -qq  # a fresh machine's package lists may be missing or stale
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >/dev/null
+  fi
 fi
-if ! command -v debootstrap >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
-fi
+# What the runtime image's build needs besides the engine (debootstrap, where the base
+# image cannot be pulled) is scripts/build-runtime-image.sh's business: it runs whether or
+# not the engine had to be started here.
 mkdir -p /var/log
 nohup dockerd >/var/log/modelbay-dockerd.log 2>&1 &
 for _ in $(seq 1 60); do

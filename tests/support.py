@@ -1,4 +1,7 @@
-"""What the end-to-end tests share: API steps of a user, and small python models."""
+"""What the end-to-end tests share: API steps of a user, a bound for observed traffic
+shares, and small python models."""
+
+import math
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -36,6 +39,22 @@ def assert_uninstallable_requirements_fail_the_service(api) -> None:
     body = wait_status(api, "broken-reqs", statuses=("failed",), timeout_s=300)
     assert "Installing the model's packages failed" in body["error"]
     assert "modelbay-no-such-package-4f9c" in body["error"]
+
+
+def assert_share(hits: int, calls: int, expected: float, *, sigmas: float = 4.0, what: str = "the share") -> None:
+    """``hits`` of ``calls`` independent weighted-random calls went one way, where each goes
+    that way with probability ``expected`` (a fraction): the observed share is within
+    ``sigmas`` standard deviations of it, sigma = sqrt(p(1-p)/n). A fixed bound in points
+    fails by chance more often the fewer the calls; this one is as tight as the sample
+    allows and fails by chance one run in about 16,000 (at 4 sigma, two-sided).
+    """
+    assert calls > 0, f"no calls to measure {what} on"
+    share = hits / calls
+    bound = sigmas * math.sqrt(expected * (1 - expected) / calls)
+    assert abs(share - expected) <= bound, (
+        f"{what}: {100 * share:.2f}% of {calls} calls, expected {100 * expected:g}% "
+        f"± {100 * bound:.2f} points ({sigmas:g} sigma)"
+    )
 
 
 def predict(api, slug: str, inputs, **extra):

@@ -2,7 +2,8 @@
 hardened, spread over two zones, healed by reconcile, and what a model inside may not do.
 
 Two zones reach the same engine through two endpoints; zone-b's can be taken away to
-play an engine outage (see the ``docker_zones`` fixture).
+play an engine outage (see the ``docker_zones`` fixture). The test that stops a whole
+engine and starts it again does it to an engine of its own (``own_docker_engine``).
 """
 
 import threading
@@ -278,6 +279,7 @@ def test_an_unreachable_engine_degrades_its_zone_then_recovers(digits, api, zone
     assert all(i["status"] == "ready" for i in body["instances"])
 
 
+@pytest.mark.timeout(600)  # a per-model image build may take its 300 s, and the deploy more
 def test_python_requirements_build_a_cached_per_model_image(docker_worker, api, engine):
     # numpy is in the runtime image already: pip resolves it without a download.
     upload(api, "summer", "summer.zip", python_package(NUMPY_MODEL, 'requirements: ["numpy"]\n'))
@@ -302,6 +304,7 @@ class Model:
 """
 
 
+@pytest.mark.timeout(600)  # a per-model image build may take its 300 s, and the deploy more
 def test_system_packages_are_installed_into_the_models_image(docker_worker, api):
     upload(api, "which", "which.zip", python_package(WHICH_MODEL, 'system_packages: ["jq"]\n'))
     deploy(api, "which", "which")
@@ -309,6 +312,7 @@ def test_system_packages_are_installed_into_the_models_image(docker_worker, api)
     assert predict(api, "which", ["jq"]).json()["outputs"] == ["/usr/bin/jq"]
 
 
+@pytest.mark.timeout(600)  # a per-model image build may take its 300 s, and the deploy more
 def test_requirements_that_do_not_install_fail_the_service_with_the_build_output(docker_worker, api):
     assert_uninstallable_requirements_fail_the_service(api)
 
@@ -328,26 +332,39 @@ def test_logs_of_a_running_and_of_a_failed_container(docker_worker, api, digits_
     assert "Traceback" in logs["logs"] and "weights file is corrupt" in logs["logs"]
 
 
-def test_a_restart_of_the_docker_engine_is_survived(digits, api, engine):
-    """dockerd stops (its containers with it) and starts again: the service heals by itself."""
-    import os
-    import signal
-    import subprocess
+@pytest.fixture
+def digits_on_own_engine(own_engine_worker, api, digits_model):
+    """The digits service with two replicas, both zones on an engine of the test's own."""
+    upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
+    deploy(api, "digits", "digits", replicas=2)
+    return wait_status(api, "digits", timeout_s=60)
 
-    import psutil
 
-    (dockerd,) = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "dockerd"]
-    os.kill(dockerd.pid, signal.SIGTERM)
-    dockerd.wait(timeout=60)
+@pytest.mark.timeout(450)  # an engine of its own to start and fill, then stopped and started again
+def test_a_restart_of_the_docker_engine_is_survived(digits_on_own_engine, api, own_docker_engine, engine):
+    """dockerd stops (its containers with it) and starts again: the service heals by itself.
+
+    The engine is the test's own (a second dockerd with its own socket, data root and
+    bridge, see ``own_docker_engine``), so this machine's engine is never signalled."""
+    assert {i["zone"] for i in digits_on_own_engine["instances"]} == {"zone-a", "zone-b"}
+    own = docker.DockerClient(base_url=own_docker_engine.url)
+    try:
+        assert len(own.containers.list(filters={"label": "modelbay.service=digits"})) == 2
+    finally:
+        own.close()
+    assert not _containers(engine, service="digits")  # none on this machine's engine
+
+    own_docker_engine.stop()  # SIGTERM to its dockerd, and wait (60 s at most) until it has exited
     body = wait_status(api, "digits", statuses=("degraded",), timeout_s=30)
     assert {i["status"] for i in body["instances"]} == {"unhealthy"}
     errors = set(Instance.objects.values_list("error", flat=True))
     assert all("The Docker engine of zone-" in error and "cannot be reached" in error for error in errors), errors
 
-    subprocess.run(["bash", "scripts/start-docker.sh"], cwd=settings.BASE_DIR, check=True, timeout=120)
+    own_docker_engine.start()  # the same data root: its stopped containers are there again
     body = wait_status(api, "digits", timeout_s=90)
     assert all(i["status"] == "ready" for i in body["instances"])
     assert predict(api, "digits", [[0] * 64]).status_code == 200
+    assert engine.ping()  # this machine's engine still answers
 
 
 def test_containers_on_a_network_are_called_at_their_address_there(docker_worker, api, engine, digits_model):

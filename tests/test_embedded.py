@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.integration
+# 240 s to start, up to 600 s for the OCR app's first call (its packages on a cold pip cache).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1000)]
 
 
 def _free_port() -> int:

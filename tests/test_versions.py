@@ -12,7 +12,7 @@ from conftest import make_zip, wait_for
 from controlplane.backends import get_backend
 from controlplane.models import Instance
 from inference import metrics
-from tests.support import ECHO_MODEL, deploy, predict, upload, wait_status
+from tests.support import ECHO_MODEL, assert_share, deploy, predict, upload, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -50,10 +50,9 @@ def _version_of(response) -> int:
 
 def test_calls_split_like_the_weights_and_route_keys_stick(two_versions, api):
     assert api.put("/api/v1/services/echo/traffic", {"weights": {"1": 70, "2": 30}}, format="json").status_code == 200
-    # Weighted random per call: over 4,000 calls one standard deviation is 0.7 points,
-    # so ±3 points is a 4-sigma bound (over 1,000 it would fail one run in 25).
+    # Weighted random per call: bounded at 4 sigma of the sample (±2.9 points over 4,000 calls).
     counts = Counter(_version_of(predict(api, "echo", ["x"])) for _ in range(4000))
-    assert abs(counts[2] / 40 - 30) <= 3, counts
+    assert_share(counts[2], 4000, 0.30, what="version 2 at a weight of 30%")
 
     keyed = {}
     for n in range(60):

@@ -16,6 +16,10 @@ from demo.services import APPS, PUBLISHER_SLUG, demo_apps_load
 from marketplace.models import Listing, ListingStatus, Subscription
 from tests.support import wait_status
 
+# The first install of the apps' packages (OpenCV, RapidOCR, onnxruntime) on a cold pip
+# cache takes minutes: up to FIRST_BUILD_S (600 s) per app, one after another.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+
 # The first deploy builds a venv per package (pip installs OpenCV, RapidOCR, ...).
 FIRST_BUILD_S = 600
 TEXT = "Modelbay reads 42 lines"

@@ -18,6 +18,8 @@ from marketplace.models import DailyUsage
 from marketplace.tasks import flush_usage
 from tests.support import deploy, upload, wait_status
 
+pytestmark = pytest.mark.integration
+
 APP_MODEL = """
 import time
 

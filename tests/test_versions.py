@@ -93,7 +93,12 @@ def test_a_retired_version_finishes_its_calls_then_stops(two_versions, api):
     assert slow["response"].json()["outputs"] == [">slow"] and slow["response"]["X-Model-Version"] == "1"
 
     wait_for(lambda: not (old & set(get_backend().list())), timeout_s=30, what="version 1's runtimes to stop")
-    body = wait_status(api, "echo")
+
+    def version_1_forgotten():  # the pass forgets the version just after its runtimes stop
+        body = wait_status(api, "echo")
+        return body if {i["version"] for i in body["instances"]} == {2} else None
+
+    body = wait_for(version_1_forgotten, timeout_s=30, what="version 1's instances to be forgotten")
     assert body["traffic"] == [{"version": 2, "weight": 100}]
     assert {i["version"] for i in body["instances"]} == {2}
 

@@ -6,7 +6,7 @@ PORT ?= 8000
 
 REQUIREMENTS := requirements.txt runtime/requirements.txt
 
-.PHONY: run test venv venv-dev bench bench-deploy bench-apps runtime-image clean
+.PHONY: run test venv venv-dev bench bench-deploy bench-apps bench-stall runtime-image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-deploy: venv-dev
 ## make bench-apps: what an app call (access, quota, rate, metering) costs over a service call
 bench-apps: venv-dev
 	$(BIN)/python bench/apps.py
+
+## make bench-stall: the longest time with no completed call (idle, a held SQLite write lock, rollbacks)
+bench-stall: venv-dev
+	$(BIN)/python bench/stall.py
 
 ## make runtime-image: build the runtime's container image (for the Docker backend)
 runtime-image:

@@ -65,9 +65,17 @@ def wait(check, timeout_s: float, interval_s: float = 0.02, what: str = "conditi
 class Stack:
     """An embedded Modelbay on one backend, in a temporary directory."""
 
-    def __init__(self, backend: str, *, web_workers: int = 2, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        backend: str,
+        *,
+        web_workers: int = 2,
+        web_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ):
         self.backend = backend
-        self.web_workers = web_workers
+        # gunicorn's worker options; `make run`'s embedded default is one gthread worker, 8 threads
+        self.web_args = web_args or ["--workers", str(web_workers)]
         self.load_demo_args = ["--without-apps"]  # figures of the digits service alone
         self.dir = Path(tempfile.mkdtemp(prefix=f"modelbay-bench-{backend}-"))
         self.port = free_port()
@@ -97,8 +105,8 @@ class Stack:
         for command in (
             [str(PYTHON), "-m", "celery", "-A", "modelbay", "worker", "-B", "--pool=threads", "--concurrency=4",
              "--loglevel=WARNING", "-s", str(self.dir / "beat-schedule")],
-            [str(PYTHON), "-m", "gunicorn", "modelbay.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers",
-             str(self.web_workers), "--no-control-socket"],
+            [str(PYTHON), "-m", "gunicorn", "modelbay.wsgi", "--bind", f"127.0.0.1:{self.port}", *self.web_args,
+             "--no-control-socket"],
         ):  # fmt: skip
             self.children.append(
                 subprocess.Popen(command, cwd=REPO, env=self.env, stdout=logs, stderr=logs, start_new_session=True)

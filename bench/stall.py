@@ -1,0 +1,115 @@
+"""Does anything hold calls up? The longest time with no completed call, on `make run`'s
+embedded stack (SQLite, one gthread gunicorn worker with 8 threads, a real worker), with
+four clients calling the demo service continuously:
+
+- idle (the baseline);
+- while another process holds SQLite's write lock for 6 s (what a long transaction of the
+  worker, a migration or a backup does);
+- across three release rollbacks and a promote.
+
+    .venv/bin/python bench/stall.py
+
+The gateway never writes to the database inside a request, so a held write lock should not
+show. Not a test: it prints figures; everything started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from deploy import Stack, call, wait  # noqa: E402
+from release import upload_version  # noqa: E402
+
+SAMPLE = json.dumps({"inputs": [[0.0] * 64]})
+EMBEDDED_WEB = ["--workers", "1", "--worker-class", "gthread", "--threads", "8"]
+
+
+class Callers:
+    """Client threads calling continuously; each call's (time answered, status)."""
+
+    def __init__(self, stack: Stack, slug: str, threads: int = 4):
+        self.stack, self.slug, self.answers, self.stopping = stack, slug, [], threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.stack.key}", "Content-Type": "application/json"}
+        connection = http.client.HTTPConnection("127.0.0.1", self.stack.port, timeout=60)
+        while not self.stopping.is_set():
+            try:
+                connection.request("POST", f"/api/v1/services/{self.slug}/predict", SAMPLE, headers)
+                response = connection.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                status = 0
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", self.stack.port, timeout=60)
+            self.answers.append((time.monotonic(), status))
+
+    def window(self, since: float, until: float) -> str:
+        times = sorted(t for t, _ in self.answers if since <= t <= until)
+        longest = max(later - earlier for earlier, later in zip(times, times[1:]))
+        return f"longest gap {1000 * longest:6.0f} ms, {len(times) / (until - since):6.0f} calls/s"
+
+
+def releases(stack: Stack, slug: str) -> None:
+    """Three rollbacks and a promote, each of a release at 50 % to the version not serving."""
+    for action in ("rollback", "rollback", "rollback", "promote"):
+
+        def started():
+            for version in (2, 1):
+                body = {"version": version, "steps": [50, 100], "interval_s": 600}
+                code, created = call("POST", f"{stack.url}/api/v1/services/{slug}/releases", stack.key, body)
+                if code == 201:
+                    return created
+            return None
+
+        created = wait(started, 120, 0.2, "a release to start")
+        path = f"{stack.url}/api/v1/services/{slug}/releases/{created['id']}"
+        wait(lambda: call("GET", path, stack.key)[1].get("status") == "rolling", 120, 0.2, "the release")
+        time.sleep(1.5)
+        call("POST", f"{path}/{action}", stack.key)
+        time.sleep(4)
+
+
+def main() -> int:
+    stack = Stack("local", web_args=EMBEDDED_WEB)
+    try:
+        slug = stack.start()["service"]
+        upload_version(stack)
+        callers = Callers(stack, slug)
+        for thread in callers.threads:
+            thread.start()
+        time.sleep(3)
+        idle_from = time.monotonic()
+        time.sleep(6)
+        idle_until = time.monotonic()
+        holder = sqlite3.connect(stack.dir / "db.sqlite3", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        time.sleep(6)
+        holder.execute("COMMIT")
+        holder.close()
+        held_until = time.monotonic()
+        releases(stack, slug)
+        releases_until = time.monotonic()
+        callers.stopping.set()
+        failed = sum(1 for _, status in callers.answers if status != 200)
+        print(f"4 clients, embedded stack: {len(callers.answers)} calls, {failed} failed")
+        print(f"  idle 6 s                      {callers.window(idle_from, idle_until)}")
+        print(f"  SQLite write lock held 6 s    {callers.window(idle_until, held_until)}")
+        print(f"  3 rollbacks and a promote     {callers.window(held_until, releases_until)}")
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

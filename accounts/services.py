@@ -6,10 +6,11 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from accounts import keys
+from accounts import keys, verification
 from accounts.choices import ALL_SCOPES, Role
 from accounts.models import ApiKey, Membership, Organization, User
 from modelbay.core import generation
+from modelbay.core.errors import Forbidden
 
 
 def _unique_org_slug(base: str) -> str:
@@ -79,15 +80,29 @@ def api_key_touch(*, api_key_id: int, when: datetime) -> None:
 
 @transaction.atomic
 def bootstrap_api_key(
-    *, org_slug: str, email: str, scopes: list[str], name: str
+    *, org_slug: str, email: str, scopes: list[str], name: str, force: bool = False
 ) -> tuple[ApiKey, str]:
-    """The ``create_api_key`` command: user and organization are made when missing."""
+    """The ``create_api_key`` command: user and organization are made when missing.
+
+    An account that already exists with this email address is made an owner (of a new
+    organization, or of an existing one it is not in) only when it has verified the
+    address, or with ``force``: whoever signed up with an address they do not hold must
+    not be handed an organization and its key. Its existing memberships are left as they are.
+    """
     user = User.objects.filter(email__iexact=email).first()
+    organization = Organization.objects.filter(slug=org_slug).first()
     if user is None:
         user = User.objects.create_user(username=email, email=email)
         user.set_unusable_password()
         user.save()
-    organization = Organization.objects.filter(slug=org_slug).first()
+    elif not force and not verification.email_verified(user):
+        member = organization is not None and Membership.objects.filter(user=user, organization=organization).exists()
+        if not member:
+            raise Forbidden(
+                f"The account {user.email} exists and has not verified its email address: it is not made "
+                f"an owner of '{org_slug}'. Let the person verify the address (or add them to the "
+                "organization) first, or pass --force if you know they hold it."
+            )
     if organization is None:
         organization = organization_create(name=org_slug, owner=user, slug=org_slug)
     else:

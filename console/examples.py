@@ -12,6 +12,11 @@ from controlplane.models import ModelVersion, Service
 
 _FALLBACK_SHAPE = (-1, 1)
 _ONNX_STRING = 8  # onnx.TensorProto.STRING
+# An example is to read and edit, not to fill a page: an input declared larger than this
+# (by a manifest, or an ONNX graph, which nothing bounds) gets a placeholder instead, of
+# the same nesting with one value per dimension.
+MAX_EXAMPLE_VALUES = 10_000
+MAX_EXAMPLE_RANK = 8
 
 
 def example_body(model_version: ModelVersion | None) -> str:
@@ -50,9 +55,26 @@ def python_literal(value, *, indent: int = 0) -> str:
 
 
 def _filled(shape, value):
+    """An example of ``shape`` (-1 and 0 count as 1), or the placeholder if it is too big."""
+    if len(shape) > MAX_EXAMPLE_RANK or _values(shape) > MAX_EXAMPLE_VALUES:
+        shape = (1,) * min(len(shape), MAX_EXAMPLE_RANK)
+    return _nested(shape, value)
+
+
+def _values(shape) -> int:
+    """How many values ``_nested`` would build, counted no further than past the limit."""
+    count = 1
+    for dim in shape:
+        count *= max(dim, 1)
+        if count > MAX_EXAMPLE_VALUES:
+            break
+    return count
+
+
+def _nested(shape, value):
     if not shape:
         return value
-    return [_filled(shape[1:], value) for _ in range(max(shape[0], 1))]
+    return [_nested(shape[1:], value) for _ in range(max(shape[0], 1))]
 
 
 def _input_spec(model_version: ModelVersion) -> tuple[tuple[int, ...], bool]:

@@ -1,6 +1,8 @@
 from datetime import datetime, time
 
 from django import forms
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from accounts.choices import ALL_SCOPES, Scope
@@ -8,6 +10,8 @@ from controlplane import resources
 from modelbay.core.errors import DomainError
 
 _PACKAGE_HELP = "A bare .onnx file, or a .zip / .tar.gz package holding modelbay.yaml."
+# Room for the form's other fields and the multipart framing around the file (as the API).
+_MULTIPART_OVERHEAD = 64 * 1024
 
 
 def add_api_error(form: forms.Form, error: DomainError) -> None:
@@ -15,6 +19,28 @@ def add_api_error(form: forms.Form, error: DomainError) -> None:
     else above the form."""
     field = (getattr(error, "field", None) or "").rpartition(".")[2]
     form.add_error(field if field in form.fields else None, str(error.detail))
+
+
+def oversized_upload_error(request) -> str | None:
+    """The error for a request whose declared length (``Content-Length``) is over what an
+    upload may be, else None; known before anything of the body is read or written to disk."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    limit = settings.MODELBAY_MAX_UPLOAD_BYTES
+    if declared <= limit + _MULTIPART_OVERHEAD:
+        return None
+    return f"The file is too large: uploads are limited to {limit} bytes ({filesizeformat(limit)})."
+
+
+def refused_upload_form(form_class, error: str) -> forms.Form:
+    """An unbound ``form_class`` showing ``error`` on its file: a form bound to the request
+    would read its body, which is what the refusal avoids."""
+    form = form_class()
+    form.cleaned_data = {}
+    form.add_error("file", error)
+    return form
 
 
 class OrganizationForm(forms.Form):

@@ -1,10 +1,58 @@
 """An app call: a subscriber's call to a marketplace app, held to its plan and metered,
-then forwarded by the gateway to the publisher's service. The market wraps the gateway."""
+then forwarded by the gateway to the publisher's service. The market wraps the gateway.
+
+What the publisher's model says when it fails stays with the publisher: the runtime puts
+the model's exception (and prints its traceback) in the instance's output, which the
+publisher reads in its service's logs; the subscriber gets a generic ``model_error``.
+Answers that are the caller's fault (a request the model cannot take) pass through, as
+``{"code", "detail"}`` only and without any traceback.
+"""
+
+import json
+import re
+from dataclasses import replace
 
 from inference import forwarding, routing
 from marketplace import metering
 from marketplace.access import AppAccess
-from modelbay.core.errors import Unavailable
+from modelbay.core.errors import ModelError, Unavailable, error_body
+
+# The runtime's answers that the caller's request caused: 400 invalid_request, 413
+# payload_too_large, 422 invalid_input. Any other error is the app's (or ours), not theirs.
+CALLER_FAULTS = frozenset({400, 413, 422})
+_MAX_DETAIL = 500
+# Where a Python traceback (or a frame of one) starts inside a message.
+_TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s*File \"[^\"]*\", line \d+", re.MULTILINE)
+
+
+def _without_traceback(detail: str) -> str:
+    match = _TRACEBACK.search(detail)
+    if match is not None:
+        detail = detail[: match.start()]
+    return detail.strip()[:_MAX_DETAIL]
+
+
+def _caller_fault(upstream: forwarding.Upstream) -> forwarding.Upstream:
+    """The runtime's 4xx answer as ``{"code", "detail"}``: nothing else of it, no traceback."""
+    try:
+        answer = json.loads(upstream.body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        answer = {}
+    code = answer.get("code") if isinstance(answer.get("code"), str) else "invalid_input"
+    detail = _without_traceback(answer["detail"]) if isinstance(answer.get("detail"), str) else ""
+    body = error_body(code, detail or "The inputs do not fit the model.")
+    return replace(upstream, body=json.dumps(body).encode(), content_type="application/json")
+
+
+def subscriber_answer(upstream: forwarding.Upstream) -> forwarding.Upstream:
+    """What a subscriber may see of the publisher's service's answer."""
+    if upstream.status < 400:
+        return upstream
+    if upstream.status in CALLER_FAULTS:
+        return _caller_fault(upstream)
+    raise ModelError()
 
 
 def app_call(*, app: AppAccess, body: bytes, headers: dict[str, str], route_key: str | None, gen: str) -> forwarding.Upstream:
@@ -20,4 +68,4 @@ def app_call(*, app: AppAccess, body: bytes, headers: dict[str, str], route_key:
         billed = upstream.status < 400
     finally:
         meter.settle(ticket, billed=billed)
-    return upstream
+    return subscriber_answer(upstream)

@@ -5,6 +5,8 @@ An app call passes ``admit()`` before it is forwarded and ``settle()`` after it:
 
 - ``admit`` checks the plan's quota for the billing period and its calls per second,
   and counts the call (per subscription, period, plan and UTC day), in one atomic step;
+  the quota counts every call of the subscriber organization to the listing in the period,
+  whichever of its subscriptions (one cancelled, then a new one) the call went through;
 - ``settle`` takes the count back when the call failed (4xx, 5xx, timeout): only
   successful calls are billed.
 
@@ -50,9 +52,16 @@ def _micros(moment: datetime) -> int:
 
 @dataclass(frozen=True)
 class Plan:
-    """What admit needs to know about a subscription, as the gateway caches it."""
+    """What admit needs to know about a subscription, as the gateway caches it.
+
+    The quota and the rate are held per subscriber organization and listing: a new
+    subscription to the same app in the same period (``services.subscribe`` keeps the
+    period of a cancelled one still running) goes on from the calls already made.
+    """
 
     subscription_id: int
+    subscriber_id: int
+    listing_id: int
     plan_id: int
     quota: int
     rate_per_s: int
@@ -64,6 +73,8 @@ class Plan:
         """A subscription's plan and period (the subscription read with its plan)."""
         return cls(
             subscription_id=subscription.pk,
+            subscriber_id=subscription.subscriber_id,
+            listing_id=subscription.listing_id,
             plan_id=subscription.plan_id,
             quota=subscription.plan.monthly_quota,
             rate_per_s=subscription.plan.rate_limit_per_s,
@@ -116,12 +127,35 @@ def _rate_limited(plan: Plan) -> RateLimited:
     return RateLimited(f"This plan allows {plan.rate_per_s} calls per second.", retry_after=1)
 
 
-def _stored_counts(counter: Counter) -> tuple[int, int]:
-    """The database's figures for a counter: (calls in its period, calls on its day and plan)."""
-    period_rows = DailyUsage.objects.filter(subscription_id=counter.subscription_id, period_start=counter.period_start)
+def _stored_counts(plan: Plan, counter: Counter) -> tuple[int, int]:
+    """The database's figures: (calls of the plan's organization to its listing in the
+    period, through any of its subscriptions; calls on the counter's own row)."""
+    period_rows = DailyUsage.objects.filter(
+        subscription__subscriber_id=plan.subscriber_id,
+        subscription__listing_id=plan.listing_id,
+        period_start=plan.period_start,
+    )
     period_used = period_rows.aggregate(total=Sum("calls"))["total"] or 0
-    day_row = period_rows.filter(plan_id=counter.plan_id, day=counter.day).values_list("calls", flat=True).first()
+    day_row = (
+        DailyUsage.objects.filter(
+            subscription_id=counter.subscription_id,
+            period_start=counter.period_start,
+            plan_id=counter.plan_id,
+            day=counter.day,
+        )
+        .values_list("calls", flat=True)
+        .first()
+    )
     return period_used, day_row or 0
+
+
+def _period(plan: Plan) -> tuple[int, int, datetime]:
+    """What a quota counts over: the subscriber organization, the listing, the period."""
+    return plan.subscriber_id, plan.listing_id, plan.period_start
+
+
+def _rate_owner(plan: Plan) -> str:
+    return f"{plan.subscriber_id}:{plan.listing_id}"
 
 
 def store(values: dict[Counter, int | None]) -> None:
@@ -186,7 +220,7 @@ class RedisMeter:
 
     @staticmethod
     def _period_key(plan: Plan) -> str:
-        return f"mb:usage:{plan.subscription_id}:{_micros(plan.period_start)}"
+        return f"mb:usage:period:{plan.subscriber_id}:{plan.listing_id}:{_micros(plan.period_start)}"
 
     @staticmethod
     def _day_key(counter: Counter) -> str:
@@ -196,7 +230,7 @@ class RedisMeter:
         ticket = Ticket(plan, datetime.now(UTC).date())
         counter = Counter.of(ticket)
         keys = [self._period_key(plan), self._day_key(counter), self.DIRTY]
-        args = [plan.quota, plan.rate_per_s, f"mb:rate:{plan.subscription_id}:", counter.encode()]
+        args = [plan.quota, plan.rate_per_s, f"mb:rate:{_rate_owner(plan)}:", counter.encode()]
         result = self._admit(keys=keys, args=args)
         if result == -3:  # first call of the period or day here, or Redis lost its data
             self._seed(counter, plan)
@@ -211,7 +245,7 @@ class RedisMeter:
 
     def _seed(self, counter: Counter, plan: Plan) -> None:
         """Start missing counters from what the database holds (set only if still missing)."""
-        period_used, day_used = _stored_counts(counter)
+        period_used, day_used = _stored_counts(plan, counter)
         expire_at = plan.period_end + _KEEP_AFTER_PERIOD
         pipe = self.redis.pipeline()
         pipe.set(self._period_key(plan), period_used, nx=True, exat=expire_at)
@@ -269,17 +303,17 @@ class LocalMeter:
     def __init__(self, flusher: Flusher | None = None):
         self._flusher = flusher
         self._lock = threading.Lock()
-        self._periods: dict[tuple[int, datetime], int] = {}
+        self._periods: dict[tuple[int, int, datetime], int] = {}  # (organization, listing, period)
         self._days: dict[Counter, int] = {}
-        self._rates: dict[int, tuple[int, int]] = {}  # subscription -> (second, calls in it)
+        self._rates: dict[str, tuple[int, int]] = {}  # organization:listing -> (second, calls in it)
         self._dirty: set[Counter] = set()
 
     def admit(self, plan: Plan) -> Ticket:
         ticket = Ticket(plan, datetime.now(UTC).date())
         counter = Counter.of(ticket)
-        period = (plan.subscription_id, plan.period_start)
+        period = _period(plan)
         if period not in self._periods or counter not in self._days:
-            period_used, day_used = _stored_counts(counter)  # outside the lock: a query
+            period_used, day_used = _stored_counts(plan, counter)  # outside the lock: a query
             with self._lock:
                 self._periods.setdefault(period, period_used)
                 self._days.setdefault(counter, day_used)
@@ -287,12 +321,12 @@ class LocalMeter:
             if self._periods[period] >= plan.quota:
                 raise _quota_exceeded(plan)
             second = int(time.time())
-            rate_second, rate_calls = self._rates.get(plan.subscription_id, (second, 0))
+            rate_second, rate_calls = self._rates.get(_rate_owner(plan), (second, 0))
             if rate_second != second:
                 rate_calls = 0
             if rate_calls >= plan.rate_per_s:
                 raise _rate_limited(plan)
-            self._rates[plan.subscription_id] = (second, rate_calls + 1)
+            self._rates[_rate_owner(plan)] = (second, rate_calls + 1)
             self._periods[period] += 1
             self._days[counter] += 1
             self._dirty.add(counter)
@@ -304,12 +338,12 @@ class LocalMeter:
         if not billed:
             counter = Counter.of(ticket)
             with self._lock:
-                self._periods[(counter.subscription_id, counter.period_start)] -= 1
+                self._periods[_period(ticket.plan)] -= 1
                 self._days[counter] -= 1
                 self._dirty.add(counter)
 
     def used(self, plan: Plan) -> int | None:
-        return self._periods.get((plan.subscription_id, plan.period_start))
+        return self._periods.get(_period(plan))
 
     def live_days(self, counters: list[Counter]) -> dict[Counter, int]:
         with self._lock:

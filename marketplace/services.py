@@ -41,7 +41,10 @@ def listing_set_status(*, listing: Listing, status: str) -> Listing:
 
 
 def subscribe(*, subscriber: Organization, listing: Listing, plan_name: str) -> Subscription:
-    """Subscribe to a published listing on one of its plans; subscribing again changes the plan."""
+    """Subscribe to a published listing on one of its plans; subscribing again changes the plan.
+
+    A new subscription after a cancelled one keeps the cancelled one's period while that
+    period runs, so the calls made in it still count toward the quota."""
     if listing.status != ListingStatus.PUBLISHED:
         raise NotFound(f"No app '{listing.slug}' in the marketplace.")
     plan = listing.plans.filter(name=plan_name).first()
@@ -59,8 +62,18 @@ def subscribe(*, subscriber: Organization, listing: Listing, plan_name: str) -> 
             current.save(update_fields=["plan"])
             return current
         now = timezone.now()
+        period_start, period_end = now, now + PERIOD
+        # The quota counts per organization, listing and period: subscribing again after a
+        # cancel goes on in the period still running, with the calls already made in it.
+        previous = (
+            Subscription.objects.filter(subscriber=subscriber, listing=listing, period_end__gt=now)
+            .order_by("-period_end")
+            .first()
+        )
+        if previous is not None and previous.period_start <= now:
+            period_start, period_end = previous.period_start, previous.period_end
         return Subscription.objects.create(
-            subscriber=subscriber, listing=listing, plan=plan, period_start=now, period_end=now + PERIOD
+            subscriber=subscriber, listing=listing, plan=plan, period_start=period_start, period_end=period_end
         )
 
 

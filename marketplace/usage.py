@@ -20,11 +20,17 @@ _CENT = Decimal("0.01")
 
 
 def _period_rows(subscription: Subscription):
-    return DailyUsage.objects.filter(subscription=subscription, period_start=subscription.period_start)
+    """The rows of the subscription's period: its organization's calls to the listing through
+    any of its subscriptions (a cancelled one and the new one share the period and quota)."""
+    return DailyUsage.objects.filter(
+        subscription__subscriber_id=subscription.subscriber_id,
+        subscription__listing_id=subscription.listing_id,
+        period_start=subscription.period_start,
+    )
 
 
 def period_used(subscription: Subscription) -> int:
-    """Successful calls in the subscription's current period."""
+    """Successful calls in the subscription's current period (toward its quota)."""
     subscription = subscription_renew(subscription=subscription)
     live = metering.meter().used(metering.Plan.of(subscription))
     if live is not None:
@@ -36,7 +42,7 @@ def subscription_usage(subscription: Subscription) -> dict:
     """``{"used", "quota", "period_start", "period_end", "daily": [{"day", "calls"}]}``."""
     subscription = subscription_renew(subscription=subscription)
     stored = {
-        metering.Counter(subscription.pk, subscription.period_start, row.plan_id, row.day): row.calls
+        metering.Counter(row.subscription_id, row.period_start, row.plan_id, row.day): row.calls
         for row in _period_rows(subscription)
     }
     today = metering.Counter(subscription.pk, subscription.period_start, subscription.plan_id, datetime.now(UTC).date())

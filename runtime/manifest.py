@@ -78,11 +78,30 @@ _TOP_LEVEL_KEYS = (
     "outputs",
 )
 _TENSOR_KEYS = ("name", "datatype", "shape")
-# A requirement line must start like a distribution name (PEP 508); pip
-# options (--index-url, -e, ...) are refused, except "-r FILE" which we expand.
-_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
+# A requirement is checked whole (``fullmatch``: a trailing newline or anything after the
+# specifier is refused), against this subset of PEP 508: a distribution name, optional
+# extras, optional version specifiers, an optional environment marker. Direct references
+# (``name @ URL``), pip options (--index-url, -e, --hash, ...) and anything a shell or a
+# requirements file would read as a second item are refused; "-r FILE" is expanded apart.
+_REQ_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_REQ_OP = r"(?:===|==|!=|<=|>=|~=|<|>)"
+_REQ_VERSION = r"[A-Za-z0-9.*+!_-]+"
+_REQ_SPEC = rf"{_REQ_OP} *{_REQ_VERSION}(?: *, *{_REQ_OP} *{_REQ_VERSION})*"
+_REQUIREMENT_RE = re.compile(
+    rf"{_REQ_NAME}"
+    rf"(?: *\[ *{_REQ_NAME}(?: *, *{_REQ_NAME})* *\])?"  # extras: name[a,b]
+    rf"(?: *(?:{_REQ_SPEC}|\( *{_REQ_SPEC} *\)))?"  # versions: >=1.2,<2 or (>=1.2)
+    r"(?: *; *[A-Za-z0-9_.<>=!~\"'(), -]+)?"  # marker: ; python_version < "3.12"
+)
+_MAX_REQUIREMENT = 200
 _MAX_REQUIREMENTS_FILE = 1024 * 1024
-_DEBIAN_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,99}$")
+# Debian policy: lower case letters, digits, '+', '-', '.'; two characters at least.
+_DEBIAN_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
+# Upper bounds on declared tensor shapes, so that nothing sized from a manifest (an
+# example input, a buffer) can be made huge by the manifest alone.
+MAX_TENSOR_RANK = 32
+MAX_TENSOR_DIM = 65_536
+MAX_TENSOR_VALUES = 10_000_000  # product of the fixed (not -1) dimensions
 
 
 class ManifestError(ValueError):
@@ -163,7 +182,7 @@ def _relative_file(field: str, value: object) -> str:
     """Validate a file path relative to the model directory (no escaping it)."""
     if not isinstance(value, str) or not value.strip():
         raise ManifestError(field, f"must be a non-empty file name, got {_type_name(value)}")
-    if "\\" in value or "\x00" in value:
+    if "\\" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ManifestError(field, f"invalid file name {value!r}")
     path = PurePosixPath(value)
     if path.is_absolute() or ".." in path.parts:
@@ -227,12 +246,20 @@ def _check_requirement(field: str, req: object) -> str:
     req = req.strip()
     if not req:
         raise ManifestError(field, "must not be empty")
-    if "\n" in req or "\r" in req:
-        raise ManifestError(field, "must be a single line")
+    if any(c in req for c in "\n\r\x0b\x0c\x85\u2028\u2029"):
+        raise ManifestError(field, f"must be a single line, got {req!r}")
     if req.startswith("-"):
         raise ManifestError(field, f"pip options are not allowed: {req!r}")
-    if not _REQUIREMENT_RE.match(req):
-        raise ManifestError(field, f"not a valid requirement: {req!r}")
+    if len(req) > _MAX_REQUIREMENT:
+        raise ManifestError(field, f"is longer than {_MAX_REQUIREMENT} characters")
+    # pip reads " -x" anywhere in a requirements-file line as the start of per-line options.
+    if not _REQUIREMENT_RE.fullmatch(req) or re.search(r"\s-", req):
+        raise ManifestError(
+            field,
+            f"not a valid requirement: {req!r} (expected one PEP 508 requirement such as "
+            "'numpy>=1.20' or 'pkg[extra]==1.0; python_version >= \"3.10\"'; "
+            "URLs, pip options and several items on one line are not allowed)",
+        )
     return req
 
 
@@ -298,8 +325,13 @@ def _parse_system_packages(value: object, framework: str) -> tuple[str, ...]:
     if value and framework != "python":
         raise ManifestError("system_packages", "are only used by the python framework")
     for i, item in enumerate(value):
-        if not isinstance(item, str) or not _DEBIAN_PACKAGE_RE.match(item):
-            raise ManifestError(f"system_packages[{i}]", f"is not a Debian package name: {item!r}")
+        # fullmatch: with match() and "$", "jq\n" would pass and end the Dockerfile's line.
+        if not isinstance(item, str) or not _DEBIAN_PACKAGE_RE.fullmatch(item):
+            raise ManifestError(
+                f"system_packages[{i}]",
+                f"is not a Debian package name: {item!r} (one name per item: lower case "
+                "letters, digits, '+', '-' and '.', no spaces or options)",
+            )
     return tuple(value)
 
 
@@ -309,6 +341,25 @@ def _parse_int(field: str, value: object) -> int:
     if value < -1:
         raise ManifestError(field, f"must be >= 0, or -1 for any size, got {value}")
     return value
+
+
+def _parse_shape(field: str, shape: list) -> tuple[int, ...]:
+    """Dimensions of at most MAX_TENSOR_DIM each (or -1), MAX_TENSOR_VALUES fixed values."""
+    if len(shape) > MAX_TENSOR_RANK:
+        raise ManifestError(field, f"has {len(shape)} dimensions; at most {MAX_TENSOR_RANK} are allowed")
+    dims = tuple(_parse_int(f"{field}[{j}]", d) for j, d in enumerate(shape))
+    for j, d in enumerate(dims):
+        if d > MAX_TENSOR_DIM:
+            raise ManifestError(f"{field}[{j}]", f"must be at most {MAX_TENSOR_DIM}, or -1 for any size, got {d}")
+    values = 1
+    for d in dims:
+        if d != -1:
+            values *= d
+    if values > MAX_TENSOR_VALUES:
+        raise ManifestError(
+            field, f"holds {values} values per call without its -1 dimensions; at most {MAX_TENSOR_VALUES} are allowed"
+        )
+    return dims
 
 
 def _parse_tensors(key: str, value: object) -> tuple[TensorSpec, ...] | None:
@@ -344,7 +395,7 @@ def _parse_tensors(key: str, value: object) -> tuple[TensorSpec, ...] | None:
         shape = item["shape"]
         if not isinstance(shape, list):
             raise ManifestError(f"{base}.shape", f"must be a list of integers, got {_type_name(shape)}")
-        dims = tuple(_parse_int(f"{base}.shape[{j}]", d) for j, d in enumerate(shape))
+        dims = _parse_shape(f"{base}.shape", shape)
         specs.append(TensorSpec(name=name, datatype=datatype.upper(), shape=dims))
     return tuple(specs)
 

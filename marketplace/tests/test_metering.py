@@ -147,6 +147,59 @@ def test_a_change_of_plan_is_billed_per_plan_and_lifts_the_quota(meter, subscrip
     assert per_plan == {"small": 50, "big": 10}
 
 
+def test_cancelling_and_subscribing_again_keeps_the_period_and_its_used_quota(meter, subscription, outsider_api):
+    """The quota counts per organization, listing and period, whichever subscription row a
+    call went through: a cancel and a new subscription do not give a fresh quota."""
+    plan = metering.Plan.of(subscription)
+    for _ in range(50):
+        meter.admit(plan)
+    with pytest.raises(metering.QuotaExceeded):
+        meter.admit(plan)
+    assert outsider_api.delete(f"/api/v1/subscriptions/{subscription.pk}").status_code == 204
+    response = outsider_api.post("/api/v1/marketplace/digits-app/subscribe", {"plan": "small"}, format="json")
+    assert response.status_code == 201, response.content
+    again = Subscription.objects.select_related("plan").get(pk=response.json()["id"])
+    assert again.pk != subscription.pk
+    assert (again.period_start, again.period_end) == (subscription.period_start, subscription.period_end)
+    renewed = metering.Plan.of(again)
+    with pytest.raises(metering.QuotaExceeded):
+        meter.admit(renewed)
+    assert meter.used(renewed) == 50
+    meter.flush()
+    # A meter that starts from the stored rows (a new process, Redis that lost its data) too.
+    if isinstance(meter, metering.RedisMeter):
+        meter.redis.flushdb()
+        fresh = meter
+    else:
+        fresh = metering.LocalMeter()
+    with pytest.raises(metering.QuotaExceeded):
+        fresh.admit(renewed)
+    assert outsider_api.get(f"/api/v1/subscriptions/{again.pk}/usage").json()["used"] == 50
+    # A larger plan lifts the quota of the period, still counting the calls made in it.
+    outsider_api.post("/api/v1/marketplace/digits-app/subscribe", {"plan": "big"}, format="json")
+    again.refresh_from_db()
+    bigger = metering.Plan.of(again)
+    for _ in range(950):
+        fresh.admit(bigger)
+    with pytest.raises(metering.QuotaExceeded):
+        fresh.admit(bigger)
+
+
+def test_subscribing_again_after_the_cancelled_period_ended_starts_a_new_one(meter, subscription, outsider_api):
+    plan = metering.Plan.of(subscription)
+    for _ in range(50):
+        meter.admit(plan)
+    meter.flush()
+    assert outsider_api.delete(f"/api/v1/subscriptions/{subscription.pk}").status_code == 204
+    Subscription.objects.filter(pk=subscription.pk).update(
+        period_start=timezone.now() - timedelta(days=31), period_end=timezone.now() - timedelta(days=1)
+    )
+    response = outsider_api.post("/api/v1/marketplace/digits-app/subscribe", {"plan": "small"}, format="json")
+    again = Subscription.objects.select_related("plan").get(pk=response.json()["id"])
+    assert again.period_start > timezone.now() - timedelta(minutes=1)
+    meter.admit(metering.Plan.of(again))
+
+
 def test_an_ended_period_renews_with_a_fresh_quota(subscription):
     Subscription.objects.filter(pk=subscription.pk).update(
         period_start=timezone.now() - timedelta(days=65), period_end=timezone.now() - timedelta(days=35)

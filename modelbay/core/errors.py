@@ -91,6 +91,13 @@ class UpstreamTimeout(DomainError):
     default_detail = "The model instance did not answer in time."
 
 
+class ModelError(DomainError):
+    """The model failed on the call (its own error stays with its publisher, in the logs)."""
+
+    code = "model_error"
+    default_detail = "The app failed on this input."
+
+
 # The one place where a domain error becomes an HTTP status.
 HTTP_STATUS: dict[type[DomainError], int] = {
     InvalidRequest: 400,
@@ -102,6 +109,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     TooManyCalls: 429,
     Unavailable: 503,
     UpstreamTimeout: 504,
+    ModelError: 502,
 }
 
 

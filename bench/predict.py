@@ -481,13 +481,13 @@ def start_gateway(stack: Stack, workers_list: list[int], setup: GatewaySetup) ->
     code = (
         "import json\n"
         "from controlplane.models import Instance\n"
-        "print(json.dumps([i.endpoint for i in Instance.objects.filter(status='ready', "
+        "print(json.dumps([[i.endpoint, i.credential] for i in Instance.objects.filter(status='ready', "
         "deployment__service__slug='digits', deployment__service__deleted_at__isnull=True)]))\n"
     )
     endpoints = json.loads(manage(stack, "shell", "-c", code).strip().splitlines()[-1])
     if len(endpoints) != 1:
         raise RuntimeError(f"expected one ready instance of digits, found endpoints {endpoints}")
-    endpoint = endpoints[0].rstrip("/")
+    endpoint, credential = endpoints[0][0].rstrip("/"), endpoints[0][1]
     port = endpoint.rsplit(":", 1)[-1]
 
     def instance_processes() -> list[psutil.Process]:
@@ -499,7 +499,8 @@ def start_gateway(stack: Stack, workers_list: list[int], setup: GatewaySetup) ->
                     found.append(process)
         return found
 
-    setup.instance = Target("instance", endpoint, INFER_PATH, {"Content-Type": "application/json"},
+    instance_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {credential}"}
+    setup.instance = Target("instance", endpoint, INFER_PATH, instance_headers,
                             instance_processes, note="the gateway's runtime instance, called directly")  # fmt: skip
     # Let the gateway processes pick up the new routing table before measuring.
     time.sleep(1.0)

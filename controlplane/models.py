@@ -104,6 +104,11 @@ def _instance_id() -> str:
     return "i-" + secrets.token_hex(6)
 
 
+def new_credential() -> str:
+    """A random credential for an instance's runtime (43 URL-safe characters)."""
+    return secrets.token_urlsafe(32)
+
+
 class Instance(models.Model):
     """One runtime process or container serving a deployment in a zone."""
 
@@ -112,6 +117,9 @@ class Instance(models.Model):
     zone = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=InstanceStatus.choices, default=InstanceStatus.STARTING)
     endpoint = models.CharField(max_length=255, blank=True)
+    # What the gateway and the probes present to this instance's runtime (Authorization:
+    # Bearer ...); replaced at every start. A secret: never in serializers or logs.
+    credential = models.CharField(max_length=64, default=new_credential, editable=False)
     error = models.TextField(null=True, blank=True)
     restarts = models.PositiveIntegerField(default=0)
     # Starts in a row whose process/container exited before it was ready (reset when ready).

@@ -22,9 +22,9 @@ from django.utils import timezone
 from controlplane import packages, resources
 from controlplane.backends import BackendError, InstanceSpec, Inventory, RunningInstance, get_backend
 from controlplane.choices import LIVE_INSTANCE_STATUSES, InstanceStatus, ServiceStatus
-from controlplane.models import Deployment, Instance, Service
+from controlplane.models import Deployment, Instance, Service, new_credential
 from modelbay.core import generation
-from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool
+from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool, WrongInstance, auth_header
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +36,30 @@ _probes = UpstreamPool(connect_timeout=0.5)
 class Probe:
     ready: bool
     error: str | None = None  # the runtime's own message when its model failed to load
+    # Another runtime answered at the endpoint, or the runtime refused the credential.
+    wrong: bool = False
 
 
-def probe(endpoint: str) -> Probe:
-    """Ask an instance's runtime whether its model is loaded."""
+def probe(endpoint: str, *, instance_id: str, credential: str) -> Probe:
+    """Ask an instance's runtime whether its model is loaded, with the instance's
+    credential; only an answer that names the instance counts."""
     try:
-        reply = _probes.request(endpoint, "GET", "/v2/health/ready", body=None, headers={}, read_timeout=1.0)
+        reply = _probes.request(
+            endpoint,
+            "GET",
+            "/v2/health/ready",
+            body=None,
+            headers={},
+            read_timeout=1.0,
+            auth=auth_header(credential),
+            instance=instance_id.encode(),
+        )
     except (ConnectFailed, Dropped, TimedOut):
         return Probe(ready=False)
+    except WrongInstance:
+        return Probe(ready=False, wrong=True)
+    if reply.status == 401:
+        return Probe(ready=False, wrong=True)
     if reply.status == 200:
         return Probe(ready=True)
     try:
@@ -68,10 +84,14 @@ def _spec(instance: Instance) -> InstanceSpec:
         resources=resources.effective(service.resources),
         requirements=tuple(version.manifest.get("requirements") or ()),
         system_packages=tuple(version.manifest.get("system_packages") or ()),
+        credential=instance.credential,
     )
 
 
 def _start(instance: Instance) -> None:
+    # A new credential at every start: one a runtime saw before (or a runtime that got
+    # its port later was sent by a stale gateway) is worth nothing afterwards.
+    instance.credential = new_credential()
     spec = _spec(instance)
     try:
         running = get_backend().start(spec)
@@ -142,7 +162,26 @@ def _converge_instance(instance: Instance, running: RunningInstance | None, inve
             _start(instance)
         return
     _apply_resources(instance)
-    result = probe(running.endpoint)
+    result = probe(running.endpoint, instance_id=instance.id, credential=instance.credential)
+    if result.wrong:
+        # Not our runtime at that address, or one that does not know the instance's
+        # credential (a pass whose writes were rolled back after it started it): start it
+        # again. Counted like an exit while starting, so it cannot loop for ever.
+        logger.warning(
+            "instance %s: the runtime at %s does not answer as it; starting it again", instance.id, running.endpoint
+        )
+        if instance.status == InstanceStatus.STARTING:
+            instance.failed_starts += 1
+            if instance.failed_starts >= MAX_FAILED_STARTS:
+                _fail(
+                    instance,
+                    f"The runtime at {running.endpoint} did not answer as this instance,"
+                    f" {instance.failed_starts} times in a row.",
+                )
+                return
+        instance.restarts += 1
+        _start(instance)
+        return
     if instance.status == InstanceStatus.STARTING:
         if result.ready:
             instance.status, instance.ready_at, instance.endpoint = (
@@ -160,8 +199,12 @@ def _converge_instance(instance: Instance, running: RunningInstance | None, inve
         instance.status, instance.error = InstanceStatus.UNHEALTHY, result.error or "Readiness check failed."
         instance.save()
     elif instance.status == InstanceStatus.UNHEALTHY and result.ready:
-        instance.status, instance.error = InstanceStatus.READY, None
+        instance.status, instance.error, instance.endpoint = InstanceStatus.READY, None, running.endpoint
         instance.save()
+    elif instance.status == InstanceStatus.READY and instance.endpoint != running.endpoint:
+        # The row names an address the instance no longer answers at: mend the route.
+        instance.endpoint = running.endpoint
+        instance.save(update_fields=["endpoint"])
 
 
 def _apply_resources(instance: Instance) -> None:

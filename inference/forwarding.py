@@ -3,6 +3,12 @@
 A connection that cannot be made, or that the instance drops (it died), is retried on
 another instance, another zone first: predictions are stateless, so sending one again
 is safe. A call that reached an instance but timed out is not retried (504).
+
+Every call carries the target instance's credential, and an answer must name that
+instance (``X-Modelbay-Instance``): an answer from another runtime (a port reused by
+another instance) or a 401 (the runtime does not know this credential) is dropped, the
+route is marked stale, and the call goes to the next instance as after a refused
+connection; with none left, 503.
 """
 
 import threading
@@ -14,7 +20,7 @@ from django.conf import settings
 
 from inference import metrics, routing
 from modelbay.core.errors import NotFound, Unavailable, UpstreamTimeout
-from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool
+from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool, WrongInstance
 
 _pool = UpstreamPool(connect_timeout=settings.MODELBAY_CONNECT_TIMEOUT)
 
@@ -68,12 +74,20 @@ def forward(
                 body=body,
                 headers=headers,
                 read_timeout=settings.MODELBAY_PREDICT_TIMEOUT,
+                auth=target.auth,
+                instance=target.instance,
             )
         except TimedOut:
             count(error=True)
             raise UpstreamTimeout() from None
         except (ConnectFailed, Dropped):
             routing.mark_suspect(target)
+            continue
+        except WrongInstance:
+            routing.mark_wrong(target)
+            continue
+        if reply.status == 401:  # the instance does not take this credential: a stale table
+            routing.mark_wrong(target)
             continue
         count(error=reply.status >= 500)
         if method == "POST" and version is None:
@@ -107,8 +121,15 @@ def _mirror(service_id: int, shadow: routing.VersionRoute, *, path: str, body: b
                 body=body,
                 headers=headers,
                 read_timeout=settings.MODELBAY_PREDICT_TIMEOUT,
+                auth=target.auth,
+                instance=target.instance,
             )
-            error = reply.status >= 500
+            error = reply.status >= 500 or reply.status == 401
+            if reply.status == 401:
+                routing.mark_wrong(target)
+        except WrongInstance:
+            routing.mark_wrong(target)
+            error = True
         except Exception:  # a shadow's trouble is only a figure
             error = True
         finally:

@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 from controlplane.choices import InstanceStatus
 from controlplane.models import Deployment, Instance, Service
 from modelbay.core.generation import GenerationCache
+from runtime.client import auth_header
 
 # An instance that refused a connection is skipped by this process for a while, so
 # calls do not keep paying for a dead one before reconcile takes it out.
 SUSPECT_S = 5.0
+# An endpoint where another instance answered is not called again for this instance
+# for a while (the table is reloaded at once; reconcile mends a row that is wrong).
+WRONG_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,15 @@ class Target:
     instance_id: str
     endpoint: str
     zone: str
+    # The instance's credential: a secret, never in a repr or a log line.
+    credential: str = field(default="", repr=False)
+    # Built once per table load, sent as they are with every call (runtime.client).
+    auth: bytes = field(init=False, repr=False, compare=False)
+    instance: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "auth", auth_header(self.credential))
+        object.__setattr__(self, "instance", self.instance_id.encode())
 
 
 @dataclass
@@ -89,7 +102,9 @@ def _load(organization_id: int, slug: str) -> Route | None:
     ready = Instance.objects.filter(deployment__service=service, status=InstanceStatus.READY).order_by("zone", "id")
     targets: dict[int, list[Target]] = {}
     for instance in ready:
-        targets.setdefault(instance.deployment_id, []).append(Target(instance.id, instance.endpoint, instance.zone))
+        targets.setdefault(instance.deployment_id, []).append(
+            Target(instance.id, instance.endpoint, instance.zone, instance.credential)
+        )
     versions = tuple(
         VersionRoute(d.model_version.version, d.weight, tuple(targets.get(d.pk, ())), d.shadow_percent)
         for d in Deployment.objects.filter(service=service, retired_at__isnull=True).select_related("model_version")
@@ -103,6 +118,8 @@ def _load_key(key: tuple[int, str]) -> Route | None:
 
 _routes: GenerationCache[tuple[int, str], Route] = GenerationCache(_load_key)
 _suspects: dict[str, float] = {}
+# (instance id, endpoint) -> until when: another instance answered there.
+_wrong: dict[tuple[str, str], float] = {}
 
 
 def route_for(organization_id: int, slug: str, *, gen: str) -> Route | None:
@@ -117,10 +134,30 @@ def mark_suspect(target: Target) -> None:
     _suspects[target.instance_id] = time.monotonic() + SUSPECT_S
 
 
+def mark_wrong(target: Target) -> None:
+    """Another instance answered at this target's endpoint (its port was reused): the
+    route is stale. The endpoint is not called for this instance for a while, and this
+    process's routing tables are dropped so the next call reloads them (at most once per
+    target and WRONG_S, so a row that stays wrong does not reload tables on every call)."""
+    now = time.monotonic()
+    key = (target.instance_id, target.endpoint)
+    known = _wrong.get(key, 0) >= now
+    _wrong[key] = now + WRONG_S
+    mark_suspect(target)
+    if not known:
+        _routes.clear()
+
+
 def healthy_first(targets: list[Target]) -> list[Target]:
-    """Targets not recently refusing connections first, then the rest (better than nothing)."""
-    if not _suspects:
+    """Targets not recently refusing connections first, then the rest (better than nothing);
+    targets where another instance answered are left out."""
+    if not _suspects and not _wrong:
         return targets
     now = time.monotonic()
+    if _wrong:
+        targets = [t for t in targets if _wrong.get((t.instance_id, t.endpoint), 0) < now]
+        for key, until in list(_wrong.items()):  # expired: back to the fast path above
+            if until < now:
+                _wrong.pop(key, None)
     good = [t for t in targets if _suspects.get(t.instance_id, 0) < now]
     return good + [t for t in targets if t not in good]

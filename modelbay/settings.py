@@ -61,6 +61,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "inference.middleware.ApiKeyFastPathMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "modelbay.core.csp.ContentSecurityPolicyMiddleware",  # MODELBAY_CSP below
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -70,6 +71,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.CurrentOrganizationMiddleware",
+    "accounts.middleware.VerifiedEmailMiddleware",  # MODELBAY_REQUIRE_VERIFIED_EMAIL below
 ]
 
 ROOT_URLCONF = "modelbay.urls"
@@ -190,6 +192,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
+# --- Email verification (accounts.verification) ---------------------------------------
+# Where mail is really delivered, a person verifies their email address before uploading
+# models or creating API keys (403 until then; docs/operations.md). Off by default with the
+# backends that deliver nothing (console, locmem, dummy, file: development and tests).
+_EMAIL_BACKEND_KIND = EMAIL_BACKEND.rpartition(".")[0].rpartition(".")[2]  # console, smtp, ...
+MODELBAY_REQUIRE_VERIFIED_EMAIL = env_bool(
+    "MODELBAY_REQUIRE_VERIFIED_EMAIL", _EMAIL_BACKEND_KIND not in {"console", "locmem", "dummy", "filebased"}
+)
+if MODELBAY_REQUIRE_VERIFIED_EMAIL:
+    # Sign-up sends the verification link (unless MODELBAY_EMAIL_VERIFICATION says otherwise).
+    ACCOUNT_EMAIL_VERIFICATION = env_str("MODELBAY_EMAIL_VERIFICATION", "optional")
+
 # --- REST API --------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -293,6 +307,10 @@ MODELBAY_DOCKER_PUBLISH_HOST = env_str("MODELBAY_DOCKER_PUBLISH_HOST", "127.0.0.
 MODELBAY_DOCKER_NETWORK = env_str("MODELBAY_DOCKER_NETWORK", "")
 # Where the Docker host sees MODELBAY_ARTIFACT_ROOT (differs when the worker runs in a container).
 MODELBAY_DOCKER_ARTIFACT_ROOT = Path(env_str("MODELBAY_DOCKER_ARTIFACT_ROOT", str(MODELBAY_ARTIFACT_ROOT)))
+# Where the Docker host sees MODELBAY_RUN_DIR (instances' credential files), when the worker
+# runs in a container; empty: beside MODELBAY_DOCKER_ARTIFACT_ROOT as the run dir is beside
+# the artifacts (controlplane.backends.docker._docker_host_path).
+MODELBAY_DOCKER_RUN_DIR = env_str("MODELBAY_DOCKER_RUN_DIR", "")
 MODELBAY_DOCKER_TMPFS_MB = env_int("MODELBAY_DOCKER_TMPFS_MB", 64)
 MODELBAY_DOCKER_TIMEOUT = env_float("MODELBAY_DOCKER_TIMEOUT", 10.0)  # per Docker API call
 # pip inside per-model image builds trusts these CAs (a site's own, a proxy's).
@@ -300,3 +318,38 @@ MODELBAY_BUILD_CA_BUNDLE = env_str("MODELBAY_BUILD_CA_BUNDLE", "/etc/ssl/certs/c
 
 # Request bodies read by Django itself (not file parts of an upload).
 DATA_UPLOAD_MAX_MEMORY_SIZE = MODELBAY_MAX_PREDICT_BYTES
+
+# --- Security: HTTPS and response headers -----------------------------------------------
+# Served over https (MODELBAY_SITE_URL says so): cookies travel only over TLS and browsers
+# are told to come back over https only (HSTS, a year; subdomains only when asked, since
+# they may not all serve https). Each can be set apart from the environment.
+SITE_IS_HTTPS = SITE_URL.lower().startswith("https://")
+SESSION_COOKIE_SECURE = env_bool("MODELBAY_SECURE_COOKIES", SITE_IS_HTTPS)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env_int("MODELBAY_HSTS_SECONDS", 365 * 24 * 3600 if SITE_IS_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MODELBAY_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# Behind a proxy that terminates TLS, a request is secure when the proxy says so. Only
+# then: without a proxy that sets (or strips) X-Forwarded-Proto, a client could send it.
+if env_bool("MODELBAY_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Content-Security-Policy (modelbay.core.csp), on http too: the console loads only its own
+# static JavaScript and CSS. 'sha256-...' is the one inline <style> of templates/500.html
+# (modelbay/tests/test_security.py checks it still matches). MODELBAY_CSP="" sends none.
+MODELBAY_CSP = env_str(
+    "MODELBAY_CSP",
+    "default-src 'self'; script-src 'self'; "
+    "style-src 'self' 'sha256-efFTA4Jg4a1Qj0CyIIZPD4rzBB1/Gg2E0j1Wb67r09A='; "
+    "img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+)
+# Pages that are not ours: drf-spectacular's Swagger UI starts itself with an inline script
+# (whose text holds the request's query) and an inline style.
+MODELBAY_CSP_PATHS = {
+    "/api/docs/": (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+    )
+    if MODELBAY_CSP
+    else "",
+}

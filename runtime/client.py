@@ -7,6 +7,11 @@ answer. Measured under gunicorn on our 2-core machine, ``http.client`` spent mos
 its time in its ``email``-based header parser, and urllib3 adds its own layers on top
 (see bench/README.md); the gateway needs none of their extras (redirects, retries,
 TLS, proxies).
+
+Every call to a runtime run by the control plane is authenticated and checked: the caller
+passes ``auth`` (the target's header line, built once with :func:`auth_header`) and
+``instance`` (the instance id it means to reach); an answer that does not name that
+instance in ``X-Modelbay-Instance`` raises :class:`WrongInstance` and is never returned.
 """
 
 import socket
@@ -30,6 +35,20 @@ class TimedOut(Exception):
     """The instance took longer than the read timeout to answer."""
 
 
+class WrongInstance(Exception):
+    """Another runtime answered at the endpoint (a port reused by another instance): its
+    answer is dropped. The call may go to another instance, as after a refused connection."""
+
+
+INSTANCE_HEADER = "X-Modelbay-Instance"
+_INSTANCE_HEADER_LOWER = INSTANCE_HEADER.lower().encode()
+
+
+def auth_header(credential: str) -> bytes:
+    """The request header line carrying an instance's credential: build it once per target."""
+    return f"Authorization: Bearer {credential}\r\n".encode("latin-1") if credential else b""
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
@@ -46,14 +65,18 @@ class _Reader:
 
     def __init__(self):
         self.content_type = b"application/json"
+        self.instance = b""
         self.chunks: list[bytes] = []
         self.complete = False
         self.keep_alive = False
         self.parser: httptools.HttpResponseParser | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"content-type":
+        name = name.lower()
+        if name == b"content-type":
             self.content_type = value
+        elif name == _INSTANCE_HEADER_LOWER:
+            self.instance = value
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -69,10 +92,13 @@ class _Connection:
         self.sock = sock
         self.host_header = host_header
 
-    def exchange(self, method: str, path: str, body: bytes | None, headers: dict, read_timeout: float) -> tuple[Reply, bool]:
-        """Send one request and read its whole response; returns (reply, keep_alive)."""
+    def exchange(
+        self, method: str, path: str, body: bytes | None, headers: dict, read_timeout: float, auth: bytes
+    ) -> tuple[Reply, bool, bytes]:
+        """Send one request and read its whole response; returns (reply, keep_alive,
+        the answering instance's id as sent)."""
         body = body or b""
-        head = [f"{method} {path} HTTP/1.1\r\n".encode(), self.host_header]
+        head = [f"{method} {path} HTTP/1.1\r\n".encode(), self.host_header, auth]
         for name, value in headers.items():
             head.append(f"{name}: {value}\r\n".encode("latin-1"))
         head.append(f"Content-Length: {len(body)}\r\n\r\n".encode())
@@ -86,7 +112,7 @@ class _Connection:
                 raise ConnectionResetError("the instance closed the connection")
             parser.feed_data(data)
         reply = Reply(parser.get_status_code(), b"".join(reader.chunks), reader.content_type.decode("latin-1"))
-        return reply, reader.keep_alive
+        return reply, reader.keep_alive, reader.instance
 
     def close(self) -> None:
         self.sock.close()
@@ -125,31 +151,63 @@ class UpstreamPool:
         return _Connection(sock, f"Host: {parts.netloc}\r\n".encode())
 
     def request(
-        self, endpoint: str, method: str, path: str, *, body: bytes | None, headers: dict, read_timeout: float
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        headers: dict,
+        read_timeout: float,
+        auth: bytes = b"",
+        instance: bytes | None = None,
     ) -> Reply:
-        """One call, on an idle kept-alive connection when there is one."""
+        """One call, on an idle kept-alive connection when there is one.
+
+        ``auth``: header line(s) sent as they are (:func:`auth_header`). ``instance``: the
+        id the answer must name in ``X-Modelbay-Instance``, else :class:`WrongInstance`."""
         connection = self._take(endpoint)
         if connection is not None:
             try:
-                return self._exchange(endpoint, connection, method, path, body, headers, read_timeout)
+                return self._exchange(endpoint, connection, method, path, body, headers, read_timeout, auth, instance)
             except Dropped:
                 pass  # the idle connection had gone stale: once more on a fresh one
-        return self._exchange(endpoint, self._connect(endpoint), method, path, body, headers, read_timeout)
+        return self._exchange(
+            endpoint, self._connect(endpoint), method, path, body, headers, read_timeout, auth, instance
+        )
 
-    def _exchange(self, endpoint, connection, method, path, body, headers, read_timeout) -> Reply:
+    def _exchange(self, endpoint, connection, method, path, body, headers, read_timeout, auth, instance) -> Reply:
         try:
-            reply, keep_alive = connection.exchange(method, path, body, headers, read_timeout)
+            reply, keep_alive, answered_by = connection.exchange(method, path, body, headers, read_timeout, auth)
         except TimeoutError:
             connection.close()
             raise TimedOut() from None
         except (OSError, httptools.HttpParserError) as error:
             connection.close()
             raise Dropped(str(error)) from None
+        if instance is not None and answered_by != instance:
+            # Someone else listens there now: none of our connections to it is any use.
+            connection.close()
+            self.forget(endpoint)
+            raise WrongInstance(
+                f"{endpoint} answered as {answered_by.decode('latin-1') or 'an unnamed runtime'!r},"
+                f" not {instance.decode('latin-1')!r}"
+            )
         if keep_alive:
             self._give_back(endpoint, connection)
         else:
             connection.close()
         return reply
+
+    def forget(self, endpoint: str) -> None:
+        """Close the idle connections to one endpoint."""
+        with self._lock:
+            idle = self._idle.pop(endpoint, None)
+        while idle:
+            try:
+                idle.pop().close()
+            except IndexError:
+                break
 
     def clear(self) -> None:
         with self._lock:

@@ -29,6 +29,16 @@ class InvalidInput(ApiError):
     code = "invalid_input"
 
 
+class Unauthenticated(ApiError):
+    """The call does not carry this instance's credential."""
+
+    status = 401
+    code = "unauthenticated"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers=[(b"www-authenticate", b'Bearer realm="modelbay-runtime"')])
+
+
 class NotFound(ApiError):
     status = 404
     code = "not_found"

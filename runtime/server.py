@@ -10,6 +10,7 @@ pool so the loop keeps answering health checks.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import re
 import sys
@@ -28,6 +29,7 @@ from .errors import (
     ModelError,
     NotFound,
     PayloadTooLarge,
+    Unauthenticated,
     Unavailable,
 )
 from .jsonutil import JSONDecodeError, dumps, loads
@@ -38,6 +40,11 @@ from .tensors import parse_infer_request
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
 _JSON = (b"content-type", b"application/json")
+# The caller's credential (see runtime/README.md, "Authentication"); ASGI lowercases names.
+AUTH_HEADER = b"authorization"
+AUTH_SCHEME = b"Bearer "
+# The header naming the instance in every answer.
+INSTANCE_HEADER = b"x-modelbay-instance"
 _GET = ("GET", "HEAD")
 _POST = ("POST",)
 _MODEL_PATH_RE = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?/?$")
@@ -65,6 +72,8 @@ class RuntimeApp:
         workers: int = 4,
         max_body: int = DEFAULT_MAX_BODY,
         batching: bool = True,
+        credential: str | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self.model_dir = Path(model_dir).resolve()
         self.name = name
@@ -80,6 +89,14 @@ class RuntimeApp:
         self.traceback: str | None = None
         self._load_thread: threading.Thread | None = None
         self._metadata_body: bytes | None = None
+
+        # Every call must carry "Authorization: Bearer <credential>"; None: open (development).
+        self._auth = AUTH_SCHEME + credential.encode() if credential else None
+        self.instance_id = instance_id or None
+        # Headers of every answer: the content type, and the instance's name.
+        self._base_headers = [_JSON]
+        if self.instance_id:
+            self._base_headers.append((INSTANCE_HEADER, self.instance_id.encode()))
 
         self._version_str = str(version)
         self._version_headers = [(b"x-model-version", self._version_str.encode())]
@@ -152,6 +169,8 @@ class RuntimeApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
             try:
+                if self._auth is not None:
+                    self._authenticate(scope)
                 route = self.routes.get(scope["path"])
                 if route is None:
                     route = self._slow_route(scope["path"])
@@ -175,7 +194,7 @@ class RuntimeApp:
                 {
                     "type": "http.response.start",
                     "status": status,
-                    "headers": [_JSON, (b"content-length", b"%d" % len(body)), *headers],
+                    "headers": [*self._base_headers, (b"content-length", b"%d" % len(body)), *headers],
                 }
             )
             await send({"type": "http.response.body", "body": body})
@@ -189,6 +208,16 @@ class RuntimeApp:
                     self.pool.shutdown(wait=False, cancel_futures=True)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+
+    def _authenticate(self, scope) -> None:
+        """The call carries this instance's credential, or it is answered 401 (whatever
+        its path or method). Compared in constant time."""
+        for key, value in scope["headers"]:
+            if key == AUTH_HEADER:
+                if hmac.compare_digest(value, self._auth):
+                    return
+                raise Unauthenticated("wrong credential for this instance")
+        raise Unauthenticated("this runtime answers only calls with its credential (Authorization: Bearer ...)")
 
     def _slow_route(self, path: str):
         m = _MODEL_PATH_RE.match(path)
@@ -371,12 +400,33 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {value!r}") from None
 
 
-def make_app(model_dir: str | Path, *, name: str = "model", version: int = 1) -> RuntimeApp:
+def read_credential(path: str | Path) -> str:
+    """The credential in a file (surrounding whitespace ignored); exits when it cannot be
+    read or is empty: a runtime told to require a credential never runs open."""
+    try:
+        credential = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"modelbay-runtime: cannot read the credential file {str(path)!r}: {exc}") from None
+    if not credential:
+        raise SystemExit(f"modelbay-runtime: the credential file {str(path)!r} is empty")
+    return credential
+
+
+def make_app(
+    model_dir: str | Path,
+    *,
+    name: str = "model",
+    version: int = 1,
+    credential: str | None = None,
+    instance_id: str | None = None,
+) -> RuntimeApp:
     """A RuntimeApp configured from MODELBAY_RUNTIME_{THREADS,WORKERS,MAX_BODY,BATCHING}."""
     return RuntimeApp(
         model_dir,
         name=name,
         version=version,
+        credential=credential,
+        instance_id=instance_id,
         threads=_env_int("MODELBAY_RUNTIME_THREADS", 1),
         workers=_env_int("MODELBAY_RUNTIME_WORKERS", 4),
         max_body=_env_int("MODELBAY_RUNTIME_MAX_BODY", DEFAULT_MAX_BODY),
@@ -385,9 +435,19 @@ def make_app(model_dir: str | Path, *, name: str = "model", version: int = 1) ->
 
 
 def serve(
-    model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8080, name: str = "model", version: int = 1
+    model_dir: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    name: str = "model",
+    version: int = 1,
+    credential: str | None = None,
+    instance_id: str | None = None,
 ) -> None:
-    """Run the runtime under uvicorn until SIGTERM/SIGINT (graceful)."""
+    """Run the runtime under uvicorn until SIGTERM/SIGINT (graceful).
+
+    ``credential``: every call must carry it (``Authorization: Bearer ...``); None runs
+    open. ``instance_id``: named in every answer's ``X-Modelbay-Instance`` header."""
     import uvicorn
 
     try:
@@ -404,7 +464,7 @@ def serve(
         http = http_protocol()  # httptools, one write per response
     except ImportError:  # pragma: no cover
         http = "h11"
-    app = make_app(model_dir, name=name, version=version)
+    app = make_app(model_dir, name=name, version=version, credential=credential, instance_id=instance_id)
     config = uvicorn.Config(
         app,
         host=host,

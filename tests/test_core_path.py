@@ -257,3 +257,138 @@ def test_a_runtime_that_exits_while_starting_is_tried_again_then_fails(worker, a
     assert "giving up on loading" in body["error"]
     instance = Instance.objects.get()
     assert instance.restarts == 2 and instance.failed_starts == 3
+
+
+# --- every gateway -> runtime call is authenticated -----------------------------------------
+def _echo_package(prefix: str) -> bytes:
+    from conftest import make_zip
+
+    return make_zip(
+        {
+            "modelbay.yaml": "framework: python\nentrypoint: predictor:Model\n",
+            "predictor.py": ECHO_MODEL,
+            "prefix.txt": prefix,
+        }
+    )
+
+
+def test_a_runtime_answers_only_calls_with_its_instances_credential(digits_service, api):
+    import httpx
+
+    assert predict(api, "digits", [[0] * 64]).status_code == 200  # through the gateway: as before
+    for instance in Instance.objects.filter(status="ready"):
+        for headers in ({}, {"Authorization": "Bearer not-the-credential"}):
+            response = httpx.post(f"{instance.endpoint}/predict", json={"inputs": [[0] * 64]}, headers=headers)
+            assert response.status_code == 401, response.text
+            assert response.json()["code"] == "unauthenticated"
+            assert response.headers["X-Modelbay-Instance"] == instance.id
+            assert httpx.get(f"{instance.endpoint}/v2/health/ready", headers=headers).status_code == 401
+        response = httpx.post(
+            f"{instance.endpoint}/predict",
+            json={"inputs": [[0] * 64]},
+            headers={"Authorization": f"Bearer {instance.credential}"},
+        )
+        assert response.status_code == 200 and response.headers["X-Modelbay-Instance"] == instance.id
+        # Given in a private file, never on the command line, in the environment or in the API.
+        process = next(p for p in psutil.process_iter(["cmdline"]) if instance.id in " ".join(p.info["cmdline"] or []))
+        cmdline = process.cmdline()
+        assert instance.credential not in " ".join(cmdline)
+        assert instance.credential not in " ".join(process.environ().values())
+        credential_file = cmdline[cmdline.index("--credential-file") + 1]
+        assert os.stat(credential_file).st_mode & 0o777 == 0o600
+        assert open(credential_file).read() == instance.credential
+    assert all(
+        instance.credential not in api.get("/api/v1/services/digits").content.decode()
+        for instance in Instance.objects.all()
+    )
+
+
+@pytest.fixture
+def alpha_and_beta(worker, api, outsider_api):
+    """Two tenants' echo services: acme's "alpha" (two replicas) and globex's "beta"."""
+    upload(api, "alpha", "alpha.zip", _echo_package("alpha:"))
+    deploy(api, "alpha", "alpha", replicas=2)
+    upload(outsider_api, "beta", "beta.zip", _echo_package("beta:"))
+    deploy(outsider_api, "beta", "beta")
+    wait_status(api, "alpha")
+    wait_status(outsider_api, "beta")
+    beta = Instance.objects.get(deployment__service__slug="beta")
+    return beta
+
+
+def _pin_route(api, slug: str, targets) -> None:
+    """Put a routing table with these targets in this (the gateway's) process, as if it
+    had been loaded under the current generation."""
+    from inference import routing
+    from modelbay.core import generation
+
+    key = (api.organization.id, slug)
+    gen = generation.current()
+    loaded = routing.route_for(*key, gen=gen)
+    version = routing.VersionRoute(loaded.versions[0].version, 100, tuple(targets))
+    routing._routes._entries[key] = (gen, routing.Route(loaded.service_id, loaded.slug, (version,)))
+
+
+def test_a_reused_port_never_gives_another_tenants_answer(alpha_and_beta, api):
+    """A gateway whose table points one of alpha's instances at the endpoint where beta's
+    runtime listens (a port reused by another tenant): the answer is dropped, the call
+    goes to alpha's other instance, and the table is reloaded."""
+    from inference import routing
+    from modelbay.core import generation
+
+    beta = alpha_and_beta
+    first, second = (
+        routing.Target(i.id, i.endpoint, i.zone, i.credential)
+        for i in Instance.objects.filter(deployment__service__slug="alpha").order_by("id")
+    )
+    stale = routing.Target(first.instance_id, beta.endpoint, first.zone, first.credential)
+    for _ in range(5):
+        routing._wrong.clear()  # else the stale target, known now, is not even tried...
+        routing._suspects.clear()  # ...or tried last
+        _pin_route(api, "alpha", [stale, second])  # the stale target is tried first
+        response = predict(api, "alpha", ["x"])
+        assert response.status_code == 200, response.content
+        assert response.json()["outputs"] == ["alpha:x"]
+        assert (first.instance_id, beta.endpoint) in routing._wrong
+        # The stale table was dropped: the next call reloads the right one.
+        reloaded = routing.route_for(api.organization.id, "alpha", gen=generation.current())
+        assert {t.endpoint for t in reloaded.versions[0].targets} == {first.endpoint, second.endpoint}
+
+    # Known stale: not even tried; the call goes to the right instance only.
+    _pin_route(api, "alpha", [stale, second])
+    assert predict(api, "alpha", ["x"]).json()["outputs"] == ["alpha:x"]
+
+    # With no right instance left to try, 503, never beta's answer.
+    routing._wrong.clear()
+    _pin_route(api, "alpha", [stale])
+    response = predict(api, "alpha", ["x"])
+    assert response.status_code == 503 and response.json()["code"] == "unavailable", response.content
+    assert predict(api, "alpha", ["x"]).json()["outputs"] == ["alpha:x"]  # reloaded from the database
+
+
+def test_an_instance_row_pointing_at_another_runtime_is_never_answered_by_it(alpha_and_beta, api):
+    """An Instance row whose endpoint names another tenant's runtime, and a new generation:
+    calls get alpha's answers or 503, never beta's, and reconcile mends the row."""
+    from modelbay.core import generation
+
+    beta = alpha_and_beta
+    victim = Instance.objects.filter(deployment__service__slug="alpha").order_by("id").first()
+    right_endpoint = victim.endpoint
+    Instance.objects.filter(pk=victim.pk).update(endpoint=beta.endpoint)
+    generation.bump()
+    answers = set()
+    for _ in range(20):
+        response = predict(api, "alpha", ["x"])
+        assert response.status_code in (200, 503), response.content
+        if response.status_code == 200:
+            answers.update(response.json()["outputs"])
+    assert answers == {"alpha:x"}
+
+    def mended():
+        victim.refresh_from_db()
+        return victim.endpoint == right_endpoint and victim.status == "ready"
+
+    wait_for(mended, what="reconcile to mend the instance's endpoint")
+    # Its own runtime answers with its own credential: nothing was restarted for it.
+    assert victim.restarts == 0
+    assert predict(api, "alpha", ["x"]).json()["outputs"] == ["alpha:x"]

@@ -93,13 +93,43 @@ def test_containers_are_hardened(digits, engine):
     assert host["NetworkMode"] not in ("host",) and host["PidMode"] == "" and host["IpcMode"] != "host"
     assert list(host["Tmpfs"]) == ["/tmp"]
     mounts = container.attrs["Mounts"]
-    assert [(m["Destination"], m["RW"]) for m in mounts] == [("/model", False)]
+    # The model and the instance's credential file, both read-only; nothing else.
+    assert sorted((m["Destination"], m["RW"]) for m in mounts) == [
+        ("/model", False),
+        ("/run/modelbay/credential", False),
+    ]
     assert not any("docker.sock" in m["Source"] for m in mounts)
     # The port is published on loopback only.
     assert {b["HostIp"] for b in container.attrs["NetworkSettings"]["Ports"]["8080/tcp"]} == {"127.0.0.1"}
     # The runtime itself sees it the same way from inside.
     uid = container.exec_run(["python3", "-c", "import os; print(os.getuid())"], user="").output.decode().strip()
     assert uid == "10001"
+
+
+def test_a_container_answers_only_calls_with_its_instances_credential(digits, api, engine):
+    import httpx
+
+    assert predict(api, "digits", [[0] * 64]).status_code == 200  # through the gateway: as before
+    for instance in Instance.objects.filter(status="ready"):
+        container = _container_of(engine, instance.id)
+        port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+        url = f"http://127.0.0.1:{port}"
+        assert instance.endpoint == url
+        for headers in ({}, {"Authorization": "Bearer not-the-credential"}):
+            for method, path in (("POST", "/predict"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/digits")):
+                response = httpx.request(method, url + path, json={"inputs": [[0] * 64]}, headers=headers)
+                assert response.status_code == 401, response.text
+                assert response.json()["code"] == "unauthenticated"
+                assert response.headers["X-Modelbay-Instance"] == instance.id
+        response = httpx.post(
+            url + "/predict", json={"inputs": [[0] * 64]}, headers={"Authorization": f"Bearer {instance.credential}"}
+        )
+        assert response.status_code == 200 and response.headers["X-Modelbay-Instance"] == instance.id
+        # Given in a file mounted read-only, never on the command line or in the environment.
+        assert instance.credential not in " ".join(container.attrs["Config"]["Cmd"])
+        assert not any(instance.credential in variable for variable in container.attrs["Config"]["Env"])
+        (mount,) = [m for m in container.attrs["Mounts"] if m["Destination"] == "/run/modelbay/credential"]
+        assert mount["RW"] is False and mount["Type"] == "bind"
 
 
 def test_resources_are_applied_and_changed_in_place(docker_worker, api, engine, digits_model):

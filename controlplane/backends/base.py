@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +39,9 @@ class InstanceSpec:
     resources: Resources
     requirements: tuple[str, ...] = ()
     system_packages: tuple[str, ...] = ()  # Debian packages (container images only)
+    # What every call to the runtime must carry; a secret (never in a repr or a log).
+    # Empty: the backend makes one up, so that no runtime it starts ever runs open.
+    credential: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,44 @@ class Inventory(dict[str, RunningInstance]):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.unreachable: dict[str, str] = {}
+
+
+CREDENTIAL_FILE = "credential"
+
+
+def credential_dir(run_dir: Path, instance_id: str) -> Path:
+    """The per-instance folder holding the runtime's credential file."""
+    return run_dir / "instances" / instance_id
+
+
+def write_credential(run_dir: Path, spec: InstanceSpec, *, owner: tuple[int, int] | None = None) -> Path:
+    """Write the instance's credential into ``run/instances/<id>/credential`` and return
+    its path. The folder is 0700 and the file 0600, replaced atomically (a new file, so a
+    container that mounted the old one never sees the new). ``owner``: (uid, gid) that must
+    read it (a container's user); when this process cannot give it the file, the file is
+    0644, still behind the 0700 folder, which a bind mount does not need to traverse."""
+    directory = credential_dir(run_dir, spec.instance_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    credential = spec.credential or secrets.token_urlsafe(32)
+    path = directory / CREDENTIAL_FILE
+    temporary = directory / f".{CREDENTIAL_FILE}.{secrets.token_hex(4)}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, credential.encode())
+        if owner is not None and owner != (os.geteuid(), os.getegid()):
+            try:
+                os.fchown(fd, *owner)
+            except PermissionError:
+                os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    return path
+
+
+def remove_credential(run_dir: Path, instance_id: str) -> None:
+    shutil.rmtree(credential_dir(run_dir, instance_id), ignore_errors=True)
 
 
 class RuntimeBackend(Protocol):

@@ -5,7 +5,8 @@ zones). Containers carry labels naming this installation, the instance, its
 organization, service, version and zone; the backend finds them again by those labels
 alone, so a restart of the worker or of the engine loses nothing the database does not
 know. A zone whose engine does not answer is reported as unreachable, not as "all its
-containers died".
+containers died". Each container gets its credential as one read-only file mounted at
+``/run/modelbay/credential`` from ``run/instances/<id>/credential``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ import requests
 from django.conf import settings
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from controlplane.backends.base import BackendError, InstanceSpec, Inventory, RunningInstance
+from controlplane.backends.base import (
+    BackendError,
+    InstanceSpec,
+    Inventory,
+    RunningInstance,
+    remove_credential,
+    write_credential,
+)
 from controlplane.backends.local import _namespace
 from controlplane.resources import Resources
 
@@ -36,6 +44,7 @@ logger = logging.getLogger(__name__)
 LABEL = "modelbay"
 RUNTIME_PORT = 8080
 RUNTIME_USER = "10001:10001"
+CREDENTIAL_PATH = "/run/modelbay/credential"  # inside the container
 CPU_PERIOD = 100_000  # microseconds; the quota is cpu × this
 ENGINE_ERRORS = (DockerException, requests.RequestException, OSError)
 MODEL_IMAGE = "modelbay/model-env"
@@ -56,6 +65,7 @@ class DockerBackend:
         self.namespace = _namespace()
         self.image = settings.MODELBAY_RUNTIME_IMAGE
         self.network = settings.MODELBAY_DOCKER_NETWORK
+        self.run_dir = settings.MODELBAY_RUN_DIR
         self.log_dir = settings.MODELBAY_RUN_DIR / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._clients: dict[str, docker.DockerClient] = {}
@@ -120,12 +130,16 @@ class DockerBackend:
         )
 
     def stop(self, instance_id: str) -> None:
+        removed = True
         for zone in settings.MODELBAY_ZONES:
             try:
                 self._remove(zone, instance_id)
             except ENGINE_ERRORS as error:
                 # The orphan sweep removes it once the engine answers again.
                 logger.warning("cannot remove %s in %s: %s", instance_id, zone, error)
+                removed = False
+        if removed:
+            remove_credential(self.run_dir, instance_id)
 
     def list(self) -> Inventory:
         inventory = Inventory()
@@ -223,8 +237,16 @@ class DockerBackend:
             _label("zone"): spec.zone,
         }
         model_dir = settings.MODELBAY_DOCKER_ARTIFACT_ROOT / spec.model_dir.relative_to(settings.MODELBAY_ARTIFACT_ROOT)
+        uid, gid = (int(part) for part in RUNTIME_USER.split(":"))
+        credential_file = _docker_host_path(write_credential(self.run_dir, spec, owner=(uid, gid)))
         options = dict(
-            command=["--model-dir", "/model", "--name", spec.service, "--model-version", str(spec.model_version)],
+            command=[
+                "--model-dir", "/model",
+                "--name", spec.service,
+                "--model-version", str(spec.model_version),
+                "--instance-id", spec.instance_id,
+                "--credential-file", CREDENTIAL_PATH,
+            ],  # fmt: skip
             name=f"modelbay-{self.namespace}-{spec.instance_id}",
             detach=True,
             labels=labels,
@@ -240,7 +262,10 @@ class DockerBackend:
             cpu_period=CPU_PERIOD,
             cpu_quota=_cpu_quota(resources),
             pids_limit=resources.pids,
-            volumes={str(model_dir): {"bind": "/model", "mode": "ro"}},
+            volumes={
+                str(model_dir): {"bind": "/model", "mode": "ro"},
+                str(credential_file): {"bind": CREDENTIAL_PATH, "mode": "ro"},
+            },
             log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
         )
         if self.network:
@@ -341,6 +366,25 @@ class DockerBackend:
         if error:
             log = "".join(output)[-4000:]
             raise BackendError(f"Installing the model's packages failed:\n{log}", permanent=True)
+
+
+def _docker_host_path(path: Path) -> Path:
+    """Where the Docker host sees a file of MODELBAY_RUN_DIR: MODELBAY_DOCKER_RUN_DIR when
+    set; else, when the worker runs in a container and MODELBAY_DOCKER_ARTIFACT_ROOT maps
+    the artifacts' folder, the run dir beside it maps the same way (both live in the
+    data dir by default); else the same path."""
+    run_dir = settings.MODELBAY_RUN_DIR
+    relative = path.relative_to(run_dir)
+    mapped = settings.MODELBAY_DOCKER_RUN_DIR
+    if mapped:
+        return Path(mapped) / relative
+    artifacts, docker_artifacts = settings.MODELBAY_ARTIFACT_ROOT, settings.MODELBAY_DOCKER_ARTIFACT_ROOT
+    if docker_artifacts != artifacts and docker_artifacts.name == artifacts.name:
+        try:
+            return docker_artifacts.parent / run_dir.relative_to(artifacts.parent) / relative
+        except ValueError:
+            pass
+    return path
 
 
 def _stop_grace_s() -> int:

@@ -3,7 +3,8 @@
 Processes run in their own session, so they outlive a restart of the worker that
 started them; the backend finds them again by the ``--instance-id`` in their command
 line, which carries this installation's namespace so that two Modelbays on one host
-never touch each other's processes.
+never touch each other's processes. Each gets its credential in a file of its own,
+``run/instances/<id>/credential`` (folder 0700, file 0600), named by ``--credential-file``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from pathlib import Path
 import psutil
 from django.conf import settings
 
-from controlplane.backends.base import BackendError, InstanceSpec, Inventory, RunningInstance
+from controlplane.backends.base import (
+    BackendError,
+    InstanceSpec,
+    Inventory,
+    RunningInstance,
+    remove_credential,
+    write_credential,
+)
 from controlplane.resources import Resources
 
 ID_FLAG = "--instance-id"
@@ -53,6 +61,7 @@ class LocalBackend:
         self.namespace = _namespace()
         self.host = settings.MODELBAY_RUNTIME_HOST
         self.advertise_host = settings.MODELBAY_RUNTIME_ADVERTISE_HOST
+        self.run_dir = settings.MODELBAY_RUN_DIR
         self.log_dir = settings.MODELBAY_RUN_DIR / "logs"
         self.venv_dir = settings.MODELBAY_VENV_DIR
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +75,7 @@ class LocalBackend:
         self.stop(spec.instance_id)
         python = self._python_for(spec.requirements)
         port = _free_port(self.host)
+        credential_file = write_credential(self.run_dir, spec)
         command = [
             python, "-m", "runtime",
             "--model-dir", str(spec.model_dir),
@@ -74,6 +84,7 @@ class LocalBackend:
             "--name", spec.service,
             "--model-version", str(spec.model_version),
             ID_FLAG, f"{self.namespace}/{spec.instance_id}",
+            "--credential-file", str(credential_file),
         ]  # fmt: skip
         with open(self._log_path(spec.instance_id), "ab") as log:
             log.write(f"--- starting {spec.instance_id} on port {port}\n".encode())
@@ -94,6 +105,7 @@ class LocalBackend:
     def stop(self, instance_id: str) -> None:
         for process in self._processes().get(instance_id, []):
             self._terminate(process)
+        remove_credential(self.run_dir, instance_id)
 
     def list(self) -> Inventory:
         running = Inventory()

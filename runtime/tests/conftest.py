@@ -70,7 +70,10 @@ def start_runtime(
     version: int = 1,
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
+    credential: str | None = None,
+    instance_id: str = "test-instance",
 ) -> Runtime:
+    """``credential``: written to a file given with --credential-file; ``client`` sends it."""
     port = free_port()
     stderr_path = tmp_dir / f"runtime-{port}.stderr"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_RUNTIME_")}
@@ -81,12 +84,19 @@ def start_runtime(
         "--port", str(port),
         "--name", name,
         "--model-version", str(version),
-        "--instance-id", "test-instance",
+        "--instance-id", instance_id,
     ]
+    headers = {}
+    if credential is not None:
+        credential_file = tmp_dir / f"credential-{port}"
+        credential_file.write_text(credential)
+        credential_file.chmod(0o600)
+        cmd += ["--credential-file", str(credential_file)]
+        headers["Authorization"] = f"Bearer {credential}"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=err)
     url = f"http://127.0.0.1:{port}"
-    rt = Runtime(proc, url, stderr_path, httpx.Client(base_url=url, timeout=30))
+    rt = Runtime(proc, url, stderr_path, httpx.Client(base_url=url, timeout=30, headers=headers))
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:

@@ -2,8 +2,11 @@
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
+# MODELBAY_IN_CONTAINER: the local runtime backend refuses to start instances here (model
+# code would run inside the worker's container, next to the Docker socket); use docker.
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 \
-    MODELBAY_DATA_DIR=/data MODELBAY_STATIC_ROOT=/app/staticfiles
+    MODELBAY_DATA_DIR=/data MODELBAY_STATIC_ROOT=/app/staticfiles \
+    MODELBAY_IN_CONTAINER=1 MODELBAY_RUNTIME_BACKEND=docker
 WORKDIR /app
 COPY requirements.txt ./
 COPY runtime/requirements.txt runtime/requirements.txt

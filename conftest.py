@@ -30,7 +30,14 @@ REPO = Path(__file__).resolve().parent
 # its `pytestmark`.
 _MARKER_FIXTURES = {
     "integration": {"worker", "docker_worker", "own_engine_worker", "celery_worker_process"},
-    "docker": {"docker_worker", "own_engine_worker", "docker_zones", "zone_b_engine", "own_docker_engine"},
+    "docker": {
+        "docker_worker",
+        "own_engine_worker",
+        "docker_zones",
+        "zone_b_engine",
+        "own_docker_engine",
+        "own_tls_docker_engine",
+    },
     "browser": {"browser", "page"},
 }
 
@@ -395,10 +402,22 @@ class OwnDockerEngine:
     Its containers publish ports on 127.0.0.1 like the machine's (docker-proxy, over the
     engine's own bridge); it leaves iptables alone (``--iptables=false``), so the machine's
     engine's rules are never rewritten. Needs root, ``dockerd`` and ``ip``.
+
+    With ``tls=True`` it also listens on ``tcp://127.0.0.1:<free port>`` (``tcp_url``) with
+    ``--tlsverify``, as an engine on another host would: certificates made here with
+    ``openssl`` (a CA of the test's own; the engine's, for 127.0.0.1; a client's). The
+    client's folder (``client_tls_dir``: ca.pem, cert.pem, key.pem, the docker CLI's
+    layout) is what MODELBAY_ZONE_TLS names; ``rogue_tls_dir`` holds a client certificate
+    of another CA, which the engine must refuse. The unix socket stays as it is.
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, tls: bool = False):
         self.root = root
+        self.tls = tls
+        self.tls_dir = root / "tls"
+        self.client_tls_dir = self.tls_dir / "client"
+        self.rogue_tls_dir = self.tls_dir / "rogue"
+        self.tcp_port: int | None = None
         self.socket = root / "docker.sock"
         self.data_root = root / "data"
         self.exec_root = root / "exec"
@@ -413,6 +432,30 @@ class OwnDockerEngine:
     @property
     def url(self) -> str:
         return f"unix://{self.socket}"
+
+    @property
+    def tcp_url(self) -> str:
+        assert self.tls and self.tcp_port, "the test engine listens on tcp only with tls=True"
+        return f"tcp://127.0.0.1:{self.tcp_port}"
+
+    # --- TLS ----------------------------------------------------------------------------
+    def make_certificates(self) -> None:
+        """A CA, the engine's certificate (127.0.0.1, localhost), a client's, and a rogue
+        client's signed by another CA; all valid for two days."""
+        folder = self.tls_dir
+        for path in (folder, self.client_tls_dir, self.rogue_tls_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        _make_ca(folder / "ca.pem", folder / "ca-key.pem", "modelbay test CA")
+        _make_ca(folder / "rogue-ca.pem", folder / "rogue-ca-key.pem", "someone else's CA")
+        _sign(folder / "server-cert.pem", folder / "server-key.pem", folder / "ca.pem", folder / "ca-key.pem",
+              "127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")  # fmt: skip
+        client_ext = "extendedKeyUsage=clientAuth\n"
+        _sign(self.client_tls_dir / "cert.pem", self.client_tls_dir / "key.pem", folder / "ca.pem",
+              folder / "ca-key.pem", "modelbay worker", client_ext)  # fmt: skip
+        _sign(self.rogue_tls_dir / "cert.pem", self.rogue_tls_dir / "key.pem", folder / "rogue-ca.pem",
+              folder / "rogue-ca-key.pem", "modelbay worker", client_ext)  # fmt: skip
+        for client in (self.client_tls_dir, self.rogue_tls_dir):
+            shutil.copy(folder / "ca.pem", client / "ca.pem")  # both trust the engine's certificate
 
     # --- the bridge ---------------------------------------------------------------------
     def create_bridge(self) -> None:
@@ -447,7 +490,23 @@ class OwnDockerEngine:
             path.mkdir(parents=True, exist_ok=True)
         if not self.config_file.exists():
             self.config_file.write_text("{}\n")
-        namespace = f"modelbay-test-{self.root.name[-8:]}"
+        # containerd allows single [._-] between letters and digits only: mkdtemp's "_" may repeat.
+        namespace = "modelbay-test-" + "".join(c if c.isalnum() else "0" for c in self.root.name[-8:])
+        tls_options = []
+        if self.tls:
+            if not (self.tls_dir / "server-cert.pem").exists():
+                self.make_certificates()
+            if self.tcp_port is None:  # the same port across a stop and a start
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", 0))
+                    self.tcp_port = sock.getsockname()[1]
+            tls_options = [
+                f"--host=tcp://127.0.0.1:{self.tcp_port}",
+                "--tlsverify",
+                f"--tlscacert={self.tls_dir / 'ca.pem'}",
+                f"--tlscert={self.tls_dir / 'server-cert.pem'}",
+                f"--tlskey={self.tls_dir / 'server-key.pem'}",
+            ]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -461,6 +520,7 @@ class OwnDockerEngine:
                     "--iptables=false", "--ip-masq=false", "--ip-forward=false",
                     f"--containerd-namespace={namespace}",
                     f"--containerd-plugins-namespace={namespace}-plugins",
+                    *tls_options,
                 ],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
@@ -556,6 +616,30 @@ class OwnDockerEngine:
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
+def _openssl(*args: str) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("The test engine's TLS certificates are made with the `openssl` command.")
+    subprocess.run([openssl, *args], check=True, capture_output=True)
+
+
+def _make_ca(cert: Path, key: Path, name: str) -> None:
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+             "-days", "2", "-subj", f"/CN={name}",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+
+
+def _sign(cert: Path, key: Path, ca_cert: Path, ca_key: Path, name: str, extensions: str) -> None:
+    """A key and a certificate for ``name`` signed by the CA, with these v3 extensions."""
+    request, extfile = cert.with_suffix(".csr"), cert.with_suffix(".ext")
+    extfile.write_text(extensions)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(request), "-subj", f"/CN={name}")
+    _openssl("x509", "-req", "-in", str(request), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
+             "-out", str(cert), "-days", "2", "-extfile", str(extfile))  # fmt: skip
+    request.unlink()
+    extfile.unlink()
+
+
 def _networks_in_use(*, addresses_only: bool = False) -> list[ipaddress.IPv4Network]:
     """The IPv4 networks of this machine's interfaces (and, unless addresses_only, routes)."""
     networks = []
@@ -577,11 +661,22 @@ def _networks_in_use(*, addresses_only: bool = False) -> list[ipaddress.IPv4Netw
 def own_docker_engine():
     """A Docker engine of this test's own (see OwnDockerEngine), with the runtime image
     loaded from this machine's engine; everything of it is removed afterwards."""
+    yield from _own_engine(tls=False)
+
+
+@pytest.fixture
+def own_tls_docker_engine():
+    """Like ``own_docker_engine``, also listening on tcp with ``--tlsverify``, as an engine
+    on another host (``tcp_url``, ``client_tls_dir``, ``rogue_tls_dir``)."""
+    yield from _own_engine(tls=True)
+
+
+def _own_engine(*, tls: bool):
     if os.geteuid() != 0:
         pytest.fail("This test starts a Docker engine of its own: it needs root (as `make test` runs on CI).")
     _require_host_engine_and_image()
     # A short folder: the engine's and its containerd's unix sockets live under it (108 bytes at most).
-    engine = OwnDockerEngine(Path(tempfile.mkdtemp(prefix="mbe-", dir="/tmp")))
+    engine = OwnDockerEngine(Path(tempfile.mkdtemp(prefix="mbe-", dir="/tmp")), tls=tls)
     try:
         engine.create_bridge()
         engine.start()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from modelbay.core.env import env_bool, env_float, env_int, env_list, env_str, parse_zones
+from modelbay.core.env import env_bool, env_float, env_int, env_list, env_str, parse_zone_tls, parse_zones
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("MODELBAY_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -299,6 +299,15 @@ MODELBAY_PIDS_LIMIT = env_int("MODELBAY_PIDS_LIMIT", 256)
 # --- the docker backend ---------------------------------------------------------------
 # Zones map to Docker endpoints in MODELBAY_ZONES (zone-a=unix:///var/run/docker.sock,...);
 # a zone without one uses DOCKER_HOST or the local socket.
+# An engine on another host (tcp://host:2376) is called over TLS with a client certificate
+# only: MODELBAY_ZONE_TLS=zone-b=/path/to/certs names the folder holding ca.pem, cert.pem and
+# key.pem (the docker CLI's layout). A tcp zone without it stops the settings from loading.
+MODELBAY_ZONE_TLS = parse_zone_tls(
+    env_str("MODELBAY_ZONE_TLS", ""),
+    MODELBAY_ZONES,
+    docker_host=env_str("DOCKER_HOST") if MODELBAY_RUNTIME_BACKEND == "docker" else "",
+    docker_tls_verify=env_str("DOCKER_TLS_VERIFY"),
+)
 MODELBAY_RUNTIME_IMAGE = env_str("MODELBAY_RUNTIME_IMAGE", "modelbay/runtime:latest")
 # Containers publish their port on this address of the Docker host, and the gateway calls
 # them there; with MODELBAY_DOCKER_NETWORK set they join that network instead, publish

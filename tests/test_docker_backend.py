@@ -13,6 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 from conftest import python_package, wait_for
@@ -435,3 +436,107 @@ def test_a_container_that_dies_is_replaced_on_the_engines_event(docker_worker, a
     wait_for(replaced, timeout_s=60, what="the dead container to be replaced")
     assert f"instance {victim.id} exited" in docker_worker.log_path.read_text()
     assert predict(api, "digits", [[0] * 64]).status_code == 200
+
+
+TRIVIAL_MODEL = """
+class Model:
+    def load(self, model_dir):
+        pass
+
+    def predict(self, inputs):
+        return [len(str(item)) for item in inputs]
+"""
+
+
+@pytest.mark.timeout(300)  # an engine of its own to start and fill
+def test_an_engine_on_another_host_is_called_over_tls_with_a_client_certificate(
+    own_tls_docker_engine, settings, monkeypatch
+):
+    """A zone at tcp://: the backend calls the engine over TLS with the zone's client
+    certificate (MODELBAY_ZONE_TLS), lists and starts an instance there; a client without
+    that certificate, with one of another CA, or in plain text is refused by the engine."""
+    from controlplane.backends.docker import DockerBackend
+    from controlplane.reconcile import probe
+    from modelbay.core.env import parse_zone_tls
+
+    engine = own_tls_docker_engine
+    address = engine.tcp_url.removeprefix("tcp://")
+    client_dir, rogue_dir = engine.client_tls_dir, engine.rogue_tls_dir
+
+    # The engine itself: only a client with a certificate of its CA gets an answer. (These
+    # plain SDK clients would verify the engine against REQUESTS_CA_BUNDLE when it is set:
+    # the backend's own client does not, see _connect.)
+    with monkeypatch.context() as patched:
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            patched.delenv(name, raising=False)
+        _tls_engine_refuses_strangers(address, client_dir, rogue_dir)
+
+    # The settings: the zone's folder is accepted; without it the zone is refused.
+    zones = {"zone-tls": engine.tcp_url}
+    with pytest.raises(ImproperlyConfigured, match="MODELBAY_ZONE_TLS=zone-tls="):
+        parse_zone_tls("", zones)
+    settings.MODELBAY_ZONES = zones
+    settings.MODELBAY_ZONE_TLS = parse_zone_tls(f"zone-tls={client_dir}", zones)
+
+    backend = DockerBackend()
+    inventory = backend.list()
+    assert not inventory.unreachable and not list(inventory)
+
+    model_dir = Path(settings.MODELBAY_ARTIFACT_ROOT) / "tls-test" / "package"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "modelbay.yaml").write_text("framework: python\nentrypoint: predictor:Model\n")
+    (model_dir / "predictor.py").write_text(TRIVIAL_MODEL)
+    model_dir.chmod(0o755)
+    spec = InstanceSpec(
+        "i-tls000000000", "acme", "tls", 1, "zone-tls", model_dir, resources.effective({}), credential="tls-secret"
+    )
+    started = backend.start(spec)
+    try:
+        assert started.zone == "zone-tls" and started.endpoint.startswith("http://127.0.0.1:")
+        listed = backend.list()
+        assert not listed.unreachable
+        assert listed["i-tls000000000"].alive and listed["i-tls000000000"].zone == "zone-tls"
+        wait_for(
+            lambda: probe(started.endpoint, instance_id=spec.instance_id, credential="tls-secret").ready,
+            timeout_s=60,
+            what="the instance on the TLS engine to be ready",
+        )
+        own = docker.DockerClient(base_url=engine.url)  # the unix socket: what runs there
+        try:
+            assert [c.labels["modelbay.zone"] for c in own.containers.list()] == ["zone-tls"]
+        finally:
+            own.close()
+    finally:
+        backend.stop(spec.instance_id)
+    assert "i-tls000000000" not in backend.list()
+
+    # The same zone without its folder (the settings would refuse it): never plain text.
+    settings.MODELBAY_ZONE_TLS = {}
+    unreachable = DockerBackend().list().unreachable["zone-tls"]
+    assert "plain-text tcp is refused" in unreachable
+
+
+def _tls_engine_refuses_strangers(address: str, client_dir: Path, rogue_dir: Path) -> None:
+    """Only a client with a certificate of the engine's CA gets an answer."""
+    import httpx
+    import requests
+    from docker.tls import TLSConfig
+
+    def client(client_cert: tuple[Path, Path] | None, ca: Path) -> docker.DockerClient:
+        cert = (str(client_cert[0]), str(client_cert[1])) if client_cert else None
+        tls = TLSConfig(client_cert=cert, ca_cert=str(ca), verify=True)
+        return docker.DockerClient(base_url=f"https://{address}", tls=tls, timeout=10)  # asks for the version
+
+    good = client((client_dir / "cert.pem", client_dir / "key.pem"), client_dir / "ca.pem")
+    assert good.ping()
+    good.close()
+    strangers = {
+        "no client certificate": (None, client_dir / "ca.pem"),
+        "a certificate of another CA": ((rogue_dir / "cert.pem", rogue_dir / "key.pem"), rogue_dir / "ca.pem"),
+    }
+    for what, (cert, ca) in strangers.items():
+        with pytest.raises((docker.errors.DockerException, requests.RequestException)):
+            client(cert, ca).ping()
+            pytest.fail(f"the engine answered a client with {what}")
+    plain = httpx.get(f"http://{address}/_ping", timeout=10)  # plain text to the TLS port
+    assert plain.status_code == 400, plain.text

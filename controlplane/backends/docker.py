@@ -5,7 +5,9 @@ zones). Containers carry labels naming this installation, the instance, its
 organization, service, version and zone; the backend finds them again by those labels
 alone, so a restart of the worker or of the engine loses nothing the database does not
 know. A zone whose engine does not answer is reported as unreachable, not as "all its
-containers died". Each container gets its credential as one read-only file mounted at
+containers died". An engine on another host (``tcp://``) is called over TLS only, with the
+client certificate of its zone's ``MODELBAY_ZONE_TLS`` folder (the settings refuse a tcp
+zone without one). Each container gets its credential as one read-only file mounted at
 ``/run/modelbay/credential`` from ``run/instances/<id>/credential``.
 """
 
@@ -26,7 +28,9 @@ from urllib.parse import urlparse
 import docker
 import requests
 from django.conf import settings
+from docker.constants import MINIMUM_DOCKER_API_VERSION
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.tls import TLSConfig
 
 from controlplane.backends.base import (
     BackendError,
@@ -38,6 +42,7 @@ from controlplane.backends.base import (
 )
 from controlplane.backends.local import _namespace
 from controlplane.resources import Resources
+from modelbay.core.env import NETWORK_SCHEMES
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +82,11 @@ class DockerBackend:
         endpoint = settings.MODELBAY_ZONES.get(zone)
         if endpoint is None:
             raise BackendError(f"Zone {zone!r} is not in MODELBAY_ZONES.", permanent=True)
+        key = f"{endpoint} {_tls_dir(zone) or ''}"
         with self._lock:
-            if endpoint not in self._clients:
-                self._clients[endpoint] = _connect(endpoint, timeout=settings.MODELBAY_DOCKER_TIMEOUT)
-            return self._clients[endpoint]
+            if key not in self._clients:
+                self._clients[key] = _connect_zone(zone, timeout=settings.MODELBAY_DOCKER_TIMEOUT)
+            return self._clients[key]
 
     def _publish_host(self, zone: str) -> str:
         """The address the gateway calls a zone's published ports on."""
@@ -193,7 +199,7 @@ class DockerBackend:
         }
         while True:
             try:
-                client = _connect(settings.MODELBAY_ZONES[zone], timeout=None)  # a stream: no read timeout
+                client = _connect_zone(zone, timeout=None)  # a stream: no read timeout
                 for event in client.api.events(filters=filters, decode=True):
                     instance_id = event.get("Actor", {}).get("Attributes", {}).get(_label("instance"))
                     if not instance_id:
@@ -352,7 +358,7 @@ class DockerBackend:
         output: list[str] = []
         error = None
         # Builds outlast the per-call timeout: pip may be silent for a while.
-        builder = _connect(settings.MODELBAY_ZONES[zone], timeout=900)
+        builder = _connect_zone(zone, timeout=900)
         try:
             for chunk in builder.api.build(
                 fileobj=_tar(files), custom_context=True, tag=tag, rm=True, forcerm=True, decode=True
@@ -392,9 +398,45 @@ def _stop_grace_s() -> int:
     return int(settings.MODELBAY_PREDICT_TIMEOUT) + 5
 
 
-def _connect(endpoint: str, *, timeout: float | None) -> docker.DockerClient:
-    """A client of the engine at ``endpoint``; empty means DOCKER_HOST or the local socket."""
+def _tls_dir(zone: str) -> Path | None:
+    return (getattr(settings, "MODELBAY_ZONE_TLS", None) or {}).get(zone)
+
+
+def _connect_zone(zone: str, *, timeout: float | None) -> docker.DockerClient:
+    """A client of a zone's engine, over TLS when the zone has a MODELBAY_ZONE_TLS folder."""
+    return _connect(settings.MODELBAY_ZONES[zone], timeout=timeout, tls_dir=_tls_dir(zone))
+
+
+def _connect(endpoint: str, *, timeout: float | None, tls_dir: Path | None = None) -> docker.DockerClient:
+    """A client of the engine at ``endpoint``; empty means DOCKER_HOST or the local socket.
+
+    With ``tls_dir`` (ca.pem, cert.pem, key.pem), the engine is called at ``https://`` with
+    that client certificate and must show a certificate of that CA. A network endpoint
+    without it is refused here too, whatever the settings let through."""
     timeout = int(timeout) if timeout is not None else None
+    scheme, _, address = endpoint.partition("://")
+    if scheme.lower() in NETWORK_SCHEMES:
+        if tls_dir is None:
+            # An engine error: the zone is reported unreachable with this reason.
+            raise DockerException(
+                f"the Docker engine at {endpoint} is on the network and its zone has no MODELBAY_ZONE_TLS "
+                "folder: plain-text tcp is refused"
+            )
+        tls = TLSConfig(
+            client_cert=(str(tls_dir / "cert.pem"), str(tls_dir / "key.pem")),
+            ca_cert=str(tls_dir / "ca.pem"),
+            verify=True,
+        )
+        client = docker.DockerClient(
+            base_url=f"https://{address}", tls=tls, timeout=timeout, version=MINIMUM_DOCKER_API_VERSION
+        )
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a session's CA file
+        # (psf/requests#3829): the engine is checked against its zone's ca.pem only, and is
+        # called directly (no proxy from the environment). Then the API version is asked
+        # for, as the SDK does by itself when no version is given.
+        client.api.trust_env = False
+        client.api._version = client.api._retrieve_server_version()
+        return client
     if endpoint:
         return docker.DockerClient(base_url=endpoint, timeout=timeout)
     return docker.from_env(timeout=timeout)

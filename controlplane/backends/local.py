@@ -33,8 +33,26 @@ from controlplane.backends.base import (
     write_credential,
 )
 from controlplane.resources import Resources
+from modelbay.core.env import env_bool
 
 ID_FLAG = "--instance-id"
+# Set by docker-compose.yml and the image: this process runs in the platform's container.
+# An explicit signal, not /.dockerenv: the test suite itself runs the local backend in
+# containers (CI, dev containers), where the refusal below would be wrong.
+IN_CONTAINER_ENV = "MODELBAY_IN_CONTAINER"
+
+
+def refuse_in_container() -> None:
+    """The local backend runs model code as processes of the worker: inside the platform's
+    container that is next to the Docker socket, the database's and Redis' passwords and
+    the backend network. Refuse there (permanent: it fails the same way every time)."""
+    if env_bool(IN_CONTAINER_ENV, False):
+        raise BackendError(
+            "The local runtime backend is refused inside the platform's container "
+            f"({IN_CONTAINER_ENV} is set): model code would run inside the worker container, next to "
+            "the Docker socket and the platform's credentials. Use MODELBAY_RUNTIME_BACKEND=docker.",
+            permanent=True,
+        )
 
 
 def _namespace() -> str:
@@ -69,9 +87,11 @@ class LocalBackend:
     # --- interface ----------------------------------------------------------------
     def prepare(self, zone: str, requirements: tuple[str, ...], system_packages: tuple[str, ...] = ()) -> None:
         # System packages are the host's business here: local runtimes use its libraries.
+        refuse_in_container()  # pip would run the packages' build code in this container
         self._python_for(requirements)
 
     def start(self, spec: InstanceSpec) -> RunningInstance:
+        refuse_in_container()
         self.stop(spec.instance_id)
         python = self._python_for(spec.requirements)
         port = _free_port(self.host)

@@ -75,3 +75,68 @@ def parse_zones(raw: str) -> dict[str, str]:
     if not zones:
         raise ValueError("MODELBAY_ZONES: at least one zone is needed")
     return zones
+
+
+# An engine reached over the network is called with TLS and a client certificate only.
+NETWORK_SCHEMES = ("tcp", "http", "https")
+TLS_FILES = ("ca.pem", "cert.pem", "key.pem")  # the docker CLI's layout (DOCKER_CERT_PATH)
+
+
+def parse_zone_tls(
+    raw: str, zones: dict[str, str], *, docker_host: str = "", docker_tls_verify: str = ""
+) -> dict[str, Path]:
+    """Parse ``MODELBAY_ZONE_TLS`` (``zone-b=/etc/modelbay/tls/zone-b,...``) against the zones.
+
+    Returns zone name -> the folder holding that engine's ``ca.pem`` (the CA its
+    certificate must chain to) and this installation's ``cert.pem`` and ``key.pem``.
+    Every zone whose endpoint is ``tcp://`` (or ``http(s)://``) needs one: a Docker
+    engine on another host is never called in plain text nor without a client
+    certificate. A zone without an endpoint uses ``docker_host`` (DOCKER_HOST), which, when
+    it is tcp, needs ``docker_tls_verify`` (DOCKER_TLS_VERIFY, with DOCKER_CERT_PATH) as
+    the docker CLI does. Raises ImproperlyConfigured naming the zone and what to set.
+    """
+    from django.core.exceptions import ImproperlyConfigured
+
+    folders: dict[str, Path] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, folder = item.partition("=")
+        name, folder = name.strip(), folder.strip()
+        if not sep or not name or not folder:
+            raise ImproperlyConfigured(f"MODELBAY_ZONE_TLS: expected zone=/path/to/certs, got {item!r}")
+        if name not in zones:
+            raise ImproperlyConfigured(f"MODELBAY_ZONE_TLS: zone {name!r} is not in MODELBAY_ZONES")
+        if name in folders:
+            raise ImproperlyConfigured(f"MODELBAY_ZONE_TLS: zone {name!r} given twice")
+        scheme = zones[name].partition("://")[0].lower() if "://" in zones[name] else ""
+        if scheme not in NETWORK_SCHEMES:
+            raise ImproperlyConfigured(
+                f"MODELBAY_ZONE_TLS: zone {name!r} has no tcp:// engine in MODELBAY_ZONES "
+                f"({zones[name] or 'none'!s}); TLS applies to tcp:// engines only"
+            )
+        path = Path(folder)
+        missing = [file for file in TLS_FILES if not (path / file).is_file()]
+        if missing:
+            raise ImproperlyConfigured(
+                f"MODELBAY_ZONE_TLS: the folder of zone {name!r} ({path}) lacks {', '.join(missing)} "
+                f"(it holds {', '.join(TLS_FILES)}, as the docker CLI's DOCKER_CERT_PATH)"
+            )
+        folders[name] = path.resolve()
+    for name, endpoint in zones.items():
+        scheme = endpoint.partition("://")[0].lower() if "://" in endpoint else ""
+        if scheme in NETWORK_SCHEMES and name not in folders:
+            raise ImproperlyConfigured(
+                f"MODELBAY_ZONES: zone {name!r} calls the Docker engine at {endpoint} over the network; "
+                f"set MODELBAY_ZONE_TLS={name}=/path/to/certs (a folder with {', '.join(TLS_FILES)}: "
+                "the CA of the engine's certificate and this installation's client certificate and key). "
+                "Plain-text tcp is refused."
+            )
+        if not endpoint and docker_host.partition("://")[0].lower() in NETWORK_SCHEMES and not docker_tls_verify:
+            raise ImproperlyConfigured(
+                f"MODELBAY_ZONES: zone {name!r} uses DOCKER_HOST={docker_host}, a Docker engine over the network; "
+                f"set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or give the zone its endpoint and "
+                f"MODELBAY_ZONE_TLS={name}=/path/to/certs. Plain-text tcp is refused."
+            )
+    return folders

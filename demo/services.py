@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from allauth.account.models import EmailAddress
 from django.core.files import File
 from django.db import transaction
 
@@ -43,6 +44,10 @@ def demo_load(*, data_dir: Path) -> dict:
         user = User.objects.filter(email=DEMO_EMAIL).first()
         if user is None:
             user = User.objects.create_user(username=DEMO_EMAIL, email=DEMO_EMAIL, password=DEMO_PASSWORD)
+        # The demo login can upload and make keys where email verification is required.
+        EmailAddress.objects.update_or_create(
+            user=user, email=DEMO_EMAIL, defaults={"verified": True, "primary": True}
+        )
         organization = Organization.objects.filter(slug=DEMO_ORG).first()
         if organization is None:
             organization = account_services.organization_create(name="Demo", owner=user, slug=DEMO_ORG)

@@ -161,3 +161,13 @@ def test_demo_apps_load_is_idempotent_and_publishes_three_apps(user_factory):
     face = Listing.objects.get(slug="face-detect")
     example = Image.open(io.BytesIO(base64.b64decode(face.example_input["inputs"][0])))
     assert example.format == "JPEG"
+
+
+def test_the_demo_login_has_a_verified_email_so_it_can_upload_where_verification_is_required(db, tmp_path, settings):
+    from accounts.models import User
+    from accounts.verification import email_verified
+    from demo.services import DEMO_EMAIL, demo_load
+
+    settings.MODELBAY_REQUIRE_VERIFIED_EMAIL = True
+    demo_load(data_dir=tmp_path)
+    assert email_verified(User.objects.get(email=DEMO_EMAIL))

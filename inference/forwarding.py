@@ -84,15 +84,15 @@ def forward(
             routing.mark_suspect(target)
             continue
         except WrongInstance:
-            routing.mark_wrong(target)
+            routing.mark_wrong(route, target)
             continue
         if reply.status == 401:  # the instance does not take this credential: a stale table
-            routing.mark_wrong(target)
+            routing.mark_wrong(route, target)
             continue
         count(error=reply.status >= 500)
         if method == "POST" and version is None:
             for shadow in route.shadows_for_this_call():
-                _mirror(route.service_id, shadow, path=path, body=body, headers=headers)
+                _mirror(route, shadow, path=path, body=body, headers=headers)
         return Upstream(reply.status, reply.body, reply.content_type, version_route.version)
     count(error=True)
     raise Unavailable()
@@ -105,7 +105,7 @@ _shadow_slots = threading.BoundedSemaphore(_MAX_SHADOW_IN_FLIGHT)
 _shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
 
 
-def _mirror(service_id: int, shadow: routing.VersionRoute, *, path: str, body: bytes | None, headers: dict) -> None:
+def _mirror(route: routing.Route, shadow: routing.VersionRoute, *, path: str, body: bytes | None, headers: dict) -> None:
     """Send a copy of the call to a shadow version; its answer is only measured."""
     if not _shadow_slots.acquire(blocking=False):
         return
@@ -113,7 +113,7 @@ def _mirror(service_id: int, shadow: routing.VersionRoute, *, path: str, body: b
     def send() -> None:
         started = time.perf_counter()
         try:
-            target = shadow.ordered_targets()[0]
+            target = routing.healthy_first(shadow.ordered_targets())[0]
             reply = _pool.request(
                 target.endpoint,
                 "POST",
@@ -126,15 +126,15 @@ def _mirror(service_id: int, shadow: routing.VersionRoute, *, path: str, body: b
             )
             error = reply.status >= 500 or reply.status == 401
             if reply.status == 401:
-                routing.mark_wrong(target)
+                routing.mark_wrong(route, target)
         except WrongInstance:
-            routing.mark_wrong(target)
+            routing.mark_wrong(route, target)
             error = True
         except Exception:  # a shadow's trouble is only a figure
             error = True
         finally:
             _shadow_slots.release()
-        metrics.record(service_id, shadow.version, error=error, elapsed_s=time.perf_counter() - started)
+        metrics.record(route.service_id, shadow.version, error=error, elapsed_s=time.perf_counter() - started)
 
     _shadow_pool.submit(send)
 

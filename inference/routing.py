@@ -55,6 +55,7 @@ class VersionRoute:
 
 @dataclass(frozen=True)
 class Route:
+    organization_id: int
     service_id: int
     slug: str
     versions: tuple[VersionRoute, ...]
@@ -109,7 +110,7 @@ def _load(organization_id: int, slug: str) -> Route | None:
         VersionRoute(d.model_version.version, d.weight, tuple(targets.get(d.pk, ())), d.shadow_percent)
         for d in Deployment.objects.filter(service=service, retired_at__isnull=True).select_related("model_version")
     )
-    return Route(service.pk, service.slug, versions)
+    return Route(organization_id, service.pk, service.slug, versions)
 
 
 def _load_key(key: tuple[int, str]) -> Route | None:
@@ -134,18 +135,13 @@ def mark_suspect(target: Target) -> None:
     _suspects[target.instance_id] = time.monotonic() + SUSPECT_S
 
 
-def mark_wrong(target: Target) -> None:
+def mark_wrong(route: Route, target: Target) -> None:
     """Another instance answered at this target's endpoint (its port was reused): the
-    route is stale. The endpoint is not called for this instance for a while, and this
-    process's routing tables are dropped so the next call reloads them (at most once per
-    target and WRONG_S, so a row that stays wrong does not reload tables on every call)."""
-    now = time.monotonic()
-    key = (target.instance_id, target.endpoint)
-    known = _wrong.get(key, 0) >= now
-    _wrong[key] = now + WRONG_S
+    route is stale. The endpoint is not called for this instance for a while (so this
+    happens once per WRONG_S), and this route is loaded again on its next call."""
+    _wrong[(target.instance_id, target.endpoint)] = time.monotonic() + WRONG_S
     mark_suspect(target)
-    if not known:
-        _routes.clear()
+    _routes.forget((route.organization_id, route.slug))
 
 
 def healthy_first(targets: list[Target]) -> list[Target]:

@@ -326,7 +326,7 @@ def _pin_route(api, slug: str, targets) -> None:
     gen = generation.current()
     loaded = routing.route_for(*key, gen=gen)
     version = routing.VersionRoute(loaded.versions[0].version, 100, tuple(targets))
-    routing._routes._entries[key] = (gen, routing.Route(loaded.service_id, loaded.slug, (version,)))
+    routing._routes._entries[key] = (gen, routing.Route(loaded.organization_id, loaded.service_id, loaded.slug, (version,)))
 
 
 def test_a_reused_port_never_gives_another_tenants_answer(alpha_and_beta, api):

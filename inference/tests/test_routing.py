@@ -13,7 +13,7 @@ def _route(weights: dict[int, int], *, ready=None) -> Route:
         VersionRoute(v, w, (Target(f"i-{v}", f"http://127.0.0.1:{9000 + v}", "zone-a"),) if v in ready else ())
         for v, w in sorted(weights.items())
     )
-    return Route(1, "s", versions)
+    return Route(1, 1, "s", versions)
 
 
 KEYS = [f"user-{n}" for n in range(10_000)]

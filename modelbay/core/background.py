@@ -21,24 +21,30 @@ logger = logging.getLogger(__name__)
 class Flusher:
     """Runs ``flush`` every ``every_s`` seconds in a daemon thread of this process.
 
-    ``wake()`` is cheap enough for the hot path: it starts the thread the first time in
-    each process (again after a fork). What is left is flushed once more at exit.
+    ``wake()`` is one attribute test on the hot path: it starts the thread the first time in
+    each process (again in a forked child, which has no threads). What is left is flushed
+    once more at exit.
     """
 
     def __init__(self, name: str, flush: Callable[[], object], *, every_s: float = 1.0):
         self.name, self._flush, self.every_s = name, flush, every_s
-        self._pid: int | None = None
+        self._running = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.paused = False  # tests that flush by hand
+        os.register_at_fork(after_in_child=self._forget_thread)
+
+    def _forget_thread(self) -> None:
+        self._running = False
+        self._lock = threading.Lock()
 
     def wake(self) -> None:
-        if self._pid == os.getpid() or self.paused:
+        if self._running or self.paused:
             return
         with self._lock:
-            if self._pid == os.getpid():
+            if self._running:
                 return
-            self._pid = os.getpid()
+            self._running = True
             self._stop = threading.Event()
             threading.Thread(target=self._run, name=f"flush-{self.name}", daemon=True).start()
             atexit.register(self._flush_at_exit)
@@ -68,4 +74,4 @@ class Flusher:
         """Stop this process's thread (tests); ``wake()`` starts a new one."""
         with self._lock:
             self._stop.set()
-            self._pid = None
+            self._running = False

@@ -103,6 +103,11 @@ class GenerationCache(Generic[K, V]):
             return self._keep_missing
         return self._still_good is None or self._still_good(value)
 
+    def forget(self, key: K) -> None:
+        """Load this key again on its next ``get`` (found stale), whatever the token."""
+        with self._lock:
+            self._entries.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

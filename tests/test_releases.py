@@ -218,7 +218,7 @@ def test_promote_drains_the_old_version_without_cutting_a_call(backend_worker, a
     _wait_release_of(api, "p", body["id"], ("rolling",))
     # A route key that lands on the old, slow version while the split is 50/50.
     target = (Target("i", "http://x", "zone-a"),)
-    split = Route(0, "p", (VersionRoute(1, 50, target), VersionRoute(2, 50, target)))
+    split = Route(0, 0, "p", (VersionRoute(1, 50, target), VersionRoute(2, 50, target)))
     key = next(k for k in (f"user-{n}" for n in range(100)) if split.pick_version(route_key=k).version == 1)
     answers = []
 

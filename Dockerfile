@@ -12,6 +12,8 @@ COPY requirements.txt ./
 COPY runtime/requirements.txt runtime/requirements.txt
 RUN pip install -r requirements.txt
 COPY . .
+# uid 10001 is the runtime containers' user too: the gateway (web) and the worker's probes
+# call their Unix sockets in folders only that uid may enter (0700).
 RUN useradd --system --uid 10001 --home /app modelbay \
     && mkdir -p /data && chown modelbay /data \
     && MODELBAY_DATA_DIR=/tmp/build SECRET_KEY=build python manage.py collectstatic --noinput -v 0 \

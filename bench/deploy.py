@@ -152,7 +152,9 @@ class Stack:
         import psutil
 
         for process in psutil.process_iter(["cmdline"]):
-            if any(instance_id in part for part in process.info["cmdline"] or []):
+            cmdline = process.info["cmdline"] or []
+            wrapper = cmdline and os.path.basename(cmdline[0]) in ("bwrap", "prlimit", "setpriv")
+            if not wrapper and any(instance_id in part for part in cmdline):  # the runtime, not its sandbox
                 return process.memory_info().rss / 2**20
         return float("nan")
 
@@ -164,6 +166,7 @@ class Stack:
         _, body = call("GET", f"{self.url}/api/v1/services/{slug}", self.key)
         instance_id = body["instances"][0]["id"]
         (victim,) = client.containers.list(filters={"label": f"modelbay.instance={instance_id}"})
+        restarts_before = self._restarts(instance_id)
         started = time.monotonic()
         victim.kill()
 
@@ -171,16 +174,19 @@ class Stack:
             replacement = client.containers.list(filters={"label": f"modelbay.instance={instance_id}"})
             if not replacement or replacement[0].id == victim.id:
                 return False
-            port = replacement[0].attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
-            # Ready as the control plane has recorded it (committed), at the replacement's address.
+            # Ready again as the control plane has recorded it (committed), after a restart.
             with sqlite3.connect(self.dir / "db.sqlite3") as db:
-                status, endpoint = db.execute(
-                    "SELECT status, endpoint FROM controlplane_instance WHERE id = ?", (instance_id,)
+                (status,) = db.execute(
+                    "SELECT status FROM controlplane_instance WHERE id = ?", (instance_id,)
                 ).fetchone()
-            return status == "ready" and endpoint.endswith(f":{port}")
+            return status == "ready" and self._restarts(instance_id) > restarts_before
 
         wait(healed, 60, what="the killed container's replacement")
         return time.monotonic() - started
+
+    def _restarts(self, instance_id: str) -> int:
+        with sqlite3.connect(self.dir / "db.sqlite3") as db:
+            return db.execute("SELECT restarts FROM controlplane_instance WHERE id = ?", (instance_id,)).fetchone()[0]
 
     def stop(self) -> None:
         for child in self.children:

@@ -7,9 +7,14 @@ from django.utils import timezone
 
 from accounts.choices import ALL_SCOPES, Scope
 from controlplane import resources
+from controlplane.choices import ServiceNetwork
 from modelbay.core.errors import DomainError
 
 _PACKAGE_HELP = "A bare .onnx file, or a .zip / .tar.gz package holding modelbay.yaml."
+_NETWORK_HELP = (
+    "By default the model can open no connection at all; outbound access lets it call the internet, "
+    "never the platform or other instances."
+)
 # Room for the form's other fields and the multipart framing around the file (as the API).
 _MULTIPART_OVERHEAD = 64 * 1024
 
@@ -96,6 +101,14 @@ class DeployForm(ResourcesForm):
     model = forms.ChoiceField()
     version = forms.IntegerField(min_value=1, required=False, help_text="Leave empty for the latest version.")
     replicas = forms.IntegerField(min_value=1, initial=1)
+    # Optional like on the API: left out, the service gets no network.
+    network = forms.TypedChoiceField(
+        choices=ServiceNetwork.choices,
+        initial=ServiceNetwork.NONE,
+        required=False,
+        empty_value=ServiceNetwork.NONE,
+        help_text=_NETWORK_HELP,
+    )
 
     def __init__(self, *args, models, **kwargs):
         super().__init__(*args, **kwargs)
@@ -121,6 +134,19 @@ class ScaleForm(forms.Form):
 
     def done_message(self, service) -> str:
         return f"Scaling {service.name} to {service.replicas} replicas."
+
+
+class NetworkForm(forms.Form):
+    """What the service's instances may connect to; a change starts them again."""
+
+    network = forms.ChoiceField(choices=ServiceNetwork.choices, help_text=_NETWORK_HELP)
+
+    def changes(self) -> dict:
+        """The keyword arguments for ``service_update``."""
+        return {"network": self.cleaned_data["network"]}
+
+    def done_message(self, service) -> str:
+        return f"Network of {service.name}: {service.get_network_display()}."
 
 
 class VersionAddForm(forms.Form):

@@ -9,6 +9,13 @@ class ServiceStatus(models.TextChoices):
     STOPPED = "stopped"
 
 
+class ServiceNetwork(models.TextChoices):
+    """What an instance of the service may connect to; its sandbox is set when it starts."""
+
+    NONE = "none", "No network (default)"
+    EGRESS = "egress", "Outbound access (egress)"
+
+
 class InstanceStatus(models.TextChoices):
     STARTING = "starting"
     READY = "ready"

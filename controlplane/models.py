@@ -4,7 +4,7 @@ from django.db import models
 from django.db.models import Q
 
 from accounts.models import Organization
-from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus, ServiceStatus
+from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus, ServiceNetwork, ServiceStatus
 
 
 class Model(models.Model):
@@ -54,6 +54,9 @@ class Service(models.Model):
     replicas = models.PositiveIntegerField(default=1)
     # Per-instance limits the owner asked for ({"cpu": 1, "memory_mb": 1024}); see resources.py.
     resources = models.JSONField(default=dict, blank=True)
+    # "none": instances can open no connection at all; "egress": they may call out to the
+    # internet, never to the platform's services or other instances.
+    network = models.CharField(max_length=16, choices=ServiceNetwork.choices, default=ServiceNetwork.NONE)
     status = models.CharField(max_length=16, choices=ServiceStatus.choices, default=ServiceStatus.PROVISIONING)
     error = models.TextField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -116,7 +119,7 @@ class Instance(models.Model):
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="instances")
     zone = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=InstanceStatus.choices, default=InstanceStatus.STARTING)
-    endpoint = models.CharField(max_length=255, blank=True)
+    endpoint = models.CharField(max_length=512, blank=True)  # http://host:port or unix:///path/runtime.sock
     # What the gateway and the probes present to this instance's runtime (Authorization:
     # Bearer ...); replaced at every start. A secret: never in serializers or logs.
     credential = models.CharField(max_length=64, default=new_credential, editable=False)
@@ -126,6 +129,8 @@ class Instance(models.Model):
     failed_starts = models.PositiveIntegerField(default=0)
     # The limits the instance was started or last resized with (resources.Resources.as_dict()).
     resources = models.JSONField(default=dict, blank=True)
+    # The service's network when the instance was started; a change needs a new start.
+    network = models.CharField(max_length=16, choices=ServiceNetwork.choices, default=ServiceNetwork.NONE)
     started_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

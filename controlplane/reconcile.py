@@ -2,9 +2,10 @@
 
 Desired state is in the database (services, deployments, their replicas); actual state
 is what the runtime backend reports. One pass over a service starts what is missing,
-restarts what died, promotes instances that became ready, fails those whose model
-cannot load, and sets the service's status. Passes are safe to run twice and from
-several workers: each holds the service's row lock.
+restarts what died or was started with another network than the service's now, promotes
+instances that became ready, fails those whose model cannot load, and sets the service's
+status. Passes are safe to run twice and from several workers: each holds the service's
+row lock.
 """
 
 import json
@@ -84,6 +85,7 @@ def _spec(instance: Instance) -> InstanceSpec:
         resources=resources.effective(service.resources),
         requirements=tuple(version.manifest.get("requirements") or ()),
         system_packages=tuple(version.manifest.get("system_packages") or ()),
+        network=service.network,
         credential=instance.credential,
     )
 
@@ -106,6 +108,7 @@ def _start(instance: Instance) -> None:
     instance.ready_at = None
     instance.endpoint = running.endpoint
     instance.resources = spec.resources.as_dict()
+    instance.network = spec.network
     instance.error = None
     instance.save()
 
@@ -161,7 +164,15 @@ def _converge_instance(instance: Instance, running: RunningInstance | None, inve
                 logger.warning("instance %s is gone; restarting it", instance.id)
             _start(instance)
         return
-    _apply_resources(instance)
+    network = instance.deployment.service.network
+    if instance.network != network and not _another_is_starting(instance):
+        # Its sandbox is made when it starts: another network needs a new start. One
+        # instance at a time, so that the others keep answering meanwhile.
+        logger.info("instance %s: the service's network is now %s; starting it again", instance.id, network)
+        _start(instance)
+        return
+    if not _apply_resources(instance):
+        return  # started again, with the new limits
     result = probe(running.endpoint, instance_id=instance.id, credential=instance.credential)
     if result.wrong:
         # Not our runtime at that address, or one that does not know the instance's
@@ -207,18 +218,32 @@ def _converge_instance(instance: Instance, running: RunningInstance | None, inve
         instance.save(update_fields=["endpoint"])
 
 
-def _apply_resources(instance: Instance) -> None:
-    """Bring a running instance's limits to what its service asks for now."""
+def _another_is_starting(instance: Instance) -> bool:
+    """Whether another instance of the same deployment is on its way to ready."""
+    siblings = Instance.objects.filter(deployment_id=instance.deployment_id, status=InstanceStatus.STARTING)
+    return siblings.exclude(pk=instance.pk).exists()
+
+
+def _apply_resources(instance: Instance) -> bool:
+    """Bring a running instance's limits to what its service asks for now: in place where
+    the backend can, else by starting it again (False then)."""
     wanted = resources.effective(instance.deployment.service.resources)
     if instance.resources == wanted.as_dict():
-        return
+        return True
     try:
-        get_backend().resize(instance.id, wanted)
+        in_place = get_backend().resize(instance.id, wanted)
     except BackendError as error:
         logger.warning("instance %s: %s", instance.id, error)
-        return
+        return True
+    if in_place is False:
+        if _another_is_starting(instance):
+            return True  # one at a time: the others keep answering meanwhile
+        logger.info("instance %s: new limits need a new start; starting it again", instance.id)
+        _start(instance)
+        return False
     instance.resources = wanted.as_dict()
     instance.save(update_fields=["resources"])
+    return True
 
 
 # --- one deployment, one service ------------------------------------------------------

@@ -9,7 +9,7 @@ from django.utils.text import slugify
 from accounts.models import Organization
 from controlplane import jobs, packages, selectors
 from controlplane import resources as resources_
-from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ServiceStatus
+from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ServiceNetwork, ServiceStatus
 from controlplane.models import Deployment, Model, ModelVersion, Service
 from modelbay.core import generation
 from modelbay.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
@@ -93,6 +93,11 @@ def _check_replicas(replicas: int) -> None:
         )
 
 
+def _check_network(network: str) -> None:
+    if network not in ServiceNetwork.values:
+        raise InvalidRequest(f"network must be one of: {', '.join(ServiceNetwork.values)}.", field="network")
+
+
 def _enqueue_reconcile(service: Service) -> None:
     jobs.enqueue_after_commit(jobs.PROVISION_SERVICE, service.pk)
 
@@ -105,15 +110,18 @@ def service_create(
     version: int | None = None,
     replicas: int = 1,
     resources: dict | None = None,
+    network: str = ServiceNetwork.NONE,
     slug: str | None = None,
 ) -> Service:
     """Record the desired service; a worker provisions its instances after commit.
 
     ``resources`` is what one instance may use (``{"cpu": 2}``); what it leaves out follows
-    the installation's defaults.
+    the installation's defaults. ``network`` is what its instances may connect to
+    (``ServiceNetwork``): by default nothing at all.
     """
     slug = _slug_from(name=name, slug=slug, field="name")
     _check_replicas(replicas)
+    _check_network(network)
     requested = resources_.merge({}, resources_.check(resources or {}))
     model = Model.objects.filter(organization=organization, slug=model_slug).first()
     if model is None:
@@ -125,7 +133,13 @@ def service_create(
     try:
         with transaction.atomic():
             service = Service.objects.create(
-                organization=organization, slug=slug, name=name, model=model, replicas=replicas, resources=requested
+                organization=organization,
+                slug=slug,
+                name=name,
+                model=model,
+                replicas=replicas,
+                resources=requested,
+                network=network,
             )
             Deployment.objects.create(service=service, model_version=model_version, weight=100)
             _enqueue_reconcile(service)
@@ -134,21 +148,30 @@ def service_create(
     return service
 
 
-def service_update(*, service: Service, replicas: int | None = None, resources: dict | None = None) -> Service:
-    """Change the replicas and/or what one instance may use; the reconcile loop applies it.
+def service_update(
+    *, service: Service, replicas: int | None = None, resources: dict | None = None, network: str | None = None
+) -> Service:
+    """Change the replicas, what one instance may use and/or what it may connect to; the
+    reconcile loop applies it (a new network by starting the instances again).
 
     The resources given replace the stored request key by key (``None`` returns one to the
-    default); the others stay as they are.
+    default); the others stay as they are. What is not given stays as it is.
     """
     if replicas is not None:
         _check_replicas(replicas)
+    if network is not None:
+        _check_network(network)
     checked = resources_.check(resources) if resources is not None else {}
     with transaction.atomic():
         locked = Service.objects.select_for_update().get(pk=service.pk)
         service.replicas = locked.replicas if replicas is None else replicas
         service.resources = resources_.merge(locked.resources, checked)
+        service.network = locked.network if network is None else network
         Service.objects.filter(pk=service.pk).update(
-            replicas=service.replicas, resources=service.resources, updated_at=timezone.now()
+            replicas=service.replicas,
+            resources=service.resources,
+            network=service.network,
+            updated_at=timezone.now(),
         )
         _enqueue_reconcile(service)
     return service

@@ -231,6 +231,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "ServiceStatusEnum": "controlplane.choices.ServiceStatus",
+        "ServiceNetworkEnum": "controlplane.choices.ServiceNetwork",
         "InstanceStatusEnum": "controlplane.choices.InstanceStatus",
         "ReleaseStatusEnum": "controlplane.choices.ReleaseStatus",
         "ListingStatusEnum": "marketplace.models.ListingStatus",
@@ -278,9 +279,20 @@ MODELBAY_PREDICT_TIMEOUT = env_float("MODELBAY_PREDICT_TIMEOUT", 30.0)
 MODELBAY_CONNECT_TIMEOUT = env_float("MODELBAY_CONNECT_TIMEOUT", 1.0)
 MODELBAY_READY_TIMEOUT = env_float("MODELBAY_READY_TIMEOUT", 60.0)
 MODELBAY_RUNTIME_PYTHON = env_str("MODELBAY_RUNTIME_PYTHON", sys.executable)
-MODELBAY_RUNTIME_HOST = env_str("MODELBAY_RUNTIME_HOST", "127.0.0.1")  # where local runtimes listen
-# The host name the gateway uses to reach local runtimes (another container in compose).
-MODELBAY_RUNTIME_ADVERTISE_HOST = env_str("MODELBAY_RUNTIME_ADVERTISE_HOST", MODELBAY_RUNTIME_HOST)
+# The local backend runs each instance in a bubblewrap sandbox (controlplane.backends.sandbox)
+# and refuses to start instances where none can be made. MODELBAY_UNSANDBOXED_LOCAL=1 runs
+# them as plain processes of the worker instead: UNSAFE, for a single-user laptop only
+# (a model then reads and writes all the worker can, and reaches the network).
+MODELBAY_UNSANDBOXED_LOCAL = env_bool("MODELBAY_UNSANDBOXED_LOCAL", False)
+# When the worker is root, each sandboxed instance runs as a uid of its own from this
+# base on (65,536 of them): choose a range no account of the host uses.
+MODELBAY_SANDBOX_UID_BASE = env_int("MODELBAY_SANDBOX_UID_BASE", 600_000)
+# A cgroup v2 folder delegated to the worker (cpu, memory and pids controllers enabled for
+# its children): each instance gets a folder in it with its limits. Empty: rlimits (memory
+# and processes; CPU is not limited then).
+MODELBAY_SANDBOX_CGROUP = env_str("MODELBAY_SANDBOX_CGROUP", "")
+# The size of a sandbox's (or container's) private /tmp.
+MODELBAY_SANDBOX_TMP_MB = env_int("MODELBAY_SANDBOX_TMP_MB", 64)
 # A process nothing owns is removed only once it is this old: a pass in another worker
 # may have started it moments ago, before its instance row was committed.
 MODELBAY_ORPHAN_GRACE_S = env_float("MODELBAY_ORPHAN_GRACE_S", 30.0)
@@ -309,14 +321,13 @@ MODELBAY_ZONE_TLS = parse_zone_tls(
     docker_tls_verify=env_str("DOCKER_TLS_VERIFY"),
 )
 MODELBAY_RUNTIME_IMAGE = env_str("MODELBAY_RUNTIME_IMAGE", "modelbay/runtime:latest")
-# Containers publish their port on this address of the Docker host, and the gateway calls
-# them there; with MODELBAY_DOCKER_NETWORK set they join that network instead, publish
-# nothing, and the gateway calls their address on it (compose: the web service's network).
+# Containers on an engine of another host publish their port on this address of that host,
+# and the gateway calls them at the zone endpoint's host; on this host's engine they have
+# no network (the gateway calls their Unix socket).
 MODELBAY_DOCKER_PUBLISH_HOST = env_str("MODELBAY_DOCKER_PUBLISH_HOST", "127.0.0.1")
-MODELBAY_DOCKER_NETWORK = env_str("MODELBAY_DOCKER_NETWORK", "")
 # Where the Docker host sees MODELBAY_ARTIFACT_ROOT (differs when the worker runs in a container).
 MODELBAY_DOCKER_ARTIFACT_ROOT = Path(env_str("MODELBAY_DOCKER_ARTIFACT_ROOT", str(MODELBAY_ARTIFACT_ROOT)))
-# Where the Docker host sees MODELBAY_RUN_DIR (instances' credential files), when the worker
+# Where the Docker host sees MODELBAY_RUN_DIR (instances' credential files and socket folders), when the worker
 # runs in a container; empty: beside MODELBAY_DOCKER_ARTIFACT_ROOT as the run dir is beside
 # the artifacts (controlplane.backends.docker._docker_host_path).
 MODELBAY_DOCKER_RUN_DIR = env_str("MODELBAY_DOCKER_RUN_DIR", "")

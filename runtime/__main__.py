@@ -2,7 +2,7 @@
 
 Every option can also come from the environment (``MODELBAY_RUNTIME_MODEL_DIR``,
 ``_PORT``, ``_HOST``, ``_NAME``, ``_MODEL_VERSION``, ``_INSTANCE_ID``,
-``_CREDENTIAL_FILE``); the command line wins. The credential itself is only ever read
+``_CREDENTIAL_FILE``, ``_UDS``); the command line wins. The credential itself is only ever read
 from its file, never from the command line or the environment.
 Tuning: ``MODELBAY_RUNTIME_THREADS`` (onnxruntime intra-op threads, default 1),
 ``MODELBAY_RUNTIME_WORKERS`` (thread pool for python/sklearn models, default 4),
@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", default=_env("MODEL_DIR"), help="model package directory")
     parser.add_argument("--port", type=int, default=int(_env("PORT", 8080)))
     parser.add_argument("--host", default=_env("HOST", "127.0.0.1"))
+    parser.add_argument(
+        "--uds", default=_env("UDS"), help="listen on this Unix socket instead of --host/--port (no network needed)"
+    )
     parser.add_argument("--name", default=_env("NAME", "model"), help="model name in OIP paths")
     parser.add_argument("--model-version", type=int, default=int(_env("MODEL_VERSION", 1)))
     parser.add_argument(
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         version=args.model_version,
         credential=credential,
         instance_id=instance_id,
+        uds=args.uds,
     )
 
 

@@ -1,7 +1,8 @@
 """Kept-alive HTTP/1.1 connections from the gateway to runtime instances.
 
 The client is the largest cost on the gateway's hot path. Our runtimes speak plain
-HTTP/1.1 on a private network, so a call is one ``sendall`` of the request and
+HTTP/1.1 on a Unix socket (``unix:///path``: instances on this host, which have no
+network) or on a private network (``http://host:port``: instances of a remote zone), so a call is one ``sendall`` of the request and
 ``httptools`` (the C parser uvicorn uses, already a runtime dependency) reading the
 answer. Measured under gunicorn on our 2-core machine, ``http.client`` spent most of
 its time in its ``email``-based header parser, and urllib3 adds its own layers on top
@@ -14,6 +15,7 @@ passes ``auth`` (the target's header line, built once with :func:`auth_header`) 
 instance in ``X-Modelbay-Instance`` raises :class:`WrongInstance` and is never returned.
 """
 
+import os
 import socket
 import threading
 from collections import deque
@@ -118,6 +120,37 @@ class _Connection:
         self.sock.close()
 
 
+UNIX_SCHEME = "unix://"
+# sun_path holds 108 bytes; a longer path is reached through its folder's descriptor.
+_UNIX_PATH_MAX = 100
+
+
+def unix_endpoint(path: str) -> str:
+    """The endpoint of a runtime listening on a Unix socket: ``unix:///abs/path.sock``."""
+    return UNIX_SCHEME + str(path)
+
+
+def connect_unix(path: str, *, timeout: float) -> socket.socket:
+    """A connection to a Unix socket, whatever the length of its path: a path too long for
+    ``sun_path`` is named as ``/proc/self/fd/<its folder>/<name>``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        if len(path.encode()) <= _UNIX_PATH_MAX:
+            sock.connect(path)
+        else:
+            folder, name = os.path.split(path)
+            folder_fd = os.open(folder, os.O_PATH | os.O_DIRECTORY)
+            try:
+                sock.connect(f"/proc/self/fd/{folder_fd}/{name}")
+            finally:
+                os.close(folder_fd)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class UpstreamPool:
     def __init__(self, *, connect_timeout: float):
         self.connect_timeout = connect_timeout
@@ -142,6 +175,12 @@ class UpstreamPool:
             connection.close()
 
     def _connect(self, endpoint: str) -> _Connection:
+        if endpoint.startswith(UNIX_SCHEME):
+            try:
+                sock = connect_unix(endpoint[len(UNIX_SCHEME) :], timeout=self.connect_timeout)
+            except OSError as error:
+                raise ConnectFailed(str(error)) from None
+            return _Connection(sock, b"Host: runtime\r\n")
         parts = urlsplit(endpoint)
         try:
             sock = socket.create_connection((parts.hostname, parts.port), timeout=self.connect_timeout)

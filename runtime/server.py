@@ -443,8 +443,12 @@ def serve(
     version: int = 1,
     credential: str | None = None,
     instance_id: str | None = None,
+    uds: str | None = None,
 ) -> None:
     """Run the runtime under uvicorn until SIGTERM/SIGINT (graceful).
+
+    ``uds``: listen on this Unix socket instead of ``host``:``port`` (how the control
+    plane reaches a sandboxed instance, which has no network).
 
     ``credential``: every call must carry it (``Authorization: Bearer ...``); None runs
     open. ``instance_id``: named in every answer's ``X-Modelbay-Instance`` header."""
@@ -469,6 +473,7 @@ def serve(
         app,
         host=host,
         port=port,
+        uds=uds,
         loop=loop,
         http=http,
         lifespan="on",

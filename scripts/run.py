@@ -8,6 +8,7 @@ docker-compose.yml for the production stack.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,27 @@ def prepare_docker() -> None:
     os.environ["MODELBAY_RUNTIME_IMAGE"] = result.stdout.strip()
 
 
+def prepare_sandbox() -> None:
+    """The local backend runs every instance in a bubblewrap sandbox (slirp4netns for those
+    with egress): install both where they are missing and this can (root with apt). Else
+    say what to install; the backend then refuses to start instances, with the same words."""
+    if os.environ.get("MODELBAY_UNSANDBOXED_LOCAL") == "1" or (shutil.which("bwrap") and shutil.which("slirp4netns")):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("Installing bubblewrap and slirp4netns (the local backend's sandbox) ...", flush=True)
+        install = ["apt-get", "install", "-y", "-qq", "bubblewrap", "slirp4netns"]
+        quiet = {"stdout": subprocess.DEVNULL, "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}}
+        if subprocess.run(install, **quiet).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], **quiet)
+            subprocess.run(install, **quiet)
+    if not shutil.which("bwrap"):
+        print(
+            "WARNING: bubblewrap is missing, and the local backend runs models only in its sandbox:"
+            " install it (sudo apt-get install bubblewrap slirp4netns), or use MODELBAY_RUNTIME_BACKEND=docker.",
+            flush=True,
+        )
+
+
 def web_workers() -> list[str]:
     """gunicorn's workers. Without Redis, app usage is metered in process memory, which is
     exact only when one process serves every call: one worker with threads."""
@@ -87,6 +109,8 @@ def main() -> int:
     docker = os.environ.get("MODELBAY_RUNTIME_BACKEND") == "docker"
     if docker:
         prepare_docker()
+    else:
+        prepare_sandbox()
     print("Preparing the database and the demo (first run trains the demo model) ...", flush=True)
     manage("migrate", "--noinput", "-v", "0")
     manage("collectstatic", "--noinput", "-v", "0")

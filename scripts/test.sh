@@ -27,6 +27,11 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+# Local instances run in bubblewrap sandboxes, with slirp4netns for those with egress.
+if { ! command -v bwrap || ! command -v slirp4netns; } >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap slirp4netns >/dev/null
+fi
+
 # The Docker tests need a running engine and the runtime image built from this tree.
 bash scripts/start-docker.sh
 MODELBAY_RUNTIME_IMAGE=$(bash scripts/build-runtime-image.sh)

@@ -98,3 +98,16 @@ class Model:
     def predict(self, inputs):
         return [float(numpy.sum(item)) for item in inputs]
 """
+
+
+def runtime_http(endpoint: str):
+    """An httpx client calling a runtime directly at its endpoint: a Unix socket
+    (``unix:///path``, instances on this host) or ``http://host:port``."""
+    import httpx
+
+    from runtime.client import UNIX_SCHEME
+
+    if endpoint.startswith(UNIX_SCHEME):
+        transport = httpx.HTTPTransport(uds=endpoint[len(UNIX_SCHEME) :])
+        return httpx.Client(transport=transport, base_url="http://runtime")
+    return httpx.Client(base_url=endpoint)

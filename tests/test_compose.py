@@ -1,10 +1,11 @@
 """docker-compose.yml keeps runtimes away from the platform (issue 11, point 5).
 
 No compose run is possible here (no image registry), so the file is read with PyYAML and
-checked for what matters: the network instances join shares nothing with PostgreSQL or
-Redis, their passwords come from the environment, only the worker has the Docker socket,
-every ${VAR} is required or has a harmless default. And the local backend refuses to run
-model code inside the platform's container.
+checked for what matters: instances share no network with PostgreSQL, Redis or web (they
+have none, and are called on Unix sockets in the data volume web and the worker mount),
+passwords come from the environment, only the worker has the Docker socket, every ${VAR}
+is required or has a harmless default. And the local backend refuses to run model code
+inside the platform's container.
 """
 
 import re
@@ -16,8 +17,10 @@ import pytest
 import yaml
 
 from controlplane.backends.base import BackendError, InstanceSpec
+from controlplane.backends.docker import RUNTIME_USER, DockerBackend
 from controlplane.backends.local import IN_CONTAINER_ENV, LocalBackend, refuse_in_container
 from controlplane.resources import Resources
+from modelbay.core.env import parse_zones
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
@@ -54,43 +57,101 @@ def _environment(service: dict) -> dict[str, str]:
     return {key: str(value) for key, value in environment.items()}
 
 
-def _runtime_network_key() -> str:
-    """The compose network whose name is the worker's MODELBAY_DOCKER_NETWORK."""
-    wanted = _environment(SERVICES["worker"])["MODELBAY_DOCKER_NETWORK"]
-    assert wanted and "$" not in wanted, "the runtime network is named in the file, not left to a variable"
-    keys = [
-        key for key, network in (COMPOSE.get("networks") or {}).items() if (network or {}).get("name", key) == wanted
-    ]
-    assert len(keys) == 1, f"exactly one compose network is named {wanted!r}: {keys}"
-    return keys[0]
+def _data_networks() -> set[str]:
+    return set().union(*(_networks(SERVICES[name]) for name in DATA_SERVICES))
+
+
+class _Engine:
+    """What the docker backend asks of an engine to make a service's network: recorded."""
+
+    def __init__(self):
+        self.created: list[tuple[str, dict]] = []
+        self.networks = self
+
+    def create(self, name: str, **options) -> None:
+        self.created.append((name, options))
+
+
+def _container_options(settings, monkeypatch, tmp_path: Path, network: str) -> tuple[dict, _Engine]:
+    """The options the docker backend starts an instance with, under compose's settings."""
+    environment = _environment(SERVICES["worker"])
+    assert "DOCKER_HOST" not in environment  # the engine of this host, through its socket
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    zones = re.fullmatch(r"\$\{MODELBAY_ZONES:-(?P<default>[^}]*)\}", environment["MODELBAY_ZONES"])["default"]
+    settings.MODELBAY_ZONES = parse_zones(zones)
+    settings.MODELBAY_ARTIFACT_ROOT = settings.MODELBAY_DOCKER_ARTIFACT_ROOT = tmp_path / "artifacts"
+    settings.MODELBAY_RUN_DIR = tmp_path / "run"
+    spec = InstanceSpec(
+        instance_id="i-compose",
+        organization="acme",
+        service="svc",
+        model_version=1,
+        zone=next(iter(settings.MODELBAY_ZONES)),
+        model_dir=tmp_path / "artifacts" / "package",
+        resources=Resources(cpu=1.0, memory_mb=256, pids=64),
+        network=network,
+    )
+    engine = _Engine()
+    return DockerBackend()._container_options(engine, spec), engine
 
 
 # --- networks ----------------------------------------------------------------------------
-def test_runtime_network_is_not_shared_with_postgres_or_redis():
-    runtime = _runtime_network_key()
-    for name in DATA_SERVICES:
-        assert runtime not in _networks(SERVICES[name]), f"{name} is on the network runtimes join"
-    # Not the project's default network either, which a service without `networks` joins.
-    assert runtime != "default"
+def test_no_network_of_the_file_is_for_runtimes():
+    for name, service in SERVICES.items():
+        assert not any("DOCKER_NETWORK" in key for key in _environment(service)), name
+    assert "modelbay-runtime" not in COMPOSE_TEXT
+    # The file's networks are the project's own (<project>_<key>), never a service network's
+    # name (modelbay-<namespace>.<org>.<service>.<network>).
+    for key, network in (COMPOSE.get("networks") or {}).items():
+        assert "name" not in (network or {}), key
 
 
-def test_no_network_of_postgres_or_redis_is_one_runtimes_join():
-    runtime = _runtime_network_key()
-    data_networks = set().union(*(_networks(SERVICES[name]) for name in DATA_SERVICES))
-    assert runtime not in data_networks
-    # Every network of the data services is internal: no way out of the host either.
-    for key in data_networks:
+def test_runtimes_share_no_network_with_postgres_redis_or_web(settings, monkeypatch, tmp_path):
+    options, engine = _container_options(settings, monkeypatch, tmp_path, "none")
+    assert options["network_mode"] == "none"  # no network at all, not even the bridge
+    assert "network" not in options and "ports" not in options and engine.created == []
+    # The gateway calls the runtime on a Unix socket in the instance's folder of the data volume.
+    assert "--uds" in options["command"]
+    assert any(mount["bind"] == "/run/modelbay/sock" for mount in options["volumes"].values())
+
+
+def test_an_egress_runtime_gets_a_network_of_its_services_own(settings, monkeypatch, tmp_path):
+    options, engine = _container_options(settings, monkeypatch, tmp_path, "egress")
+    ((name, network),) = engine.created
+    assert options["network"] == name and "network_mode" not in options and "ports" not in options
+    assert name.startswith("modelbay-") and name.endswith(".acme.svc.egress")
+    assert network["driver"] == "bridge" and not network.get("internal")
+    assert network["options"]["com.docker.network.bridge.enable_icc"] == "false"
+
+
+def test_data_services_are_on_internal_networks_only():
+    for key in _data_networks():
+        # No way out of the host, and no published port.
         assert (COMPOSE.get("networks") or {}).get(key, {}).get("internal") is True, key
+    assert "default" not in _data_networks()
 
 
-def test_gateway_and_probes_reach_runtimes_and_the_data_services():
-    runtime = _runtime_network_key()
-    data_networks = set().union(*(_networks(SERVICES[name]) for name in DATA_SERVICES))
-    for name in ("web", "worker"):  # the gateway calls instances, reconcile probes them
-        assert runtime in _networks(SERVICES[name]), name
+def test_gateway_and_probes_reach_runtimes_through_the_data_volume():
+    """web (the gateway) and the worker (its probes) mount the data volume where instances'
+    sockets are, as the runtimes' own uid (the socket folders are that uid's, 0700)."""
+    mounts = {}
+    for name in ("web", "worker"):
+        service = SERVICES[name]
+        assert _environment(service)["MODELBAY_DATA_DIR"] == "/data", name
+        (mount,) = [m for m in _mounts(service) if m.endswith(":/data")]
+        mounts[name] = mount
+        assert "user" not in service, f"{name} runs as the image's user"
+    assert mounts["web"] == mounts["worker"]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    uid = RUNTIME_USER.split(":")[0]
+    assert re.search(rf"useradd [^\n]*--uid {uid} ", dockerfile)
+    assert re.search(r"^USER modelbay$", dockerfile, re.MULTILINE)
+
+
+def test_the_app_services_reach_the_data_services():
     for name in APP_SERVICES:
-        assert _networks(SERVICES[name]) & data_networks, f"{name} cannot reach the database"
-    assert runtime not in _networks(SERVICES["beat"])
+        assert _networks(SERVICES[name]) & _data_networks(), f"{name} cannot reach the database"
+    assert _networks(SERVICES["beat"]) <= _data_networks()  # beat needs nothing else
 
 
 # --- passwords -------------------------------------------------------------------------

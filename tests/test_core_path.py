@@ -17,6 +17,7 @@ from tests.support import (
     NUMPY_MODEL,
     deploy,
     predict,
+    runtime_http,
     upload,
     wait_status,
 )
@@ -107,8 +108,10 @@ def test_wrong_scope_and_foreign_tenant_cannotpredict(digits_service, manage_onl
 
 def test_killed_runtime_is_restarted_and_calls_keep_working(digits_service, api):
     victim = Instance.objects.filter(status="ready").first()
-    process = next(
-        p for p in psutil.process_iter(["cmdline"]) if any(victim.id in part for part in (p.info["cmdline"] or []))
+    process = next(  # the model's process, not its sandbox's bwrap
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(victim.id in part for part in (p.info["cmdline"] or [])) and "bwrap" not in p.info["cmdline"][0]
     )
     os.kill(process.pid, signal.SIGKILL)
     # The other replica takes the calls while reconcile brings the killed one back.
@@ -272,31 +275,32 @@ def _echo_package(prefix: str) -> bytes:
     )
 
 
-def test_a_runtime_answers_only_calls_with_its_instances_credential(digits_service, api):
-    import httpx
+def test_a_runtime_answers_only_calls_with_its_instances_credential(digits_service, api, settings):
+    from controlplane.backends.base import credential_dir
 
     assert predict(api, "digits", [[0] * 64]).status_code == 200  # through the gateway: as before
     for instance in Instance.objects.filter(status="ready"):
-        for headers in ({}, {"Authorization": "Bearer not-the-credential"}):
-            response = httpx.post(f"{instance.endpoint}/predict", json={"inputs": [[0] * 64]}, headers=headers)
-            assert response.status_code == 401, response.text
-            assert response.json()["code"] == "unauthenticated"
-            assert response.headers["X-Modelbay-Instance"] == instance.id
-            assert httpx.get(f"{instance.endpoint}/v2/health/ready", headers=headers).status_code == 401
-        response = httpx.post(
-            f"{instance.endpoint}/predict",
-            json={"inputs": [[0] * 64]},
-            headers={"Authorization": f"Bearer {instance.credential}"},
-        )
-        assert response.status_code == 200 and response.headers["X-Modelbay-Instance"] == instance.id
+        assert instance.endpoint.startswith("unix://")  # no port: a socket in the instance's folder
+        with runtime_http(instance.endpoint) as runtime:
+            for headers in ({}, {"Authorization": "Bearer not-the-credential"}):
+                response = runtime.post("/predict", json={"inputs": [[0] * 64]}, headers=headers)
+                assert response.status_code == 401, response.text
+                assert response.json()["code"] == "unauthenticated"
+                assert response.headers["X-Modelbay-Instance"] == instance.id
+                assert runtime.get("/v2/health/ready", headers=headers).status_code == 401
+            response = runtime.post(
+                "/predict", json={"inputs": [[0] * 64]}, headers={"Authorization": f"Bearer {instance.credential}"}
+            )
+            assert response.status_code == 200 and response.headers["X-Modelbay-Instance"] == instance.id
         # Given in a private file, never on the command line, in the environment or in the API.
-        process = next(p for p in psutil.process_iter(["cmdline"]) if instance.id in " ".join(p.info["cmdline"] or []))
-        cmdline = process.cmdline()
-        assert instance.credential not in " ".join(cmdline)
-        assert instance.credential not in " ".join(process.environ().values())
-        credential_file = cmdline[cmdline.index("--credential-file") + 1]
+        processes = [p for p in psutil.process_iter(["cmdline"]) if instance.id in " ".join(p.info["cmdline"] or [])]
+        assert processes
+        for process in processes:
+            assert instance.credential not in " ".join(process.cmdline())
+            assert instance.credential not in " ".join(process.environ().values())
+        credential_file = credential_dir(settings.MODELBAY_RUN_DIR, instance.id) / "credential"
         assert os.stat(credential_file).st_mode & 0o777 == 0o600
-        assert open(credential_file).read() == instance.credential
+        assert credential_file.read_text() == instance.credential
     assert all(
         instance.credential not in api.get("/api/v1/services/digits").content.decode()
         for instance in Instance.objects.all()

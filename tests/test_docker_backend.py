@@ -6,6 +6,7 @@ play an engine outage (see the ``docker_zones`` fixture). The test that stops a 
 engine and starts it again does it to an engine of its own (``own_docker_engine``).
 """
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -20,12 +21,14 @@ from conftest import python_package, wait_for
 from controlplane import resources
 from controlplane.backends import InstanceSpec, get_backend
 from controlplane.models import Instance
+from runtime.client import unix_endpoint
 from tests.support import (
     assert_uninstallable_requirements_fail_the_service,
     FAILING_LOAD,
     NUMPY_MODEL,
     deploy,
     predict,
+    runtime_http,
     upload,
     wait_status,
 )
@@ -48,6 +51,25 @@ def _containers(engine, **labels) -> list:
 def _container_of(engine, instance_id: str):
     (container,) = _containers(engine, instance=instance_id)
     return container
+
+
+def _running_network_modes(engine, **labels) -> dict[str, str]:
+    """Container id -> network mode of the running ones, from one listing (no inspect of
+    each, which fails for a container removed meanwhile)."""
+    filters = [f"modelbay.namespace={get_backend().namespace}"] + [f"modelbay.{k}={v}" for k, v in labels.items()]
+    return {c["Id"]: c["HostConfig"]["NetworkMode"] for c in engine.api.containers(filters={"label": filters})}
+
+
+def _socket_of(instance_id: str) -> Path:
+    """Where the worker (and the gateway) find an instance's socket on this host."""
+    return Path(settings.MODELBAY_RUN_DIR) / "instances" / instance_id / "sock" / "runtime.sock"
+
+
+def _service_network(engine, service: str, network: str, *, namespace: str | None = None):
+    """The Docker network of a service's own, or None."""
+    name = f"modelbay-{namespace or get_backend().namespace}.acme.{service}.{network}"
+    found = [n for n in engine.networks.list(names=[name]) if n.name == name]
+    return found[0] if found else None
 
 
 @pytest.fixture
@@ -91,40 +113,45 @@ def test_containers_are_hardened(digits, engine):
     assert host["Memory"] == 1024 * 1024 * 1024 and host["MemorySwap"] == host["Memory"]
     assert host["CpuQuota"] == host["CpuPeriod"]  # 1 CPU
     assert host["PidsLimit"] == 256
-    assert host["NetworkMode"] not in ("host",) and host["PidMode"] == "" and host["IpcMode"] != "host"
+    assert host["PidMode"] == "" and host["IpcMode"] != "host"
+    # No network at all, not even the bridge, and nothing published: the gateway calls its socket.
+    assert host["NetworkMode"] == "none"
+    assert list(container.attrs["NetworkSettings"]["Networks"]) == ["none"]
+    assert not host["PortBindings"] and not any(container.attrs["NetworkSettings"]["Ports"].values())
     assert list(host["Tmpfs"]) == ["/tmp"]
     mounts = container.attrs["Mounts"]
-    # The model and the instance's credential file, both read-only; nothing else.
+    # The model and the instance's credential file, both read-only, and its socket's folder.
     assert sorted((m["Destination"], m["RW"]) for m in mounts) == [
         ("/model", False),
         ("/run/modelbay/credential", False),
+        ("/run/modelbay/sock", True),
     ]
+    (socket_mount,) = [m for m in mounts if m["Destination"] == "/run/modelbay/sock"]
+    socket_dir = _socket_of(digits["instances"][0]["id"]).parent
+    assert socket_mount["Source"] == str(socket_dir)
+    if os.geteuid() == 0:  # else it could not give the folder to the container's user
+        assert (socket_dir.stat().st_mode & 0o777, socket_dir.stat().st_uid) == (0o700, 10001)
     assert not any("docker.sock" in m["Source"] for m in mounts)
-    # The port is published on loopback only.
-    assert {b["HostIp"] for b in container.attrs["NetworkSettings"]["Ports"]["8080/tcp"]} == {"127.0.0.1"}
     # The runtime itself sees it the same way from inside.
     uid = container.exec_run(["python3", "-c", "import os; print(os.getuid())"], user="").output.decode().strip()
     assert uid == "10001"
 
 
 def test_a_container_answers_only_calls_with_its_instances_credential(digits, api, engine):
-    import httpx
-
     assert predict(api, "digits", [[0] * 64]).status_code == 200  # through the gateway: as before
     for instance in Instance.objects.filter(status="ready"):
         container = _container_of(engine, instance.id)
-        port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
-        url = f"http://127.0.0.1:{port}"
-        assert instance.endpoint == url
-        for headers in ({}, {"Authorization": "Bearer not-the-credential"}):
-            for method, path in (("POST", "/predict"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/digits")):
-                response = httpx.request(method, url + path, json={"inputs": [[0] * 64]}, headers=headers)
-                assert response.status_code == 401, response.text
-                assert response.json()["code"] == "unauthenticated"
-                assert response.headers["X-Modelbay-Instance"] == instance.id
-        response = httpx.post(
-            url + "/predict", json={"inputs": [[0] * 64]}, headers={"Authorization": f"Bearer {instance.credential}"}
-        )
+        assert instance.endpoint == unix_endpoint(_socket_of(instance.id))
+        with runtime_http(instance.endpoint) as runtime:
+            for headers in ({}, {"Authorization": "Bearer not-the-credential"}):
+                for method, path in (("POST", "/predict"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/digits")):
+                    response = runtime.request(method, path, json={"inputs": [[0] * 64]}, headers=headers)
+                    assert response.status_code == 401, response.text
+                    assert response.json()["code"] == "unauthenticated"
+                    assert response.headers["X-Modelbay-Instance"] == instance.id
+            response = runtime.post(
+                "/predict", json={"inputs": [[0] * 64]}, headers={"Authorization": f"Bearer {instance.credential}"}
+            )
         assert response.status_code == 200 and response.headers["X-Modelbay-Instance"] == instance.id
         # Given in a file mounted read-only, never on the command line or in the environment.
         assert instance.credential not in " ".join(container.attrs["Config"]["Cmd"])
@@ -398,26 +425,99 @@ def test_a_restart_of_the_docker_engine_is_survived(digits_on_own_engine, api, o
     assert engine.ping()  # this machine's engine still answers
 
 
-def test_containers_on_a_network_are_called_at_their_address_there(docker_worker, api, engine, digits_model):
-    """MODELBAY_DOCKER_NETWORK (compose): no published port; the gateway calls the container's address."""
-    for stale in engine.networks.list(names=["modelbay-test-net"]):  # left by an interrupted run
-        stale.remove()
-    network = engine.networks.create("modelbay-test-net", driver="bridge")
-    try:
-        docker_worker.stop()
-        docker_worker.ensure("docker", **docker_worker.extra_env, MODELBAY_DOCKER_NETWORK=network.name)
-        upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
-        deploy(api, "digits", "digits")
-        instance_id = wait_status(api, "digits", timeout_s=60)["instances"][0]["id"]
-        container = _container_of(engine, instance_id)
-        address = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
-        assert Instance.objects.get(id=instance_id).endpoint == f"http://{address}:8080"
-        assert not any(container.attrs["NetworkSettings"]["Ports"].values())  # nothing published on the host
-        assert predict(api, "digits", [[0] * 64]).status_code == 200
-    finally:
-        api.delete("/api/v1/services/digits")
-        wait_for(lambda: not _containers(engine, service="digits"), timeout_s=30, what="the containers to go")
-        network.remove()
+INTERFACES_MODEL = """
+import socket
+
+class Model:
+    def load(self, model_dir):
+        pass
+
+    def predict(self, inputs):
+        return [name for _, name in socket.if_nameindex()]
+"""
+
+
+def test_a_model_sees_no_network_interface_but_loopback(docker_worker, api):
+    upload(api, "interfaces", "interfaces.zip", python_package(INTERFACES_MODEL))
+    deploy(api, "interfaces", "interfaces")
+    wait_status(api, "interfaces", timeout_s=60)
+    response = predict(api, "interfaces", [0])
+    assert response.status_code == 200, response.content
+    assert response.json()["outputs"] == ["lo"]
+
+
+def test_an_egress_instance_is_on_its_services_own_network(docker_worker, api, engine, digits_model):
+    """network "egress": the container joins a bridge network of its service's alone (no
+    traffic between its containers either), publishes nothing, and is called on its socket;
+    the network goes with the service's last container."""
+    upload(api, "digits", "digits.onnx", digits_model[0].read_bytes())
+    deploy(api, "digits", "digits", replicas=2, network="egress")
+    instances = wait_status(api, "digits", timeout_s=60)["instances"]
+    network = _service_network(engine, "digits", "egress")
+    assert network is not None
+    assert network.attrs["Driver"] == "bridge" and network.attrs["Internal"] is False
+    assert network.attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+    assert "com.docker.network.bridge.enable_ip_masquerade" not in network.attrs["Options"]  # a way out
+    assert network.attrs["Labels"] == {
+        "modelbay.namespace": get_backend().namespace,
+        "modelbay.organization": "acme",
+        "modelbay.service": "digits",
+        "modelbay.network": "egress",
+    }
+    for instance in instances:
+        container = _container_of(engine, instance["id"])
+        assert container.attrs["HostConfig"]["NetworkMode"] == network.name
+        assert list(container.attrs["NetworkSettings"]["Networks"]) == [network.name]  # nothing else
+        assert not any(container.attrs["NetworkSettings"]["Ports"].values())  # nothing published
+        assert Instance.objects.get(id=instance["id"]).endpoint == unix_endpoint(_socket_of(instance["id"]))
+    assert predict(api, "digits", [[0] * 64]).status_code == 200
+
+    # Back to none: the instances start again with no network, and the service's network goes.
+    assert api.patch("/api/v1/services/digits", {"network": "none"}, format="json").status_code == 202
+
+    def without_network():
+        modes = _running_network_modes(engine, service="digits")
+        return list(modes.values()) == ["none", "none"] and _service_network(engine, "digits", "egress") is None
+
+    wait_for(without_network, timeout_s=60, what="the instances to start again without a network")
+
+    def ready_again():
+        body = api.get("/api/v1/services/digits").json()
+        return body["status"] == "ready" and [i["status"] for i in body["instances"]] == ["ready", "ready"]
+
+    wait_for(ready_again, timeout_s=60, what="both instances ready again")
+    assert predict(api, "digits", [[0] * 64]).status_code == 200
+
+
+def test_a_container_of_an_earlier_release_on_a_shared_network_is_started_again(digits, api, engine, docker_worker):
+    """A container on a network of an earlier release's (the default bridge here) is
+    replaced by one with no network, under the same instance id."""
+    victim = Instance.objects.get(id=digits["instances"][0]["id"])
+    old = _container_of(engine, victim.id)
+    docker_worker.stop()
+    labels, name = old.labels, old.name
+    old.remove(force=True)
+    stale = engine.containers.run(
+        settings.MODELBAY_RUNTIME_IMAGE,
+        entrypoint=[
+            "python3",
+            "-c",
+            "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit()); time.sleep(600)",
+        ],
+        name=name,
+        labels=labels,
+        detach=True,
+    )
+    assert stale.attrs["HostConfig"]["NetworkMode"] == "default"
+    docker_worker.ensure(docker_worker.backend, **docker_worker.extra_env)
+
+    def replaced():
+        victim.refresh_from_db()
+        modes = _running_network_modes(engine, instance=victim.id)
+        return stale.id not in modes and list(modes.values()) == ["none"] and victim.status == "ready"
+
+    wait_for(replaced, timeout_s=60, what="the earlier release's container to be replaced")
+    assert predict(api, "digits", [[0] * 64]).status_code == 200
 
 
 def test_a_container_that_dies_is_replaced_on_the_engines_event(docker_worker, api, engine, digits_model):
@@ -491,6 +591,7 @@ def test_an_engine_on_another_host_is_called_over_tls_with_a_client_certificate(
         "i-tls000000000", "acme", "tls", 1, "zone-tls", model_dir, resources.effective({}), credential="tls-secret"
     )
     started = backend.start(spec)
+    own = docker.DockerClient(base_url=engine.url)  # the unix socket: what runs there
     try:
         assert started.zone == "zone-tls" and started.endpoint.startswith("http://127.0.0.1:")
         listed = backend.list()
@@ -501,14 +602,26 @@ def test_an_engine_on_another_host_is_called_over_tls_with_a_client_certificate(
             timeout_s=60,
             what="the instance on the TLS engine to be ready",
         )
-        own = docker.DockerClient(base_url=engine.url)  # the unix socket: what runs there
-        try:
-            assert [c.labels["modelbay.zone"] for c in own.containers.list()] == ["zone-tls"]
-        finally:
-            own.close()
+        (container,) = own.containers.list()
+        assert container.labels["modelbay.zone"] == "zone-tls"
+        # No socket to share across hosts: its service's own network, with no way out, and
+        # its port published on the engine's host.
+        network = _service_network(own, "tls", "none", namespace=backend.namespace)
+        assert network is not None
+        assert list(container.attrs["NetworkSettings"]["Networks"]) == [network.name]
+        options = network.attrs["Options"]
+        assert options["com.docker.network.bridge.enable_icc"] == "false"
+        assert options["com.docker.network.bridge.enable_ip_masquerade"] == "false"
+        (binding,) = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"]
+        assert started.endpoint == f"http://127.0.0.1:{binding['HostPort']}"
+        assert not any(m["Destination"] == "/run/modelbay/sock" for m in container.attrs["Mounts"])
     finally:
         backend.stop(spec.instance_id)
-    assert "i-tls000000000" not in backend.list()
+    try:
+        assert "i-tls000000000" not in backend.list()
+        assert _service_network(own, "tls", "none", namespace=backend.namespace) is None  # gone with it
+    finally:
+        own.close()
 
     # The same zone without its folder (the settings would refuse it): never plain text.
     settings.MODELBAY_ZONE_TLS = {}

@@ -70,6 +70,7 @@ def test_mutating_views_refuse_get(owner_client, service, api_key):
         url("service_delete", service.slug),
         url("service_scale", service.slug),
         url("service_resources", service.slug),
+        url("service_network", service.slug),
         url("service_version_add", service.slug),
         url("service_version_remove", service.slug, 1),
         url("service_traffic", service.slug),
@@ -90,6 +91,7 @@ def _object_pages(service, api_key):
         ("get", url("service_status", service.slug)),
         ("post", url("service_scale", service.slug)),
         ("post", url("service_resources", service.slug)),
+        ("post", url("service_network", service.slug)),
         ("post", url("service_version_add", service.slug)),
         ("post", url("service_version_remove", service.slug, 1)),
         ("post", url("service_traffic", service.slug)),
@@ -100,13 +102,14 @@ def _object_pages(service, api_key):
 
 def test_outsider_gets_404_on_every_object_page_and_action(outsider_client, service, api_key):
     for method, page in _object_pages(service, api_key):
-        data = {"replicas": 2, "cpu": 2} if method == "post" else None
+        data = {"replicas": 2, "cpu": 2, "network": "egress"} if method == "post" else None
         response = getattr(outsider_client, method)(page, data)
         assert response.status_code == 404, (method, page)
 
     service.refresh_from_db()
     api_key.refresh_from_db()
     assert (service.replicas, service.resources, service.deleted_at, api_key.revoked_at) == (1, {}, None, None)
+    assert service.network == "none"
     assert Model.objects.filter(pk=service.model_id).exists()
 
 

@@ -1,5 +1,5 @@
 """The service pages: deploying, a service's page and status block, scaling, resources,
-logs, deleting (console.views.service_pages)."""
+network, logs, deleting (console.views.service_pages)."""
 
 import json
 
@@ -192,6 +192,79 @@ def test_bad_resources_are_form_errors_and_change_nothing(owner_client, service,
     assert message in response.context["resources_form"].errors[field][0]
     service.refresh_from_db()
     assert service.resources == {}
+
+
+# --- network -----------------------------------------------------------------------------
+def test_deploying_with_outbound_access_sets_the_network(owner_client, model):
+    response = owner_client.post(
+        url("service_create"), {"name": "Digits API", "model": model.slug, "replicas": 1, "network": "egress"}
+    )
+
+    service = Service.objects.get(slug="digits-api")
+    assert response.url == url("service_detail", service.slug)
+    assert service.network == "egress"
+
+
+def test_deploying_without_a_network_leaves_none(owner_client, model):
+    owner_client.post(url("service_create"), {"name": "Digits API", "model": model.slug, "replicas": 1})
+
+    assert Service.objects.get(slug="digits-api").network == "none"
+
+
+def test_deploy_form_offers_the_network_with_none_selected(owner_client, model):
+    content = owner_client.get(url("service_create")).content.decode()
+
+    assert '<option value="none" selected>No network (default)</option>' in content
+    assert '<option value="egress">Outbound access (egress)</option>' in content
+    assert "can open no connection at all" in content
+
+
+def test_deploying_with_an_unknown_network_is_a_form_error(owner_client, model):
+    response = owner_client.post(
+        url("service_create"), {"name": "Digits API", "model": model.slug, "replicas": 1, "network": "host"}
+    )
+
+    assert response.status_code == 400
+    assert "not one of the available choices" in response.context["form"].errors["network"][0]
+    assert not Service.objects.exists()
+
+
+def test_service_page_shows_the_network(owner_client, service):
+    response = owner_client.get(url("service_detail", service.slug))
+
+    assert '<dd id="network-setting">No network (default)</dd>' in response.content.decode()
+    assert response.context["network_form"]["network"].value() == "none"
+
+    services.service_update(service=service, network="egress")
+
+    fragment = owner_client.get(url("service_status", service.slug)).content.decode()
+    assert '<dd id="network-setting">Outbound access (egress)</dd>' in fragment
+
+
+def test_changing_the_network(owner_client, service, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = owner_client.post(url("service_network", service.slug), {"network": "egress"})
+
+    assert response.url == url("service_detail", service.slug)
+    service.refresh_from_db()
+    assert service.network == "egress"
+    assert len(callbacks) == 1
+    assert "Network of Digits API: Outbound access (egress)." in owner_client.get(response.url).content.decode()
+
+    owner_client.post(url("service_network", service.slug), {"network": "none"})
+
+    service.refresh_from_db()
+    assert service.network == "none"
+
+
+@pytest.mark.parametrize("data", [{}, {"network": "host"}])
+def test_a_bad_network_is_a_form_error_and_changes_nothing(owner_client, service, data):
+    response = owner_client.post(url("service_network", service.slug), data)
+
+    assert response.status_code == 400
+    assert response.context["network_form"].errors["network"]
+    service.refresh_from_db()
+    assert service.network == "none"
 
 
 # --- deleting ----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The organization's services: list, deploy, a service's page and its polled status block,
-scale, resources, delete. The page's other forms (versions, traffic, releases) post to the
+scale, resources, network, delete. The page's other forms (versions, traffic, releases) post to the
 views in ``service_versions`` and ``service_releases``, which answer through ``apply_form``."""
 
 from datetime import datetime, timedelta
@@ -12,7 +12,16 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console import examples
-from console.forms import DeployForm, ReleaseForm, ResourcesForm, ScaleForm, TrafficForm, VersionAddForm, add_api_error
+from console.forms import (
+    DeployForm,
+    NetworkForm,
+    ReleaseForm,
+    ResourcesForm,
+    ScaleForm,
+    TrafficForm,
+    VersionAddForm,
+    add_api_error,
+)
 from console.views.common import form_status, organization_id, organization_required, post_data
 from controlplane import resources, selectors, services
 from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus, ServiceStatus
@@ -44,6 +53,7 @@ def service_create(request):
                 version=form.cleaned_data["version"],
                 replicas=form.cleaned_data["replicas"],
                 resources=form.resources(),
+                network=form.cleaned_data["network"],
             )
         except DomainError as error:
             add_api_error(form, error)
@@ -80,6 +90,13 @@ def service_scale(request, slug):
 def service_resources(request, slug):
     service = selectors.service_get(organization_id=organization_id(request), slug=slug)
     return apply_form(request, service, ResourcesForm(request.POST), services.service_update, "resources_form")
+
+
+@require_POST
+@organization_required
+def service_network(request, slug):
+    service = selectors.service_get(organization_id=organization_id(request), slug=slug)
+    return apply_form(request, service, NetworkForm(request.POST), services.service_update, "network_form")
 
 
 @require_POST
@@ -136,6 +153,7 @@ def _render_service_detail(request, service, *, status=200, **bound_forms):
         **_logs_context(request, service),
         "scale_form": ScaleForm(initial={"replicas": service.replicas}),
         "resources_form": ResourcesForm(initial=service.resources),
+        "network_form": NetworkForm(initial={"network": service.network}),
         "version_form": VersionAddForm(service=service),
         "traffic_form": TrafficForm(service=service),
         **bound_forms,

@@ -3,6 +3,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from controlplane import resources, selectors
+from controlplane.choices import ServiceNetwork
 from controlplane.models import Instance, Model, ModelVersion, Release, Service
 
 
@@ -101,7 +102,7 @@ class ServiceSerializer(serializers.ModelSerializer):
     class Meta:
         model = Service
         fields = [
-            "slug", "name", "model", "replicas", "resources", "status", "error",
+            "slug", "name", "model", "replicas", "resources", "network", "status", "error",
             "traffic", "shadow", "instances", "predict_url", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
@@ -127,6 +128,14 @@ class ServiceSerializer(serializers.ModelSerializer):
         return resources.effective(service.resources).as_dict()
 
 
+NETWORK_HELP = (
+    "What the instances may connect to. none (default): no connection at all, not the platform, not other "
+    "instances, not the host, not the outside. egress: out to the internet, never to the platform's services "
+    "or other instances."
+)
+NETWORK_ERRORS = {"invalid_choice": '"{input}" is not a valid choice; give none or egress.'}
+
+
 class ServiceCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     slug = serializers.SlugField(max_length=64, required=False)
@@ -134,6 +143,12 @@ class ServiceCreateSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1, required=False, help_text="Default: the latest version.")
     replicas = serializers.IntegerField(default=1)
     resources = ResourcesSerializer(required=False, help_text="Default: the installation's defaults.")
+    network = serializers.ChoiceField(
+        choices=ServiceNetwork.choices,
+        default=ServiceNetwork.NONE,
+        help_text=NETWORK_HELP,
+        error_messages=NETWORK_ERRORS,
+    )
 
 
 class ServiceUpdateSerializer(serializers.Serializer):
@@ -141,10 +156,16 @@ class ServiceUpdateSerializer(serializers.Serializer):
     resources = ResourcesSerializer(
         required=False, help_text="The resources given replace the service's; the others stay as they are."
     )
+    network = serializers.ChoiceField(
+        choices=ServiceNetwork.choices,
+        required=False,
+        help_text=NETWORK_HELP + " A change starts the service's instances again.",
+        error_messages=NETWORK_ERRORS,
+    )
 
     def validate(self, attrs):
         if not attrs:
-            raise serializers.ValidationError("Give replicas, resources or both.")
+            raise serializers.ValidationError("Give replicas, resources and/or network.")
         return attrs
 
 

@@ -111,6 +111,7 @@ class ServiceListView(APIView):
             version=data.get("version"),
             replicas=data["replicas"],
             resources=data.get("resources"),
+            network=data["network"],
         )
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=service.slug)
         return Response(s.ServiceSerializer(service).data, status=status.HTTP_202_ACCEPTED)
@@ -127,14 +128,16 @@ class ServiceDetailView(APIView):
     @extend_schema(
         request=s.ServiceUpdateSerializer,
         responses={202: s.ServiceSerializer},
-        summary="Scale a service or change what one instance may use",
+        summary="Scale a service, or change what one instance may use or connect to",
     )
     def patch(self, request, slug: str):
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         serializer = s.ServiceUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        services.service_update(service=service, replicas=data.get("replicas"), resources=data.get("resources"))
+        services.service_update(
+            service=service, replicas=data.get("replicas"), resources=data.get("resources"), network=data.get("network")
+        )
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         return Response(s.ServiceSerializer(service).data, status=status.HTTP_202_ACCEPTED)
 

@@ -39,6 +39,10 @@ class InstanceSpec:
     resources: Resources
     requirements: tuple[str, ...] = ()
     system_packages: tuple[str, ...] = ()  # Debian packages (container images only)
+    # "none": the instance can open no connection at all (the gateway reaches it over a
+    # Unix socket, or a port of its service's own network); "egress": it may call out,
+    # never to the platform's services or other instances.
+    network: str = "none"
     # What every call to the runtime must carry; a secret (never in a repr or a log).
     # Empty: the backend makes one up, so that no runtime it starts ever runs open.
     credential: str = field(default="", repr=False)
@@ -73,6 +77,15 @@ CREDENTIAL_FILE = "credential"
 def credential_dir(run_dir: Path, instance_id: str) -> Path:
     """The per-instance folder holding the runtime's credential file."""
     return run_dir / "instances" / instance_id
+
+
+SOCKET_NAME = "runtime.sock"
+
+
+def socket_path(run_dir: Path, instance_id: str) -> Path:
+    """Where an instance on this host listens: ``run/instances/<id>/sock/runtime.sock``. The
+    ``sock`` folder is the one place of the host the instance may write to."""
+    return credential_dir(run_dir, instance_id) / "sock" / SOCKET_NAME
 
 
 def write_credential(run_dir: Path, spec: InstanceSpec, *, owner: tuple[int, int] | None = None) -> Path:
@@ -120,8 +133,9 @@ class RuntimeBackend(Protocol):
 
     def logs(self, instance_id: str, *, tail: int = 200) -> str: ...
 
-    def resize(self, instance_id: str, resources: Resources) -> None:
-        """Apply new limits to a running instance (in place where the engine can)."""
+    def resize(self, instance_id: str, resources: Resources) -> bool | None:
+        """Apply new limits to a running instance in place. False: this cannot be done in
+        place here, and reconcile starts the instance again with them."""
 
     def watch(self, on_exit: Callable[[str], None]) -> None:
         """Report instances that stop, as they stop (in background threads), so that they

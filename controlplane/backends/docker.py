@@ -9,6 +9,16 @@ containers died". An engine on another host (``tcp://``) is called over TLS only
 client certificate of its zone's ``MODELBAY_ZONE_TLS`` folder (the settings refuse a tcp
 zone without one). Each container gets its credential as one read-only file mounted at
 ``/run/modelbay/credential`` from ``run/instances/<id>/credential``.
+
+Networks. A container on this host's engine has none at all (``network_mode: none``): it
+listens on a Unix socket in its own folder, ``run/instances/<id>/sock``, mounted at
+``/run/modelbay/sock``, where the gateway calls it. A service with ``"network": "egress"``
+joins a bridge network of its own (``modelbay-<namespace>.<org>.<service>.egress``, no
+traffic between its containers), still called over the socket; other tenants' networks
+and the platform (loopback, compose's internal network) are out of its reach. An engine on
+another host cannot share a socket with the gateway: there the container joins its
+service's own network and publishes its port; for ``none`` that network has no route out
+(no masquerading). A service's network is removed with its last container.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import fcntl
 import hashlib
 import io
 import logging
+import os
 import tarfile
 import threading
 import time
@@ -37,12 +48,15 @@ from controlplane.backends.base import (
     InstanceSpec,
     Inventory,
     RunningInstance,
+    SOCKET_NAME,
     remove_credential,
+    socket_path,
     write_credential,
 )
 from controlplane.backends.local import _namespace
 from controlplane.resources import Resources
 from modelbay.core.env import NETWORK_SCHEMES
+from runtime.client import unix_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +64,7 @@ LABEL = "modelbay"
 RUNTIME_PORT = 8080
 RUNTIME_USER = "10001:10001"
 CREDENTIAL_PATH = "/run/modelbay/credential"  # inside the container
+SOCKET_DIR = "/run/modelbay/sock"  # inside the container
 CPU_PERIOD = 100_000  # microseconds; the quota is cpu × this
 ENGINE_ERRORS = (DockerException, requests.RequestException, OSError)
 MODEL_IMAGE = "modelbay/model-env"
@@ -69,7 +84,7 @@ class DockerBackend:
     def __init__(self):
         self.namespace = _namespace()
         self.image = settings.MODELBAY_RUNTIME_IMAGE
-        self.network = settings.MODELBAY_DOCKER_NETWORK
+        self.network_prefix = f"modelbay-{self.namespace}."  # of the services' own networks
         self.run_dir = settings.MODELBAY_RUN_DIR
         self.log_dir = settings.MODELBAY_RUN_DIR / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +105,7 @@ class DockerBackend:
 
     def _publish_host(self, zone: str) -> str:
         """The address the gateway calls a zone's published ports on."""
-        endpoint = urlparse(settings.MODELBAY_ZONES.get(zone) or "")
+        endpoint = urlparse(_engine_url(zone))
         if endpoint.scheme in ("tcp", "http", "https", "ssh") and endpoint.hostname:
             return endpoint.hostname
         return settings.MODELBAY_DOCKER_PUBLISH_HOST
@@ -113,7 +128,7 @@ class DockerBackend:
             self._remove(spec.zone, spec.instance_id)
             client = self._client(spec.zone)
             image = self._image_for(spec.zone, spec.requirements, spec.system_packages)
-            container = client.containers.run(image, **self._container_options(spec))
+            container = client.containers.run(image, **self._container_options(client, spec))
             container.reload()
         except BackendError:
             raise
@@ -129,7 +144,7 @@ class DockerBackend:
             raise BackendError(f"The Docker engine of {spec.zone} cannot be reached: {error}") from error
         return RunningInstance(
             spec.instance_id,
-            self._endpoint(spec.zone, container.attrs),
+            self._endpoint(spec.zone, spec.instance_id, container.attrs),
             alive=True,
             zone=spec.zone,
             created_at=_created_at(container.attrs["Created"]),
@@ -161,8 +176,10 @@ class DockerBackend:
                     continue
                 inventory[instance_id] = RunningInstance(
                     instance_id,
-                    self._endpoint(zone, listing),
-                    alive=listing["State"] == "running",
+                    self._endpoint(zone, instance_id, listing),
+                    # One of an earlier release, on a network shared with others: reported
+                    # dead, so that reconcile starts it again as it starts one now.
+                    alive=listing["State"] == "running" and self._own_network(listing) is not None,
                     zone=zone,
                     created_at=float(listing["Created"]),
                 )
@@ -215,7 +232,8 @@ class DockerBackend:
                 logger.info("watching the Docker engine of %s: %s; again in 2 s", zone, error)
             time.sleep(2)
 
-    def resize(self, instance_id: str, resources: Resources) -> None:
+    def resize(self, instance_id: str, resources: Resources) -> bool:
+        """``docker update``: always in place."""
         for zone in settings.MODELBAY_ZONES:
             try:
                 for listing in self._containers(zone, instance=instance_id):
@@ -229,9 +247,10 @@ class DockerBackend:
                     )
             except ENGINE_ERRORS as error:
                 raise BackendError(f"Changing the limits of {instance_id} failed: {error}") from error
+        return True
 
     # --- containers ---------------------------------------------------------------
-    def _container_options(self, spec: InstanceSpec) -> dict:
+    def _container_options(self, client: docker.DockerClient, spec: InstanceSpec) -> dict:
         resources = spec.resources
         memory = f"{resources.memory_mb}m"
         labels = {
@@ -245,14 +264,19 @@ class DockerBackend:
         model_dir = settings.MODELBAY_DOCKER_ARTIFACT_ROOT / spec.model_dir.relative_to(settings.MODELBAY_ARTIFACT_ROOT)
         uid, gid = (int(part) for part in RUNTIME_USER.split(":"))
         credential_file = _docker_host_path(write_credential(self.run_dir, spec, owner=(uid, gid)))
+        volumes = {
+            str(model_dir): {"bind": "/model", "mode": "ro"},
+            str(credential_file): {"bind": CREDENTIAL_PATH, "mode": "ro"},
+        }
+        command = [
+            "--model-dir", "/model",
+            "--name", spec.service,
+            "--model-version", str(spec.model_version),
+            "--instance-id", spec.instance_id,
+            "--credential-file", CREDENTIAL_PATH,
+        ]  # fmt: skip
         options = dict(
-            command=[
-                "--model-dir", "/model",
-                "--name", spec.service,
-                "--model-version", str(spec.model_version),
-                "--instance-id", spec.instance_id,
-                "--credential-file", CREDENTIAL_PATH,
-            ],  # fmt: skip
+            command=command,
             name=f"modelbay-{self.namespace}-{spec.instance_id}",
             detach=True,
             labels=labels,
@@ -268,24 +292,65 @@ class DockerBackend:
             cpu_period=CPU_PERIOD,
             cpu_quota=_cpu_quota(resources),
             pids_limit=resources.pids,
-            volumes={
-                str(model_dir): {"bind": "/model", "mode": "ro"},
-                str(credential_file): {"bind": CREDENTIAL_PATH, "mode": "ro"},
-            },
+            volumes=volumes,
             log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
         )
-        if self.network:
-            options["network"] = self.network
+        on_this_host = _on_this_host(spec.zone)
+        if on_this_host:
+            socket_dir = self._make_socket_dir(spec.instance_id, owner=(uid, gid))
+            volumes[str(_docker_host_path(socket_dir))] = {"bind": SOCKET_DIR, "mode": "rw"}
+            command += ["--uds", f"{SOCKET_DIR}/{SOCKET_NAME}"]
         else:
             options["ports"] = {f"{RUNTIME_PORT}/tcp": (settings.MODELBAY_DOCKER_PUBLISH_HOST, None)}
+        if on_this_host and spec.network == "none":
+            options["network_mode"] = "none"
+        else:
+            options["network"] = self._service_network(client, spec)
         return options
 
-    def _endpoint(self, zone: str, attrs: dict) -> str:
+    def _make_socket_dir(self, instance_id: str, *, owner: tuple[int, int]) -> Path:
+        """The folder the container's runtime makes its socket in: 0700, the container's
+        user's. The gateway runs as root or as that same uid (the app image's user)."""
+        directory = socket_path(self.run_dir, instance_id).parent
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+        try:
+            os.chown(directory, *owner)
+        except PermissionError:
+            if directory.stat().st_uid != owner[0]:
+                # Left open to the container's user, behind the credential folder (0700, ours).
+                os.chmod(directory, 0o777)
+        return directory
+
+    def _service_network(self, client: docker.DockerClient, spec: InstanceSpec) -> str:
+        """The bridge network of the service's own that its containers join, made on demand."""
+        name = f"{self.network_prefix}{spec.organization}.{spec.service}.{spec.network}"
+        # Not even the service's own containers talk to each other.
+        options = {"com.docker.network.bridge.enable_icc": "false"}
+        if spec.network != "egress":
+            options["com.docker.network.bridge.enable_ip_masquerade"] = "false"  # no route out
+        labels = {
+            _label("namespace"): self.namespace,
+            _label("organization"): spec.organization,
+            _label("service"): spec.service,
+            _label("network"): spec.network,
+        }
+        try:
+            client.networks.create(name, driver="bridge", options=options, labels=labels, check_duplicate=True)
+        except APIError as error:
+            if error.status_code != 409:  # it exists already
+                raise
+        return name
+
+    def _own_network(self, attrs: dict) -> str | None:
+        """A container's network, when it is one this backend gives: none, or its service's own."""
+        mode = (attrs.get("HostConfig") or {}).get("NetworkMode", "")
+        return mode if mode == "none" or mode.startswith(self.network_prefix) else None
+
+    def _endpoint(self, zone: str, instance_id: str, attrs: dict) -> str:
         """Where the gateway calls a container, from a listing or an inspect (both shapes)."""
-        if self.network:
-            networks = attrs.get("NetworkSettings", {}).get("Networks") or {}
-            address = (networks.get(self.network) or {}).get("IPAddress")
-            return f"http://{address}:{RUNTIME_PORT}" if address else ""
+        if _on_this_host(zone):
+            return unix_endpoint(socket_path(self.run_dir, instance_id))
         port = None
         if "Ports" in attrs and isinstance(attrs["Ports"], list):  # a listing
             port = next((p.get("PublicPort") for p in attrs["Ports"] if p.get("PrivatePort") == RUNTIME_PORT), None)
@@ -309,6 +374,9 @@ class DockerBackend:
             except APIError as error:
                 if error.status_code != 409:  # 409: another worker's removal is in progress
                     raise
+            network = self._own_network(listing)
+            if network and network != "none":
+                _remove_network(client, network)
 
     def _log_path(self, instance_id: str) -> Path:
         return self.log_dir / f"{instance_id}.log"
@@ -374,10 +442,32 @@ class DockerBackend:
             raise BackendError(f"Installing the model's packages failed:\n{log}", permanent=True)
 
 
+def _engine_url(zone: str) -> str:
+    return settings.MODELBAY_ZONES.get(zone) or os.environ.get("DOCKER_HOST", "")
+
+
+def _on_this_host(zone: str) -> bool:
+    """The zone's engine runs on this host (a Unix socket): its containers' sockets are ours to call."""
+    endpoint = _engine_url(zone)
+    return not endpoint or endpoint.startswith("unix://")
+
+
+def _remove_network(client: docker.DockerClient, name: str) -> None:
+    """Remove a service's network unless containers still use it."""
+    try:
+        client.api.remove_network(name)
+    except NotFound:
+        pass
+    except APIError as error:
+        # "has active endpoints": another container of the service (403 on older engines).
+        if error.status_code not in (403, 409):
+            raise
+
+
 def _docker_host_path(path: Path) -> Path:
-    """Where the Docker host sees a file of MODELBAY_RUN_DIR: MODELBAY_DOCKER_RUN_DIR when
-    set; else, when the worker runs in a container and MODELBAY_DOCKER_ARTIFACT_ROOT maps
-    the artifacts' folder, the run dir beside it maps the same way (both live in the
+    """Where the Docker host sees a file or folder of MODELBAY_RUN_DIR: MODELBAY_DOCKER_RUN_DIR
+    when set; else, when the worker runs in a container and MODELBAY_DOCKER_ARTIFACT_ROOT
+    maps the artifacts' folder, the run dir beside it maps the same way (both live in the
     data dir by default); else the same path."""
     run_dir = settings.MODELBAY_RUN_DIR
     relative = path.relative_to(run_dir)

@@ -1,10 +1,16 @@
-"""The embedded backend: each instance is a ``python -m runtime`` subprocess.
+"""The embedded backend: each instance is a ``python -m runtime`` process in a sandbox.
+
+Each runs under bubblewrap (:mod:`controlplane.backends.sandbox`): no network, none of
+the host's files but the read-only ones it needs, an unprivileged uid. It listens on a
+Unix socket in its own folder, ``run/instances/<id>/sock/runtime.sock``, where the gateway
+calls it; its credential is beside it, ``run/instances/<id>/credential`` (folder 0700).
+Where no sandbox can be made, starting an instance fails with what to install;
+``MODELBAY_UNSANDBOXED_LOCAL=1`` runs plain processes instead (unsafe, never a fallback).
 
 Processes run in their own session, so they outlive a restart of the worker that
 started them; the backend finds them again by the ``--instance-id`` in their command
 line, which carries this installation's namespace so that two Modelbays on one host
-never touch each other's processes. Each gets its credential in a file of its own,
-``run/instances/<id>/credential`` (folder 0700, file 0600), named by ``--credential-file``.
+never touch each other's processes.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import select
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -24,16 +31,21 @@ from pathlib import Path
 import psutil
 from django.conf import settings
 
+from controlplane.backends import sandbox
 from controlplane.backends.base import (
     BackendError,
     InstanceSpec,
     Inventory,
     RunningInstance,
+    SOCKET_NAME,
+    credential_dir,
     remove_credential,
+    socket_path,
     write_credential,
 )
 from controlplane.resources import Resources
 from modelbay.core.env import env_bool
+from runtime.client import unix_endpoint
 
 ID_FLAG = "--instance-id"
 # Set by docker-compose.yml and the image: this process runs in the platform's container.
@@ -59,10 +71,9 @@ def _namespace() -> str:
     return hashlib.sha256(str(settings.DATA_DIR).encode()).hexdigest()[:8]
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+_WRAPPERS = ("bwrap", "prlimit", "setpriv")
+_SLIRP_READY_S = 10.0
+_WRAPPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
 def _flag_value(cmdline: list[str], flag: str) -> str | None:
@@ -77,8 +88,6 @@ class LocalBackend:
 
     def __init__(self):
         self.namespace = _namespace()
-        self.host = settings.MODELBAY_RUNTIME_HOST
-        self.advertise_host = settings.MODELBAY_RUNTIME_ADVERTISE_HOST
         self.run_dir = settings.MODELBAY_RUN_DIR
         self.log_dir = settings.MODELBAY_RUN_DIR / "logs"
         self.venv_dir = settings.MODELBAY_VENV_DIR
@@ -92,54 +101,72 @@ class LocalBackend:
 
     def start(self, spec: InstanceSpec) -> RunningInstance:
         refuse_in_container()
+        sandboxed = not settings.MODELBAY_UNSANDBOXED_LOCAL
+        if sandboxed:
+            _check_sandbox(spec.network)
         self.stop(spec.instance_id)
-        python = self._python_for(spec.requirements)
-        port = _free_port(self.host)
-        credential_file = write_credential(self.run_dir, spec)
-        command = [
-            python, "-m", "runtime",
-            "--model-dir", str(spec.model_dir),
-            "--host", self.host,
-            "--port", str(port),
+        box = sandbox.Sandbox(
+            instance_id=spec.instance_id,
+            python=self._python_for(spec.requirements),
+            model_dir=spec.model_dir,
+            credential_file=credential_dir(self.run_dir, spec.instance_id) / "credential",
+            socket_dir=socket_path(self.run_dir, spec.instance_id).parent,
+            resources=spec.resources,
+            network=spec.network,
+            tmp_mb=settings.MODELBAY_SANDBOX_TMP_MB,
+        )
+        owner = box.owner() if sandboxed else None
+        write_credential(self.run_dir, spec, owner=owner)
+        box.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        if owner is not None:
+            os.chown(box.socket_dir, *owner)
+        common = [
             "--name", spec.service,
             "--model-version", str(spec.model_version),
             ID_FLAG, f"{self.namespace}/{spec.instance_id}",
-            "--credential-file", str(credential_file),
         ]  # fmt: skip
         with open(self._log_path(spec.instance_id), "ab") as log:
-            log.write(f"--- starting {spec.instance_id} on port {port}\n".encode())
+            log.write(f"--- starting {spec.instance_id}{'' if sandboxed else ' (UNSANDBOXED)'}\n".encode())
             log.flush()
-            subprocess.Popen(
-                command,
-                cwd=settings.BASE_DIR,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+            if sandboxed:
+                args = ["--model-dir", sandbox.MODEL_DIR, "--credential-file", sandbox.CREDENTIAL]
+                args += ["--uds", f"{sandbox.SOCKET_DIR}/{SOCKET_NAME}", *common]
+                _spawn_sandboxed(box, args, log)
+            else:
+                args = ["--model-dir", str(spec.model_dir), "--credential-file", str(box.credential_file)]
+                # A relative socket path: the folder's absolute path may be too long for one.
+                args += ["--uds", SOCKET_NAME, *common]
+                subprocess.Popen(
+                    [box.python, "-m", "runtime", *args],
+                    cwd=box.socket_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env={**box.environment(), "PYTHONPATH": str(settings.BASE_DIR)},
+                )
         return RunningInstance(
-            spec.instance_id, f"http://{self.advertise_host}:{port}", alive=True, zone=spec.zone, created_at=time.time()
+            spec.instance_id, self._endpoint(spec.instance_id), alive=True, zone=spec.zone, created_at=time.time()
         )
 
     def stop(self, instance_id: str) -> None:
-        for process in self._processes().get(instance_id, []):
-            self._terminate(process)
+        processes = self._processes().get(instance_id, [])
+        if processes:
+            self._terminate(processes)
         remove_credential(self.run_dir, instance_id)
+        sandbox.remove_cgroup(instance_id)
 
     def list(self) -> Inventory:
         running = Inventory()
         for instance_id, processes in self._processes().items():
-            process = processes[0]
+            process = _runtime_process(processes)
             try:
-                cmdline = process.cmdline()
-                alive = process.status() != psutil.STATUS_ZOMBIE
+                alive = process.status() != psutil.STATUS_ZOMBIE and not _is_wrapper(process.cmdline())
                 created_at = process.create_time()
             except psutil.Error:
                 continue
-            port = _flag_value(cmdline, "--port")
             running[instance_id] = RunningInstance(
-                instance_id, f"http://{self.advertise_host}:{port}", alive=alive, created_at=created_at
+                instance_id, self._endpoint(instance_id), alive=alive, created_at=created_at
             )
         return running
 
@@ -150,15 +177,28 @@ class LocalBackend:
         with open(path, encoding="utf-8", errors="replace") as log:
             return "".join(deque(log, maxlen=tail))
 
-    def resize(self, instance_id: str, resources: Resources) -> None:
-        """Local processes run without limits: nothing to change."""
+    def resize(self, instance_id: str, resources: Resources) -> bool:
+        """New limits for a running sandbox: its cgroup's, or the runtime's rlimits (which
+        needs CAP_SYS_RESOURCE over another uid; without it, False: a new start applies them)."""
+        if settings.MODELBAY_UNSANDBOXED_LOCAL:
+            return True  # plain processes run without limits
+        cgroup = sandbox.cgroup_for(instance_id)
+        if cgroup is not None:
+            sandbox.apply_cgroup(cgroup, resources, [])
+            return True
+        processes = self._processes().get(instance_id)
+        if not processes:
+            return True  # gone: its next start has the new limits
+        pid = str(_runtime_process(processes).pid)
+        result = subprocess.run([_prlimit(), "--pid", pid, *sandbox.rlimits(resources)], capture_output=True)
+        return result.returncode == 0
 
     def watch(self, on_exit) -> None:
         """No events for processes: the periodic reconcile finds the dead ones."""
 
     # --- processes ----------------------------------------------------------------
     def _processes(self) -> dict[str, list[psutil.Process]]:
-        """This installation's runtime processes, by instance id."""
+        """This installation's instance processes (sandbox wrappers and runtime), by instance id."""
         found: dict[str, list[psutil.Process]] = {}
         prefix = f"{self.namespace}/"
         for process in psutil.process_iter(["cmdline"]):
@@ -169,28 +209,33 @@ class LocalBackend:
         return found
 
     @staticmethod
-    def _terminate(process: psutil.Process) -> None:
-        """SIGTERM (the runtime finishes in-flight calls, which take at most the predict
-        timeout), then SIGKILL; reap our own children."""
+    def _terminate(processes: list[psutil.Process]) -> None:
+        """SIGTERM to the runtime (it finishes in-flight calls, which take at most the predict
+        timeout; its sandbox ends with it), then SIGKILL to whatever is left; reap our own
+        children."""
         try:
-            process.send_signal(signal.SIGTERM)
+            _runtime_process(processes).send_signal(signal.SIGTERM)
         except psutil.Error:
-            return
+            pass
         # Not process.wait(): another process's child stays a zombie until its parent
         # reaps it, and a zombie has exited all the same.
         deadline = time.monotonic() + settings.MODELBAY_PREDICT_TIMEOUT + 5
-        try:
-            while process.status() != psutil.STATUS_ZOMBIE:
-                if time.monotonic() > deadline:
-                    process.kill()
-                    break
-                time.sleep(0.05)
-        except psutil.Error:
-            pass  # gone
-        try:
-            os.waitpid(process.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        for process in processes:
+            try:
+                while process.status() != psutil.STATUS_ZOMBIE:
+                    if time.monotonic() > deadline:
+                        process.kill()
+                        break
+                    time.sleep(0.05)
+            except psutil.Error:
+                pass  # gone
+            try:
+                os.waitpid(process.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+    def _endpoint(self, instance_id: str) -> str:
+        return unix_endpoint(socket_path(self.run_dir, instance_id))
 
     def _log_path(self, instance_id: str) -> Path:
         return self.log_dir / f"{instance_id}.log"
@@ -228,3 +273,115 @@ class LocalBackend:
             output = (result.stdout + result.stderr)[-4000:]
             raise BackendError(f"Installing the model's packages failed:\n{output}", permanent=True)
         (venv / ".complete").write_text(f"{time.monotonic() - started:.1f}s\n")
+
+
+# --- the sandbox ----------------------------------------------------------------------
+def _check_sandbox(network: str) -> None:
+    """Refuse (permanently) where no sandbox can be made: never a silent fallback."""
+    try:
+        sandbox.check_available()
+        if network == "egress":
+            sandbox.check_egress_available()
+    except sandbox.SandboxUnavailable as error:
+        raise BackendError(
+            f"The local backend runs instances in a sandbox, and none can be made here: {error}. "
+            "Install it, or use MODELBAY_RUNTIME_BACKEND=docker. On a single-user machine only, "
+            "MODELBAY_UNSANDBOXED_LOCAL=1 runs models unsandboxed (unsafe: a model then reaches all "
+            "the worker can).",
+            permanent=True,
+        ) from None
+
+
+def _spawn_sandboxed(box: sandbox.Sandbox, runtime_args: list[str], log) -> None:
+    """Start the sandbox, held before it runs anything until its limits (a cgroup) and its
+    network (egress) are in place."""
+    block_read, block_write = os.pipe()
+    info_read, info_write = os.pipe()
+    keep_read, keep_write = os.pipe()  # open while the sandbox lives: slirp4netns ends with it
+    command = box.command(runtime_args, block_fd=block_read, info_fd=info_write)
+    command[1:1] = ["--sync-fd", str(keep_write)]
+    cgroup = sandbox.cgroup_for(box.instance_id)
+    if cgroup is None:
+        command = [_prlimit(), *sandbox.rlimits(box.resources), *command]
+    try:
+        process = subprocess.Popen(
+            command,
+            cwd="/",
+            env=_WRAPPER_ENV,  # bwrap is the sandbox's pid 1: none of the worker's secrets in its environ
+            pass_fds=(block_read, info_write, keep_write),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        for fd in (block_read, info_write, keep_write):
+            os.close(fd)
+    try:
+        try:
+            child = sandbox.read_child_pid(info_read)
+        except (ValueError, KeyError) as error:
+            process.wait(timeout=10)
+            raise BackendError(
+                f"The sandbox did not start (exit {process.returncode}); see the instance's log"
+            ) from error
+        if cgroup is not None:
+            sandbox.apply_cgroup(cgroup, box.resources, [process.pid, child])
+        if box.network == "egress":
+            _start_slirp(child, keep_read, log)
+        os.write(block_write, b"go")
+    finally:
+        os.close(block_write)
+        os.close(keep_read)
+
+
+def _start_slirp(child_pid: int, keep_read: int, log) -> None:
+    """A user-mode network stack for the sandbox (slirp4netns): connections out through
+    this host, never to its loopback (where the platform listens). It ends when the
+    sandbox does (``--exit-fd``: the read end of a pipe the sandbox holds open)."""
+    ready_read, ready_write = os.pipe()
+    command = [
+        shutil.which("slirp4netns") or "slirp4netns",
+        "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
+        f"--exit-fd={keep_read}", f"--ready-fd={ready_write}",
+    ]  # fmt: skip
+    if os.geteuid() != 0:
+        command.append(f"--userns-path=/proc/{child_pid}/ns/user")
+    command += [str(child_pid), "tap0"]
+    try:
+        subprocess.Popen(
+            command,
+            env=_WRAPPER_ENV,
+            pass_fds=(keep_read, ready_write),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        os.close(ready_write)
+    try:
+        readable, _, _ = select.select([ready_read], [], [], _SLIRP_READY_S)
+        if not readable or not os.read(ready_read, 1):
+            raise BackendError("The sandbox's network (slirp4netns) did not come up; see the instance's log")
+    finally:
+        os.close(ready_read)
+
+
+def _prlimit() -> str:
+    return shutil.which("prlimit") or "/usr/bin/prlimit"
+
+
+def _is_wrapper(cmdline: list[str]) -> bool:
+    return bool(cmdline) and os.path.basename(cmdline[0]) in _WRAPPERS
+
+
+def _runtime_process(processes: list[psutil.Process]) -> psutil.Process:
+    """The runtime among an instance's processes (the others are its sandbox's wrappers)."""
+    for process in processes:
+        try:
+            if not _is_wrapper(process.cmdline()):
+                return process
+        except psutil.Error:
+            continue
+    return processes[0]

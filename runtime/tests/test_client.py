@@ -47,7 +47,9 @@ def runtime(digits_onnx_dir):
 
 def _predict(pool, endpoint, inputs, timeout=5.0):
     body = json.dumps({"inputs": inputs}).encode()
-    return pool.request(endpoint, "POST", "/predict", body=body, headers={"Content-Type": "application/json"}, read_timeout=timeout)
+    return pool.request(
+        endpoint, "POST", "/predict", body=body, headers={"Content-Type": "application/json"}, read_timeout=timeout
+    )
 
 
 def test_calls_reuse_one_kept_alive_connection(runtime, digits):
@@ -105,3 +107,43 @@ def test_a_silent_server_times_out():
         endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
         with pytest.raises(TimedOut):
             _predict(UpstreamPool(connect_timeout=1), endpoint, [[0]], timeout=0.3)
+
+
+def test_a_runtime_on_a_unix_socket_with_a_path_longer_than_sun_path(digits_onnx_dir, tmp_path):
+    """The runtime's --uds, and the client reaching it at ``unix://`` even where the path is
+    too long for a socket address (through the folder's descriptor)."""
+    from runtime.client import unix_endpoint
+
+    folder = tmp_path / ("deep-" * 20)
+    folder.mkdir()
+    path = folder / "runtime.sock"
+    assert len(str(path)) > 108
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "--model-dir", str(digits_onnx_dir), "--uds", "runtime.sock", "--name", "d"],
+        cwd=folder,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    pool = UpstreamPool(connect_timeout=1)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                reply = pool.request(
+                    unix_endpoint(path), "GET", "/v2/health/ready", body=None, headers={}, read_timeout=1
+                )
+                if reply.status == 200:
+                    break
+            except (ConnectFailed, Dropped):
+                pass
+            assert time.monotonic() < deadline, "the runtime did not listen on its socket"
+            time.sleep(0.1)
+        body = json.dumps({"inputs": [[0.0] * 64]}).encode()
+        reply = pool.request(unix_endpoint(path), "POST", "/predict", body=body, headers={}, read_timeout=5)
+        assert reply.status == 200 and len(json.loads(reply.body)["outputs"]) == 1
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    with pytest.raises(ConnectFailed):
+        UpstreamPool(connect_timeout=1).request(
+            unix_endpoint(path), "GET", "/v2/health/ready", body=None, headers={}, read_timeout=1
+        )

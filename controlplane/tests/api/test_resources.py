@@ -11,13 +11,6 @@ DEFAULTS = {"cpu": 1.0, "memory_mb": 1024}
 
 
 @pytest.fixture
-def digits(api, digits_upload):
-    response = api.post("/api/v1/models", {"name": "digits", "file": digits_upload}, format="multipart")
-    assert response.status_code == 201
-    return response.json()
-
-
-@pytest.fixture
 def service(api, digits):
     """A service that asked for 2 CPUs and 2048 MB per instance."""
     body = {"name": "s", "model": "digits", "resources": {"cpu": 2, "memory_mb": 2048}}
@@ -194,4 +187,4 @@ def test_openapi_schema_describes_resources(client):
     assert set(schemas["EffectiveResources"]["required"]) == {"cpu", "memory_mb"}
     assert set(schemas["ResourcesRequest"]["properties"]) == {"cpu", "memory_mb"}
     assert "resources" in schemas["ServiceCreateRequest"]["properties"]
-    assert set(schemas["PatchedServiceUpdateRequest"]["properties"]) == {"replicas", "resources"}
+    assert set(schemas["PatchedServiceUpdateRequest"]["properties"]) == {"replicas", "resources", "network"}

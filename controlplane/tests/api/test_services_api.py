@@ -5,13 +5,6 @@ from controlplane.models import Deployment, Service
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def digits(api, digits_upload):
-    response = api.post("/api/v1/models", {"name": "digits", "file": digits_upload}, format="multipart")
-    assert response.status_code == 201
-    return response.json()
-
-
 def test_create_service_answers_202_provisioning_and_enqueues(api, digits, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
         response = api.post("/api/v1/services", {"name": "digits", "model": "digits", "version": 1}, format="json")

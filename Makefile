@@ -6,7 +6,7 @@ PORT ?= 8000
 
 REQUIREMENTS := requirements.txt runtime/requirements.txt
 
-.PHONY: run test venv venv-dev bench bench-deploy bench-apps bench-stall runtime-image clean
+.PHONY: run test venv venv-dev bench bench-deploy bench-apps bench-stall bench-transport runtime-image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench-apps: venv-dev
 ## make bench-stall: the longest time with no completed call (idle, a held SQLite write lock, rollbacks)
 bench-stall: venv-dev
 	$(BIN)/python bench/stall.py
+
+## make bench-transport: the gateway's client to a runtime, loopback TCP against a Unix socket
+bench-transport: venv-dev
+	$(BIN)/python bench/transport.py
 
 ## make runtime-image: build the runtime's container image (for the Docker backend)
 runtime-image:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from inference import metrics, routing
+from inference import metrics, observability, routing
 from modelbay.core.errors import NotFound, Unavailable, UpstreamTimeout
 from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool, WrongInstance
 
@@ -33,6 +33,8 @@ class Upstream:
     body: bytes
     content_type: str
     version: int
+    organization_id: int = 0  # the service that answered (for the metrics' labels)
+    service: str = ""
 
 
 def _failover_order(targets: list[routing.Target]) -> list[routing.Target]:
@@ -58,44 +60,53 @@ def forward(
             raise NotFound(f"This service does not run version {version}.")
         raise Unavailable()
     started = time.perf_counter()
+    organization = str(route.organization_id)
+    in_flight = observability.IN_FLIGHT.labels(organization, route.slug)
 
     def count(*, error: bool) -> None:
+        elapsed_s = time.perf_counter() - started
+        observability.UPSTREAM_SECONDS.labels(organization, route.slug).observe(elapsed_s)
         if method == "POST":  # calls to the model; not metadata or readiness
-            elapsed_s = time.perf_counter() - started
             metrics.record(route.service_id, version_route.version, error=error, elapsed_s=elapsed_s)
 
-    targets = _failover_order(routing.healthy_first(version_route.ordered_targets()))
-    for target in targets:
-        try:
-            reply = _pool.request(
-                target.endpoint,
-                method,
-                path,
-                body=body,
-                headers=headers,
-                read_timeout=settings.MODELBAY_PREDICT_TIMEOUT,
-                auth=target.auth,
-                instance=target.instance,
+    in_flight.inc()
+    try:
+        targets = _failover_order(routing.healthy_first(version_route.ordered_targets()))
+        for target in targets:
+            try:
+                reply = _pool.request(
+                    target.endpoint,
+                    method,
+                    path,
+                    body=body,
+                    headers=headers,
+                    read_timeout=settings.MODELBAY_PREDICT_TIMEOUT,
+                    auth=target.auth,
+                    instance=target.instance,
+                )
+            except TimedOut:
+                count(error=True)
+                raise UpstreamTimeout() from None
+            except (ConnectFailed, Dropped):
+                routing.mark_suspect(target)
+                continue
+            except WrongInstance:
+                routing.mark_wrong(route, target)
+                continue
+            if reply.status == 401:  # the instance does not take this credential: a stale table
+                routing.mark_wrong(route, target)
+                continue
+            count(error=reply.status >= 500)
+            if method == "POST" and version is None:
+                for shadow in route.shadows_for_this_call():
+                    _mirror(route, shadow, path=path, body=body, headers=headers)
+            return Upstream(
+                reply.status, reply.body, reply.content_type, version_route.version, route.organization_id, route.slug
             )
-        except TimedOut:
-            count(error=True)
-            raise UpstreamTimeout() from None
-        except (ConnectFailed, Dropped):
-            routing.mark_suspect(target)
-            continue
-        except WrongInstance:
-            routing.mark_wrong(route, target)
-            continue
-        if reply.status == 401:  # the instance does not take this credential: a stale table
-            routing.mark_wrong(route, target)
-            continue
-        count(error=reply.status >= 500)
-        if method == "POST" and version is None:
-            for shadow in route.shadows_for_this_call():
-                _mirror(route, shadow, path=path, body=body, headers=headers)
-        return Upstream(reply.status, reply.body, reply.content_type, version_route.version)
-    count(error=True)
-    raise Unavailable()
+        count(error=True)
+        raise Unavailable()
+    finally:
+        in_flight.dec()
 
 
 # Shadow calls run beside the answered ones, never in their way: a few threads, and
@@ -105,7 +116,9 @@ _shadow_slots = threading.BoundedSemaphore(_MAX_SHADOW_IN_FLIGHT)
 _shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
 
 
-def _mirror(route: routing.Route, shadow: routing.VersionRoute, *, path: str, body: bytes | None, headers: dict) -> None:
+def _mirror(
+    route: routing.Route, shadow: routing.VersionRoute, *, path: str, body: bytes | None, headers: dict
+) -> None:
     """Send a copy of the call to a shadow version; its answer is only measured."""
     if not _shadow_slots.acquire(blocking=False):
         return

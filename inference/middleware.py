@@ -1,7 +1,7 @@
 from django.urls import Resolver404, resolve
 
-# Paths served by DRF views that authenticate the caller themselves.
-API_PREFIXES = ("/api/v1/", "/v2/")
+# Paths served by views that authenticate the caller themselves (the API, Prometheus' scrape).
+API_PREFIXES = ("/api/v1/", "/v2/", "/metrics")
 
 
 class ApiKeyFastPathMiddleware:

@@ -308,6 +308,9 @@ MODELBAY_MAX_CPU = env_float("MODELBAY_MAX_CPU", 4.0)
 MODELBAY_MAX_MEMORY_MB = env_int("MODELBAY_MAX_MEMORY_MB", 8192)
 MODELBAY_PIDS_LIMIT = env_int("MODELBAY_PIDS_LIMIT", 256)
 
+# Prometheus' scrape of /metrics needs "Authorization: Bearer <this>"; empty: /metrics is off.
+MODELBAY_METRICS_TOKEN = env_str("MODELBAY_METRICS_TOKEN", "")
+
 # --- the docker backend ---------------------------------------------------------------
 # Zones map to Docker endpoints in MODELBAY_ZONES (zone-a=unix:///var/run/docker.sock,...);
 # a zone without one uses DOCKER_HOST or the local socket.

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from inference.api.urls import api_urlpatterns as inference_api
 from inference.api.urls import oip_urlpatterns
+from inference.api.views import metrics
 
 api_v1 = [
     *inference_api,
@@ -15,6 +16,7 @@ api_v1 = [
 urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("v2/", include(oip_urlpatterns)),
+    path("metrics", metrics, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("accounts/", include("allauth.urls")),

@@ -8,6 +8,7 @@ docker-compose.yml for the production stack.
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -97,6 +98,21 @@ def prepare_sandbox() -> None:
         )
 
 
+def prepare_metrics() -> str:
+    """Prometheus' scrape at /metrics: a token kept in the data dir (unless one is given),
+    and a folder there where every web process writes its figures. Returns the token."""
+    data_dir = Path(os.environ.get("MODELBAY_DATA_DIR") or REPO / "var")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("MODELBAY_METRICS_TOKEN"):
+        token_file = data_dir / "metrics_token"
+        if not token_file.exists():
+            token_file.write_text(secrets.token_urlsafe(24))
+            token_file.chmod(0o600)
+        os.environ["MODELBAY_METRICS_TOKEN"] = token_file.read_text().strip()
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir / "prometheus"))
+    return os.environ["MODELBAY_METRICS_TOKEN"]
+
+
 def web_workers() -> list[str]:
     """gunicorn's workers. Without Redis, app usage is metered in process memory, which is
     exact only when one process serves every call: one worker with threads."""
@@ -115,6 +131,7 @@ def main() -> int:
     manage("migrate", "--noinput", "-v", "0")
     manage("collectstatic", "--noinput", "-v", "0")
     demo = json.loads(manage("load_demo").strip().splitlines()[-1])
+    metrics_token = prepare_metrics()
     children = [
         start([str(BIN / "celery"), "-A", "modelbay", "worker", "-B", "--pool=threads", "--concurrency=4",
                "--loglevel=WARNING"]),
@@ -145,6 +162,9 @@ apps install their packages the first time they start, a minute or two). The OCR
     -H 'Authorization: Bearer {demo["key"]}' -H 'Content-Type: image/png' \\
     --data-binary @{REPO / "demo/packages/examples/invoice.png"}
   curl -s {URL}/api/v1/subscriptions -H 'Authorization: Bearer {demo["key"]}'    # used / quota
+
+Prometheus metrics (calls, latency, in flight, rejections, ready instances):
+  curl -s {URL}/metrics -H 'Authorization: Bearer {metrics_token}'
 
 Press Ctrl+C to stop.""",
         flush=True,

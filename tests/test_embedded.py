@@ -60,11 +60,32 @@ def test_make_run_serves_the_demo_on_embedded_defaults(tmp_path):
         assert answer["outputs"][0]["label"] == 0
         assert (tmp_path / "db.sqlite3").exists()
         _use_the_ocr_app_as_a_new_user(output, key)
+        _scrape_the_metrics_as_printed(output)
     finally:
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=60)
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert leftovers == [], "runtime processes were left running"
+
+
+def _scrape_the_metrics_as_printed(output: str) -> None:
+    """The curl line run.py prints for Prometheus: the calls above, by route kind."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url, token = re.search(r"curl -s (\S+/metrics) -H 'Authorization: Bearer (\S+)'", output).groups()
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})) as response:
+        text = response.read().decode()
+    calls, rejections = {}, {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "modelbay_gateway_calls_total" and sample.value:
+                key = (sample.labels["route_kind"], sample.labels["service"], sample.labels["status_class"])
+                calls[key] = sample.value
+            elif sample.name == "modelbay_gateway_rejections_total" and sample.value:
+                rejections[(sample.labels["route_kind"], sample.labels["code"])] = sample.value
+    assert calls[("service", "digits", "2xx")] == 1
+    assert calls[("app", "text-ocr", "2xx")] >= 1  # the publisher's service behind the app
+    assert rejections[("app", "quota_exceeded")] == 1
 
 
 def _http(method: str, url: str, key: str, body: bytes | None = None, content_type: str = "application/json"):

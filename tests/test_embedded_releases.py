@@ -39,7 +39,11 @@ def _free_port() -> int:
 class EmbeddedStack:
     """What scripts/run.py starts, in a temporary data directory, without the demo apps."""
 
-    def __init__(self, data_dir: Path):
+    # make run's web server without Redis: one gthread process
+    GTHREAD = ("--workers", "1", "--worker-class", "gthread", "--threads", "8")
+
+    def __init__(self, data_dir: Path, web_args: tuple[str, ...] = GTHREAD):
+        self.web_args = web_args
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
@@ -61,8 +65,8 @@ class EmbeddedStack:
         for command in (
             [PYTHON, "-m", "celery", "-A", "modelbay", "worker", "-B", "--pool=threads", "--concurrency=4",
              "--loglevel=WARNING", "-s", str(self.data_dir / "beat-schedule")],
-            [PYTHON, "-m", "gunicorn", "modelbay.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
-             "--worker-class", "gthread", "--threads", "8", "--no-control-socket"],
+            [PYTHON, "-m", "gunicorn", "modelbay.wsgi", "--bind", f"127.0.0.1:{self.port}", *self.web_args,
+             "--no-control-socket"],
         ):  # fmt: skip
             self.children.append(
                 subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=log, start_new_session=True)

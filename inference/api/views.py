@@ -4,6 +4,9 @@ The request body is passed to the runtime untouched (the runtime validates it an
 answers 400/422 itself); the gateway authenticates, routes and forwards.
 """
 
+import hmac
+import time
+
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
@@ -15,7 +18,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from accounts.permissions import CanPredict
-from inference import forwarding, routing
+from inference import forwarding, observability, routing
 from modelbay.core import generation
 from modelbay.core.errors import NotFound, PayloadTooLarge
 
@@ -46,6 +49,7 @@ def _route(request, slug: str) -> routing.Route:
 def upstream_response(upstream: forwarding.Upstream) -> HttpResponse:
     response = HttpResponse(upstream.body, status=upstream.status, content_type=upstream.content_type)
     response["X-Model-Version"] = str(upstream.version)
+    response.modelbay_service = (str(upstream.organization_id), upstream.service, str(upstream.version))
     return response
 
 
@@ -65,6 +69,13 @@ class GatewayView(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _JSONOnly
     throttle_classes = []
+    route_kind = "service"  # the metrics' label: service, app or oip
+
+    def dispatch(self, request, *args, **kwargs):
+        started = time.perf_counter()
+        response = super().dispatch(request, *args, **kwargs)
+        observability.record_call(self.route_kind, response, time.perf_counter() - started)
+        return response
 
     def _forward(self, request, slug: str, *, path: str, version: int | None = None) -> HttpResponse:
         route = _route(request, slug)
@@ -110,6 +121,8 @@ _OIP_RESPONSE = inline_serializer(
 
 
 class OipModelMetadataView(GatewayView):
+    route_kind = "oip"
+
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Model metadata (Open Inference Protocol v2)")
     def get(self, request, slug: str, version: int | None = None):
         path = f"/v2/models/{slug}" + (f"/versions/{version}" if version else "")
@@ -117,6 +130,8 @@ class OipModelMetadataView(GatewayView):
 
 
 class OipModelReadyView(GatewayView):
+    route_kind = "oip"
+
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT}, summary="Model readiness (OIP v2)")
     def get(self, request, slug: str, version: int | None = None):
         route = _route(request, slug)
@@ -125,6 +140,8 @@ class OipModelReadyView(GatewayView):
 
 
 class OipInferView(GatewayView):
+    route_kind = "oip"
+
     @extend_schema(request=_OIP_REQUEST, responses={200: _OIP_RESPONSE}, summary="Infer (Open Inference Protocol v2)")
     def post(self, request, slug: str, version: int | None = None):
         path = f"/v2/models/{slug}" + (f"/versions/{version}" if version else "") + "/infer"
@@ -140,3 +157,17 @@ class OipServerHealthView(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Server health (OIP v2)")
     def get(self, request):
         return JsonResponse({"live": True, "ready": True})
+
+
+def metrics(request):
+    """Prometheus' scrape (``inference.observability``), for a caller with the metrics token:
+    ``Authorization: Bearer $MODELBAY_METRICS_TOKEN``. Off (404) while no token is set."""
+    token = settings.MODELBAY_METRICS_TOKEN
+    if not token:
+        return JsonResponse({"code": "not_found", "detail": "Metrics are off: set MODELBAY_METRICS_TOKEN."}, status=404)
+    given = request.META.get("HTTP_AUTHORIZATION", "").encode()
+    if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+        detail = "Give the metrics token: Authorization: Bearer $MODELBAY_METRICS_TOKEN."
+        return JsonResponse({"code": "unauthenticated", "detail": detail}, status=401)
+    body, content_type = observability.exposition()
+    return HttpResponse(body, content_type=content_type)

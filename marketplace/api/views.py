@@ -162,6 +162,8 @@ class SubscriptionUsageView(APIView):
 class AppPredictView(GatewayView):
     """A subscriber calls a marketplace app with its own key: held to its plan, metered."""
 
+    route_kind = "app"
+
     @extend_schema(
         request={"application/json": PREDICT_REQUEST, "application/octet-stream": OpenApiTypes.BINARY},
         responses={200: PREDICT_RESPONSE},

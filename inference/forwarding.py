@@ -37,6 +37,20 @@ class Upstream:
     service: str = ""
 
 
+def _request(target: routing.Target, method: str, path: str, body: bytes | None, headers: dict):
+    """One call to one instance, with its credential; its answer must name it."""
+    return _pool.request(
+        target.endpoint,
+        method,
+        path,
+        body=body,
+        headers=headers,
+        read_timeout=settings.MODELBAY_PREDICT_TIMEOUT,
+        auth=target.auth,
+        instance=target.instance,
+    )
+
+
 def _failover_order(targets: list[routing.Target]) -> list[routing.Target]:
     """After the first target, those in other zones before those in the same zone."""
     first, rest = targets[0], targets[1:]
@@ -74,16 +88,7 @@ def forward(
         targets = _failover_order(routing.healthy_first(version_route.ordered_targets()))
         for target in targets:
             try:
-                reply = _pool.request(
-                    target.endpoint,
-                    method,
-                    path,
-                    body=body,
-                    headers=headers,
-                    read_timeout=settings.MODELBAY_PREDICT_TIMEOUT,
-                    auth=target.auth,
-                    instance=target.instance,
-                )
+                reply = _request(target, method, path, body, headers)
             except TimedOut:
                 count(error=True)
                 raise UpstreamTimeout() from None
@@ -127,16 +132,7 @@ def _mirror(
         started = time.perf_counter()
         try:
             target = routing.healthy_first(shadow.ordered_targets())[0]
-            reply = _pool.request(
-                target.endpoint,
-                "POST",
-                path,
-                body=body,
-                headers=headers,
-                read_timeout=settings.MODELBAY_PREDICT_TIMEOUT,
-                auth=target.auth,
-                instance=target.instance,
-            )
+            reply = _request(target, "POST", path, body, headers)
             error = reply.status >= 500 or reply.status == 401
             if reply.status == 401:
                 routing.mark_wrong(route, target)

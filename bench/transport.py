@@ -40,7 +40,7 @@ def _wait_ready(pool: UpstreamPool, endpoint: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if pool.request(endpoint, "GET", "/v2/health/ready", body=None, headers={}, read_timeout=1).status == 200:
+            if pool.request(endpoint, "GET", "/v2/health/ready", body=None, headers={}, timeout=1).status == 200:
                 return
         except (ConnectFailed, Dropped):
             pass
@@ -54,7 +54,7 @@ def _round(pool: UpstreamPool, endpoint: str, calls: int) -> tuple[float, float,
     started = time.perf_counter()
     for _ in range(calls):
         before = time.perf_counter()
-        reply = pool.request(endpoint, "POST", "/predict", body=BODY, headers={}, read_timeout=5)
+        reply = pool.request(endpoint, "POST", "/predict", body=BODY, headers={}, timeout=5)
         latencies.append(time.perf_counter() - before)
         assert reply.status == 200, reply.body
     elapsed = time.perf_counter() - started

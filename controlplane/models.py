@@ -1,5 +1,6 @@
 import secrets
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -57,6 +58,8 @@ class Service(models.Model):
     # "none": instances can open no connection at all; "egress": they may call out to the
     # internet, never to the platform's services or other instances.
     network = models.CharField(max_length=16, choices=ServiceNetwork.choices, default=ServiceNetwork.NONE)
+    # A call's deadline in seconds (None: MODELBAY_PREDICT_TIMEOUT); see call_timeout_s.
+    timeout_s = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=ServiceStatus.choices, default=ServiceStatus.PROVISIONING)
     error = models.TextField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -71,6 +74,10 @@ class Service(models.Model):
                 fields=["organization", "slug"], condition=Q(deleted_at__isnull=True), name="unique_live_service_slug"
             )
         ]
+
+    def call_timeout_s(self) -> float:
+        """How long a call to this service may take in all, from arrival to answer."""
+        return float(self.timeout_s or settings.MODELBAY_PREDICT_TIMEOUT)
 
     def __str__(self):
         return self.slug

@@ -51,7 +51,7 @@ def probe(endpoint: str, *, instance_id: str, credential: str) -> Probe:
             "/v2/health/ready",
             body=None,
             headers={},
-            read_timeout=1.0,
+            timeout=1.0,
             auth=auth_header(credential),
             instance=instance_id.encode(),
         )

@@ -98,6 +98,13 @@ def _check_network(network: str) -> None:
         raise InvalidRequest(f"network must be one of: {', '.join(ServiceNetwork.values)}.", field="network")
 
 
+def _check_timeout(timeout_s: int) -> None:
+    if not 1 <= timeout_s <= settings.MODELBAY_MAX_TIMEOUT_S:
+        raise InvalidRequest(
+            f"timeout_s must be between 1 and {settings.MODELBAY_MAX_TIMEOUT_S} seconds.", field="timeout_s"
+        )
+
+
 def _enqueue_reconcile(service: Service) -> None:
     jobs.enqueue_after_commit(jobs.PROVISION_SERVICE, service.pk)
 
@@ -111,17 +118,21 @@ def service_create(
     replicas: int = 1,
     resources: dict | None = None,
     network: str = ServiceNetwork.NONE,
+    timeout_s: int | None = None,
     slug: str | None = None,
 ) -> Service:
     """Record the desired service; a worker provisions its instances after commit.
 
     ``resources`` is what one instance may use (``{"cpu": 2}``); what it leaves out follows
     the installation's defaults. ``network`` is what its instances may connect to
-    (``ServiceNetwork``): by default nothing at all.
+    (``ServiceNetwork``): by default nothing at all. ``timeout_s`` is a call's deadline
+    (None: the installation's default).
     """
     slug = _slug_from(name=name, slug=slug, field="name")
     _check_replicas(replicas)
     _check_network(network)
+    if timeout_s is not None:
+        _check_timeout(timeout_s)
     requested = resources_.merge({}, resources_.check(resources or {}))
     model = Model.objects.filter(organization=organization, slug=model_slug).first()
     if model is None:
@@ -140,6 +151,7 @@ def service_create(
                 replicas=replicas,
                 resources=requested,
                 network=network,
+                timeout_s=timeout_s,
             )
             Deployment.objects.create(service=service, model_version=model_version, weight=100)
             _enqueue_reconcile(service)
@@ -149,10 +161,16 @@ def service_create(
 
 
 def service_update(
-    *, service: Service, replicas: int | None = None, resources: dict | None = None, network: str | None = None
+    *,
+    service: Service,
+    replicas: int | None = None,
+    resources: dict | None = None,
+    network: str | None = None,
+    timeout_s: int | None = None,
 ) -> Service:
     """Change the replicas, what one instance may use and/or what it may connect to; the
-    reconcile loop applies it (a new network by starting the instances again).
+    reconcile loop applies it (a new network by starting the instances again). A new
+    ``timeout_s`` applies to the next calls.
 
     The resources given replace the stored request key by key (``None`` returns one to the
     default); the others stay as they are. What is not given stays as it is.
@@ -161,19 +179,25 @@ def service_update(
         _check_replicas(replicas)
     if network is not None:
         _check_network(network)
+    if timeout_s is not None:
+        _check_timeout(timeout_s)
     checked = resources_.check(resources) if resources is not None else {}
     with transaction.atomic():
         locked = Service.objects.select_for_update().get(pk=service.pk)
         service.replicas = locked.replicas if replicas is None else replicas
         service.resources = resources_.merge(locked.resources, checked)
         service.network = locked.network if network is None else network
+        service.timeout_s = locked.timeout_s if timeout_s is None else timeout_s
         Service.objects.filter(pk=service.pk).update(
             replicas=service.replicas,
             resources=service.resources,
             network=service.network,
+            timeout_s=service.timeout_s,
             updated_at=timezone.now(),
         )
         _enqueue_reconcile(service)
+        if timeout_s is not None:
+            transaction.on_commit(generation.bump)  # the gateways' routing tables carry it
     return service
 
 
@@ -198,8 +222,7 @@ def version_deploy(*, service: Service, version: int) -> Deployment:
     """
     model_version = service.model.versions.filter(version=version).first()
     if model_version is None:
-        raise InvalidRequest(f"Model '{service.model.slug}' has no version {version}.", field="version"
-        )
+        raise InvalidRequest(f"Model '{service.model.slug}' has no version {version}.", field="version")
     with transaction.atomic():
         Service.objects.select_for_update().get(pk=service.pk)
         existing = service.deployments.filter(model_version=model_version).first()

@@ -2,7 +2,9 @@
 
 A connection that cannot be made, or that the instance drops (it died), is retried on
 another instance, another zone first: predictions are stateless, so sending one again
-is safe. A call that reached an instance but timed out is not retried (504).
+is safe. A call has one deadline in all, its service's ``timeout_s``: past it, 504, the
+connection to the runtime is hung up, and the call is not retried. An answer larger than
+MODELBAY_MAX_RESPONSE_BYTES is cut off: 502 ``model_error``.
 
 Every call carries the target instance's credential, and an answer must name that
 instance (``X-Modelbay-Instance``): an answer from another runtime (a port reused by
@@ -19,8 +21,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from inference import metrics, observability, routing
-from modelbay.core.errors import NotFound, Unavailable, UpstreamTimeout
-from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool, WrongInstance
+from modelbay.core.errors import ModelError, NotFound, Unavailable, UpstreamTimeout
+from runtime.client import ConnectFailed, Dropped, TimedOut, TooLarge, UpstreamPool, WrongInstance
 
 _pool = UpstreamPool(connect_timeout=settings.MODELBAY_CONNECT_TIMEOUT)
 
@@ -37,17 +39,19 @@ class Upstream:
     service: str = ""
 
 
-def _request(target: routing.Target, method: str, path: str, body: bytes | None, headers: dict):
-    """One call to one instance, with its credential; its answer must name it."""
+def _request(target: routing.Target, method: str, path: str, body: bytes | None, headers: dict, timeout: float):
+    """One call to one instance, with its credential; its answer must name it, arrive whole
+    within ``timeout`` seconds and be no larger than MODELBAY_MAX_RESPONSE_BYTES."""
     return _pool.request(
         target.endpoint,
         method,
         path,
         body=body,
         headers=headers,
-        read_timeout=settings.MODELBAY_PREDICT_TIMEOUT,
+        timeout=timeout,
         auth=target.auth,
         instance=target.instance,
+        max_body=settings.MODELBAY_MAX_RESPONSE_BYTES,
     )
 
 
@@ -74,6 +78,7 @@ def forward(
             raise NotFound(f"This service does not run version {version}.")
         raise Unavailable()
     started = time.perf_counter()
+    deadline = time.monotonic() + route.timeout_s  # the whole call's, failovers included
     organization = str(route.organization_id)
     in_flight = observability.IN_FLIGHT.labels(organization, route.slug)
 
@@ -88,10 +93,14 @@ def forward(
         targets = _failover_order(routing.healthy_first(version_route.ordered_targets()))
         for target in targets:
             try:
-                reply = _request(target, method, path, body, headers)
+                reply = _request(target, method, path, body, headers, max(0.001, deadline - time.monotonic()))
             except TimedOut:
                 count(error=True)
                 raise UpstreamTimeout() from None
+            except TooLarge:
+                count(error=True)
+                limit = settings.MODELBAY_MAX_RESPONSE_BYTES
+                raise ModelError(f"The model's answer is larger than {limit} bytes.") from None
             except (ConnectFailed, Dropped):
                 routing.mark_suspect(target)
                 continue
@@ -132,7 +141,7 @@ def _mirror(
         started = time.perf_counter()
         try:
             target = routing.healthy_first(shadow.ordered_targets())[0]
-            reply = _request(target, "POST", path, body, headers)
+            reply = _request(target, "POST", path, body, headers, route.timeout_s)
             error = reply.status >= 500 or reply.status == 401
             if reply.status == 401:
                 routing.mark_wrong(route, target)

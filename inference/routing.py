@@ -59,6 +59,7 @@ class Route:
     service_id: int
     slug: str
     versions: tuple[VersionRoute, ...]
+    timeout_s: float = 30.0  # a call's deadline (Service.call_timeout_s)
 
     def pick_version(self, version: int | None = None, *, route_key: str | None = None) -> VersionRoute | None:
         """The version a call goes to: the one asked for; else, with a route key, the
@@ -110,7 +111,7 @@ def _load(organization_id: int, slug: str) -> Route | None:
         VersionRoute(d.model_version.version, d.weight, tuple(targets.get(d.pk, ())), d.shadow_percent)
         for d in Deployment.objects.filter(service=service, retired_at__isnull=True).select_related("model_version")
     )
-    return Route(organization_id, service.pk, service.slug, versions)
+    return Route(organization_id, service.pk, service.slug, versions, service.call_timeout_s())
 
 
 def _load_key(key: tuple[int, str]) -> Route | None:

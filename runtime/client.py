@@ -18,6 +18,7 @@ instance in ``X-Modelbay-Instance`` raises :class:`WrongInstance` and is never r
 import os
 import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -35,6 +36,10 @@ class Dropped(Exception):
 
 class TimedOut(Exception):
     """The instance took longer than the read timeout to answer."""
+
+
+class TooLarge(Exception):
+    """The answer is larger than the caller takes: it was not read in full."""
 
 
 class WrongInstance(Exception):
@@ -95,23 +100,33 @@ class _Connection:
         self.host_header = host_header
 
     def exchange(
-        self, method: str, path: str, body: bytes | None, headers: dict, read_timeout: float, auth: bytes
+        self, method: str, path: str, body: bytes | None, headers: dict, timeout: float, auth: bytes, max_body: int
     ) -> tuple[Reply, bool, bytes]:
-        """Send one request and read its whole response; returns (reply, keep_alive,
-        the answering instance's id as sent)."""
+        """Send one request and read its whole response within ``timeout`` seconds in all
+        (not per read: an answer trickling in is cut off all the same); returns (reply,
+        keep_alive, the answering instance's id as sent)."""
+        deadline = time.monotonic() + timeout
         body = body or b""
         head = [f"{method} {path} HTTP/1.1\r\n".encode(), self.host_header, auth]
         for name, value in headers.items():
             head.append(f"{name}: {value}\r\n".encode("latin-1"))
         head.append(f"Content-Length: {len(body)}\r\n\r\n".encode())
-        self.sock.settimeout(read_timeout)
+        self.sock.settimeout(timeout)
         self.sock.sendall(b"".join(head) + body)
         reader = _Reader()
         parser = reader.parser = httptools.HttpResponseParser(reader)
+        received = 0
         while not reader.complete:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the whole answer did not arrive in time")
+            self.sock.settimeout(left)
             data = self.sock.recv(_RECV_BYTES)
             if not data:
                 raise ConnectionResetError("the instance closed the connection")
+            received += len(data)
+            if received > max_body:
+                raise TooLarge(f"the answer is larger than {max_body} bytes")
             parser.feed_data(data)
         reply = Reply(parser.get_status_code(), b"".join(reader.chunks), reader.content_type.decode("latin-1"))
         return reply, reader.keep_alive, reader.instance
@@ -197,30 +212,35 @@ class UpstreamPool:
         *,
         body: bytes | None,
         headers: dict,
-        read_timeout: float,
+        timeout: float,
         auth: bytes = b"",
         instance: bytes | None = None,
+        max_body: int = 2**62,
     ) -> Reply:
         """One call, on an idle kept-alive connection when there is one.
 
+        ``timeout``: seconds for the whole answer to arrive (:class:`TimedOut` after).
         ``auth``: header line(s) sent as they are (:func:`auth_header`). ``instance``: the
-        id the answer must name in ``X-Modelbay-Instance``, else :class:`WrongInstance`."""
+        id the answer must name in ``X-Modelbay-Instance``, else :class:`WrongInstance`.
+        ``max_body``: the most bytes of answer taken (:class:`TooLarge` beyond)."""
+        call = (method, path, body, headers, timeout, auth, max_body)
         connection = self._take(endpoint)
         if connection is not None:
             try:
-                return self._exchange(endpoint, connection, method, path, body, headers, read_timeout, auth, instance)
+                return self._exchange(endpoint, connection, call, instance)
             except Dropped:
                 pass  # the idle connection had gone stale: once more on a fresh one
-        return self._exchange(
-            endpoint, self._connect(endpoint), method, path, body, headers, read_timeout, auth, instance
-        )
+        return self._exchange(endpoint, self._connect(endpoint), call, instance)
 
-    def _exchange(self, endpoint, connection, method, path, body, headers, read_timeout, auth, instance) -> Reply:
+    def _exchange(self, endpoint, connection, call, instance) -> Reply:
         try:
-            reply, keep_alive, answered_by = connection.exchange(method, path, body, headers, read_timeout, auth)
+            reply, keep_alive, answered_by = connection.exchange(*call)
         except TimeoutError:
-            connection.close()
+            connection.close()  # the runtime sees the call hung up
             raise TimedOut() from None
+        except TooLarge:
+            connection.close()
+            raise
         except (OSError, httptools.HttpParserError) as error:
             connection.close()
             raise Dropped(str(error)) from None

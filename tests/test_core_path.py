@@ -195,11 +195,25 @@ def test_python_model_predicts_json_and_raw_bytes(echo_service, api):
     assert raw.json()["outputs"] == [8]
 
 
-def test_slow_instance_answers_504(echo_service, api, settings):
-    settings.MODELBAY_PREDICT_TIMEOUT = 1.0
+def test_a_call_past_its_services_deadline_answers_504_and_a_longer_one_completes(echo_service, api):
+    """The "slow" input takes 3 s: past a 1 s deadline, 504; within a 10 s one, its answer."""
+    assert api.patch("/api/v1/services/echo", {"timeout_s": 1}, format="json").json()["timeout_s"] == 1
     response = predict(api, "echo", ["slow"])
     assert response.status_code == 504
     assert response.json()["code"] == "upstream_timeout"
+    assert predict(api, "echo", ["fast"]).json()["outputs"] == ["echo:fast"]  # its own deadline, not the last's
+
+    assert api.patch("/api/v1/services/echo", {"timeout_s": 10}, format="json").status_code == 202
+    response = predict(api, "echo", ["slow"])
+    assert response.status_code == 200 and response.json()["outputs"] == ["echo:slow"]
+
+
+def test_an_answer_larger_than_the_gateway_takes_is_a_model_error(echo_service, api, settings):
+    settings.MODELBAY_MAX_RESPONSE_BYTES = 10_000
+    assert predict(api, "echo", ["x" * 1000]).status_code == 200
+    response = predict(api, "echo", ["x" * 20_000])
+    assert response.status_code == 502 and response.json()["code"] == "model_error"
+    assert "larger than 10000 bytes" in response.json()["detail"]
 
 
 def test_logs_of_a_running_and_of_a_failed_instance(worker, api, outsider_api, digits_model):
@@ -330,7 +344,10 @@ def _pin_route(api, slug: str, targets) -> None:
     gen = generation.current()
     loaded = routing.route_for(*key, gen=gen)
     version = routing.VersionRoute(loaded.versions[0].version, 100, tuple(targets))
-    routing._routes._entries[key] = (gen, routing.Route(loaded.organization_id, loaded.service_id, loaded.slug, (version,)))
+    routing._routes._entries[key] = (
+        gen,
+        routing.Route(loaded.organization_id, loaded.service_id, loaded.slug, (version,)),
+    )
 
 
 def test_a_reused_port_never_gives_another_tenants_answer(alpha_and_beta, api):

@@ -98,11 +98,12 @@ class ServiceSerializer(serializers.ModelSerializer):
     instances = serializers.SerializerMethodField()
     predict_url = serializers.SerializerMethodField()
     resources = serializers.SerializerMethodField()
+    timeout_s = serializers.SerializerMethodField()
 
     class Meta:
         model = Service
         fields = [
-            "slug", "name", "model", "replicas", "resources", "network", "status", "error",
+            "slug", "name", "model", "replicas", "resources", "network", "timeout_s", "status", "error",
             "traffic", "shadow", "instances", "predict_url", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
@@ -123,6 +124,10 @@ class ServiceSerializer(serializers.ModelSerializer):
     def get_predict_url(self, service) -> str:
         return f"{settings.SITE_URL}/api/v1/services/{service.slug}/predict"
 
+    def get_timeout_s(self, service) -> float:
+        """A call's deadline in seconds, from its arrival to its answer (504 past it)."""
+        return service.call_timeout_s()
+
     @extend_schema_field(EffectiveResourcesSerializer)
     def get_resources(self, service) -> dict:
         return resources.effective(service.resources).as_dict()
@@ -134,6 +139,10 @@ NETWORK_HELP = (
     "or other instances."
 )
 NETWORK_ERRORS = {"invalid_choice": '"{input}" is not a valid choice; give none or egress.'}
+TIMEOUT_HELP = (
+    "A call's deadline in seconds, from its arrival to its answer: 504 upstream_timeout past it, and the "
+    "call to the model is hung up. Default: the installation's (30 s); at most MODELBAY_MAX_TIMEOUT_S (900)."
+)
 
 
 class ServiceCreateSerializer(serializers.Serializer):
@@ -149,6 +158,7 @@ class ServiceCreateSerializer(serializers.Serializer):
         help_text=NETWORK_HELP,
         error_messages=NETWORK_ERRORS,
     )
+    timeout_s = serializers.IntegerField(required=False, help_text=TIMEOUT_HELP)
 
 
 class ServiceUpdateSerializer(serializers.Serializer):
@@ -162,10 +172,11 @@ class ServiceUpdateSerializer(serializers.Serializer):
         help_text=NETWORK_HELP + " A change starts the service's instances again.",
         error_messages=NETWORK_ERRORS,
     )
+    timeout_s = serializers.IntegerField(required=False, help_text=TIMEOUT_HELP)
 
     def validate(self, attrs):
         if not attrs:
-            raise serializers.ValidationError("Give replicas, resources and/or network.")
+            raise serializers.ValidationError("Give replicas, resources, network and/or timeout_s.")
         return attrs
 
 

@@ -112,6 +112,7 @@ class ServiceListView(APIView):
             replicas=data["replicas"],
             resources=data.get("resources"),
             network=data["network"],
+            timeout_s=data.get("timeout_s"),
         )
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=service.slug)
         return Response(s.ServiceSerializer(service).data, status=status.HTTP_202_ACCEPTED)
@@ -136,7 +137,11 @@ class ServiceDetailView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         services.service_update(
-            service=service, replicas=data.get("replicas"), resources=data.get("resources"), network=data.get("network")
+            service=service,
+            replicas=data.get("replicas"),
+            resources=data.get("resources"),
+            network=data.get("network"),
+            timeout_s=data.get("timeout_s"),
         )
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         return Response(s.ServiceSerializer(service).data, status=status.HTTP_202_ACCEPTED)

@@ -98,7 +98,7 @@ def test_the_gateways_client_sends_the_credential_and_checks_the_instance(secure
 
     def call(credential, instance):
         return pool.request(
-            secured.url, "POST", "/predict", body=body, headers=headers, read_timeout=5,
+            secured.url, "POST", "/predict", body=body, headers=headers, timeout=5,
             auth=auth_header(credential), instance=instance,
         )  # fmt: skip
 
@@ -117,7 +117,7 @@ def test_a_runtime_without_the_header_is_the_wrong_instance(digits_onnx_dir, rt_
         assert "x-modelbay-instance" not in rt.client.get("/v2/health/live").headers
         with pytest.raises(WrongInstance):
             UpstreamPool(connect_timeout=1).request(
-                rt.url, "GET", "/v2/health/ready", body=None, headers={}, read_timeout=5,
+                rt.url, "GET", "/v2/health/ready", body=None, headers={}, timeout=5,
                 auth=auth_header(CREDENTIAL), instance=b"i-abc123",
             )  # fmt: skip
     finally:

@@ -34,7 +34,7 @@ def runtime(digits_onnx_dir):
     deadline = time.monotonic() + 60
     while True:
         try:
-            if pool.request(endpoint, "GET", "/v2/health/ready", body=None, headers={}, read_timeout=1).status == 200:
+            if pool.request(endpoint, "GET", "/v2/health/ready", body=None, headers={}, timeout=1).status == 200:
                 break
         except (ConnectFailed, Dropped):
             pass
@@ -48,7 +48,7 @@ def runtime(digits_onnx_dir):
 def _predict(pool, endpoint, inputs, timeout=5.0):
     body = json.dumps({"inputs": inputs}).encode()
     return pool.request(
-        endpoint, "POST", "/predict", body=body, headers={"Content-Type": "application/json"}, read_timeout=timeout
+        endpoint, "POST", "/predict", body=body, headers={"Content-Type": "application/json"}, timeout=timeout
     )
 
 
@@ -109,6 +109,40 @@ def test_a_silent_server_times_out():
             _predict(UpstreamPool(connect_timeout=1), endpoint, [[0]], timeout=0.3)
 
 
+def test_an_answer_trickling_in_times_out_at_the_deadline_in_all():
+    """The timeout is the whole answer's, not each read's: a byte every 0.1 s (each read well
+    within 0.5 s, the whole answer 14 s) is cut off."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+
+        def trickle():
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100:
+                    try:
+                        connection.sendall(bytes([byte]))
+                    except OSError:
+                        return  # hung up on
+                    time.sleep(0.1)
+
+        threading.Thread(target=trickle, daemon=True).start()
+        with pytest.raises(TimedOut):
+            _predict(UpstreamPool(connect_timeout=1), endpoint, [[0]], timeout=0.5)
+
+
+def test_an_answer_larger_than_asked_for_is_cut_off(runtime):
+    from runtime.client import TooLarge
+
+    body = json.dumps({"inputs": [[0.0] * 64] * 50}).encode()
+    pool = UpstreamPool(connect_timeout=1)
+    with pytest.raises(TooLarge):
+        pool.request(runtime, "POST", "/predict", body=body, headers={}, timeout=5, max_body=200)
+    assert pool.request(runtime, "POST", "/predict", body=body, headers={}, timeout=5).status == 200
+
+
 def test_a_runtime_on_a_unix_socket_with_a_path_longer_than_sun_path(digits_onnx_dir, tmp_path):
     """The runtime's --uds, and the client reaching it at ``unix://`` even where the path is
     too long for a socket address (through the folder's descriptor)."""
@@ -128,9 +162,7 @@ def test_a_runtime_on_a_unix_socket_with_a_path_longer_than_sun_path(digits_onnx
         deadline = time.monotonic() + 60
         while True:
             try:
-                reply = pool.request(
-                    unix_endpoint(path), "GET", "/v2/health/ready", body=None, headers={}, read_timeout=1
-                )
+                reply = pool.request(unix_endpoint(path), "GET", "/v2/health/ready", body=None, headers={}, timeout=1)
                 if reply.status == 200:
                     break
             except (ConnectFailed, Dropped):
@@ -138,12 +170,12 @@ def test_a_runtime_on_a_unix_socket_with_a_path_longer_than_sun_path(digits_onnx
             assert time.monotonic() < deadline, "the runtime did not listen on its socket"
             time.sleep(0.1)
         body = json.dumps({"inputs": [[0.0] * 64]}).encode()
-        reply = pool.request(unix_endpoint(path), "POST", "/predict", body=body, headers={}, read_timeout=5)
+        reply = pool.request(unix_endpoint(path), "POST", "/predict", body=body, headers={}, timeout=5)
         assert reply.status == 200 and len(json.loads(reply.body)["outputs"]) == 1
     finally:
         process.terminate()
         process.wait(timeout=30)
     with pytest.raises(ConnectFailed):
         UpstreamPool(connect_timeout=1).request(
-            unix_endpoint(path), "GET", "/v2/health/ready", body=None, headers={}, read_timeout=1
+            unix_endpoint(path), "GET", "/v2/health/ready", body=None, headers={}, timeout=1
         )

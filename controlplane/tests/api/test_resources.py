@@ -187,4 +187,4 @@ def test_openapi_schema_describes_resources(client):
     assert set(schemas["EffectiveResources"]["required"]) == {"cpu", "memory_mb"}
     assert set(schemas["ResourcesRequest"]["properties"]) == {"cpu", "memory_mb"}
     assert "resources" in schemas["ServiceCreateRequest"]["properties"]
-    assert set(schemas["PatchedServiceUpdateRequest"]["properties"]) == {"replicas", "resources", "network"}
+    assert set(schemas["PatchedServiceUpdateRequest"]["properties"]) == {"replicas", "resources", "network", "timeout_s"}

@@ -77,6 +77,11 @@ class Sandbox:
     def command(self, runtime_args: list[str], *, block_fd: int, info_fd: int) -> list[str]:
         """The bwrap command line that runs ``python -m runtime <runtime_args>`` inside."""
         mounts = _Mounts()
+        # /proc, /dev and /tmp first: a bind made below /tmp (a venv in a checkout there)
+        # must go on top of the private tmpfs, not under it.
+        mounts.args += ["--proc", "/proc", "--dev", "/dev"]
+        mounts.args += ["--perms", "1777", "--size", str(self.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+        mounts.made(Path("/proc"), Path("/dev"), Path("/tmp"))
         for name in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
             host = Path("/") / name
             if host.is_symlink():
@@ -92,8 +97,6 @@ class Sandbox:
         mounts.ro_bind(self.model_dir, Path(MODEL_DIR))
         mounts.ro_bind(self.credential_file, Path(CREDENTIAL))
         mounts.bind(self.socket_dir, Path(SOCKET_DIR))
-        mounts.args += ["--proc", "/proc", "--dev", "/dev"]
-        mounts.args += ["--perms", "1777", "--size", str(self.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
 
         command = [bwrap_path(), "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net"]
         # Not --die-with-parent: an instance outlives a restart of the worker that started it.
@@ -144,6 +147,10 @@ class _Mounts:
     def __init__(self):
         self.args: list[str] = []
         self._made = {Path("/")}
+
+    def made(self, *folders: Path) -> None:
+        """Folders the sandbox has already (mount points made by other options)."""
+        self._made.update(folders)
 
     def _parents(self, destination: Path) -> None:
         for parent in reversed(destination.parents):

@@ -86,3 +86,10 @@ def test_cgroup_limits_from_the_services_resources(tmp_path):
 def test_rlimits_from_the_services_resources():
     limits = sandbox.rlimits(resources.effective({"memory_mb": 768}))
     assert f"--data={768 * 1024 * 1024}" in limits and "--core=0" in limits
+
+
+def test_the_private_tmp_is_mounted_before_the_binds():
+    """A checkout (and so its venv) under /tmp stays visible: binds go on top of the tmpfs."""
+    command = _sandbox().command([], block_fd=5, info_fd=6)
+    first_bind = min(command.index(option) for option in ("--ro-bind", "--bind") if option in command)
+    assert command.index("--tmpfs") < first_bind

@@ -15,6 +15,8 @@ from modelbay.core.errors import InvalidRequest
 
 MIN_CPU = 0.1
 MIN_MEMORY_MB = 64
+# CPU is limited as a quota of run time per period (Docker's --cpu-quota, cgroup v2's cpu.max).
+CPU_PERIOD_US = 100_000
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,15 @@ class Resources:
 
     def as_dict(self) -> dict:
         return {"cpu": self.cpu, "memory_mb": self.memory_mb}
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.memory_mb * 1024 * 1024
+
+    @property
+    def cpu_quota_us(self) -> int:
+        """Run time per CPU_PERIOD_US: cpu × the period, at least 1 ms."""
+        return max(1000, int(self.cpu * CPU_PERIOD_US))
 
 
 def effective(requested: dict | None) -> Resources:
@@ -52,8 +63,7 @@ def check(requested: dict) -> dict:
     request raises ``InvalidRequest`` naming the field, e.g. ``resources.cpu``.
     """
     if not isinstance(requested, dict):
-        raise InvalidRequest('resources must be an object: {"cpu": 1, "memory_mb": 1024}.', field="resources"
-        )
+        raise InvalidRequest('resources must be an object: {"cpu": 1, "memory_mb": 1024}.', field="resources")
     bounds = limits()
     unknown = sorted(set(requested) - set(bounds))
     if unknown:

@@ -2,9 +2,9 @@
 
 The client is the largest cost on the gateway's hot path. Our runtimes speak plain
 HTTP/1.1 on a Unix socket (``unix:///path``: instances on this host, which have no
-network) or on a private network (``http://host:port``: instances of a remote zone), so a call is one ``sendall`` of the request and
-``httptools`` (the C parser uvicorn uses, already a runtime dependency) reading the
-answer. Measured under gunicorn on our 2-core machine, ``http.client`` spent most of
+network) or on a private network (``http://host:port``: instances of a remote zone), so
+a call is one ``sendall`` of the request and ``httptools`` (the C parser uvicorn uses,
+already a runtime dependency) reading the answer. Measured under gunicorn on our 2-core machine, ``http.client`` spent most of
 its time in its ``email``-based header parser, and urllib3 adds its own layers on top
 (see bench/README.md); the gateway needs none of their extras (redirects, retries,
 TLS, proxies).
@@ -35,7 +35,7 @@ class Dropped(Exception):
 
 
 class TimedOut(Exception):
-    """The instance took longer than the read timeout to answer."""
+    """The whole answer did not arrive within the call's timeout (the connection is closed)."""
 
 
 class TooLarge(Exception):

@@ -88,6 +88,23 @@ def socket_path(run_dir: Path, instance_id: str) -> Path:
     return credential_dir(run_dir, instance_id) / "sock" / SOCKET_NAME
 
 
+def make_socket_dir(run_dir: Path, instance_id: str, *, owner: tuple[int, int] | None) -> Path:
+    """The folder an instance makes its socket in (0700), given to ``owner`` (uid, gid), the
+    user the instance runs as (None: this process's own). Where this process may not give
+    it away and does not run as that user, the folder is left open (0777), still behind the
+    0700 credential folder, which a bind mount does not need to traverse."""
+    directory = socket_path(run_dir, instance_id).parent
+    directory.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    if owner is not None:
+        try:
+            os.chown(directory, *owner)
+        except PermissionError:
+            if directory.stat().st_uid != owner[0]:
+                os.chmod(directory, 0o777)
+    return directory
+
+
 def write_credential(run_dir: Path, spec: InstanceSpec, *, owner: tuple[int, int] | None = None) -> Path:
     """Write the instance's credential into ``run/instances/<id>/credential`` and return
     its path. The folder is 0700 and the file 0600, replaced atomically (a new file, so a

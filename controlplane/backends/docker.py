@@ -49,12 +49,13 @@ from controlplane.backends.base import (
     Inventory,
     RunningInstance,
     SOCKET_NAME,
+    make_socket_dir,
     remove_credential,
     socket_path,
     write_credential,
 )
 from controlplane.backends.local import _namespace
-from controlplane.resources import Resources
+from controlplane.resources import CPU_PERIOD_US, Resources
 from modelbay.core.env import NETWORK_SCHEMES
 from runtime.client import unix_endpoint
 
@@ -65,17 +66,12 @@ RUNTIME_PORT = 8080
 RUNTIME_USER = "10001:10001"
 CREDENTIAL_PATH = "/run/modelbay/credential"  # inside the container
 SOCKET_DIR = "/run/modelbay/sock"  # inside the container
-CPU_PERIOD = 100_000  # microseconds; the quota is cpu × this
 ENGINE_ERRORS = (DockerException, requests.RequestException, OSError)
 MODEL_IMAGE = "modelbay/model-env"
 
 
 def _label(key: str) -> str:
     return f"{LABEL}.{key}"
-
-
-def _cpu_quota(resources: Resources) -> int:
-    return max(1000, int(resources.cpu * CPU_PERIOD))
 
 
 class DockerBackend:
@@ -242,8 +238,8 @@ class DockerBackend:
                         listing["Id"],
                         mem_limit=memory,
                         memswap_limit=memory,
-                        cpu_period=CPU_PERIOD,
-                        cpu_quota=_cpu_quota(resources),
+                        cpu_period=CPU_PERIOD_US,
+                        cpu_quota=resources.cpu_quota_us,
                     )
             except ENGINE_ERRORS as error:
                 raise BackendError(f"Changing the limits of {instance_id} failed: {error}") from error
@@ -289,15 +285,16 @@ class DockerBackend:
             security_opt=["no-new-privileges:true"],
             mem_limit=memory,
             memswap_limit=memory,  # no swap beyond the memory limit
-            cpu_period=CPU_PERIOD,
-            cpu_quota=_cpu_quota(resources),
+            cpu_period=CPU_PERIOD_US,
+            cpu_quota=resources.cpu_quota_us,
             pids_limit=resources.pids,
             volumes=volumes,
             log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
         )
         on_this_host = _on_this_host(spec.zone)
         if on_this_host:
-            socket_dir = self._make_socket_dir(spec.instance_id, owner=(uid, gid))
+            # The gateway calls it as root or as that same uid (the app image's user).
+            socket_dir = make_socket_dir(self.run_dir, spec.instance_id, owner=(uid, gid))
             volumes[str(_docker_host_path(socket_dir))] = {"bind": SOCKET_DIR, "mode": "rw"}
             command += ["--uds", f"{SOCKET_DIR}/{SOCKET_NAME}"]
         else:
@@ -307,20 +304,6 @@ class DockerBackend:
         else:
             options["network"] = self._service_network(client, spec)
         return options
-
-    def _make_socket_dir(self, instance_id: str, *, owner: tuple[int, int]) -> Path:
-        """The folder the container's runtime makes its socket in: 0700, the container's
-        user's. The gateway runs as root or as that same uid (the app image's user)."""
-        directory = socket_path(self.run_dir, instance_id).parent
-        directory.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)
-        try:
-            os.chown(directory, *owner)
-        except PermissionError:
-            if directory.stat().st_uid != owner[0]:
-                # Left open to the container's user, behind the credential folder (0700, ours).
-                os.chmod(directory, 0o777)
-        return directory
 
     def _service_network(self, client: docker.DockerClient, spec: InstanceSpec) -> str:
         """The bridge network of the service's own that its containers join, made on demand."""

@@ -38,7 +38,7 @@ from controlplane.backends.base import (
     Inventory,
     RunningInstance,
     SOCKET_NAME,
-    credential_dir,
+    make_socket_dir,
     remove_credential,
     socket_path,
     write_credential,
@@ -105,21 +105,17 @@ class LocalBackend:
         if sandboxed:
             _check_sandbox(spec.network)
         self.stop(spec.instance_id)
+        owner = sandbox.owner(spec.instance_id) if sandboxed else None
         box = sandbox.Sandbox(
             instance_id=spec.instance_id,
             python=self._python_for(spec.requirements),
             model_dir=spec.model_dir,
-            credential_file=credential_dir(self.run_dir, spec.instance_id) / "credential",
-            socket_dir=socket_path(self.run_dir, spec.instance_id).parent,
+            credential_file=write_credential(self.run_dir, spec, owner=owner),
+            socket_dir=make_socket_dir(self.run_dir, spec.instance_id, owner=owner),
             resources=spec.resources,
             network=spec.network,
             tmp_mb=settings.MODELBAY_SANDBOX_TMP_MB,
         )
-        owner = box.owner() if sandboxed else None
-        write_credential(self.run_dir, spec, owner=owner)
-        box.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        if owner is not None:
-            os.chown(box.socket_dir, *owner)
         common = [
             "--name", spec.service,
             "--model-version", str(spec.model_version),
@@ -298,8 +294,7 @@ def _spawn_sandboxed(box: sandbox.Sandbox, runtime_args: list[str], log) -> None
     block_read, block_write = os.pipe()
     info_read, info_write = os.pipe()
     keep_read, keep_write = os.pipe()  # open while the sandbox lives: slirp4netns ends with it
-    command = box.command(runtime_args, block_fd=block_read, info_fd=info_write)
-    command[1:1] = ["--sync-fd", str(keep_write)]
+    command = box.command(runtime_args, block_fd=block_read, info_fd=info_write, sync_fd=keep_write)
     cgroup = sandbox.cgroup_for(box.instance_id)
     if cgroup is None:
         command = [_prlimit(), *sandbox.rlimits(box.resources), *command]

@@ -36,7 +36,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from controlplane.resources import Resources
+from django.conf import settings
+
+from controlplane.resources import CPU_PERIOD_US, Resources
 
 MODEL_DIR = "/model"
 RUN_DIR = "/run/modelbay"
@@ -74,8 +76,10 @@ class Sandbox:
     network: str = "none"
     tmp_mb: int = 64
 
-    def command(self, runtime_args: list[str], *, block_fd: int, info_fd: int) -> list[str]:
-        """The bwrap command line that runs ``python -m runtime <runtime_args>`` inside."""
+    def command(self, runtime_args: list[str], *, block_fd: int, info_fd: int, sync_fd: int) -> list[str]:
+        """The bwrap command line that runs ``python -m runtime <runtime_args>`` inside. It
+        waits for ``block_fd`` before it runs anything, writes the sandboxed pid to
+        ``info_fd`` and holds ``sync_fd`` open as long as it lives."""
         mounts = _Mounts()
         # /proc, /dev and /tmp first: a bind made below /tmp (a venv in a checkout there)
         # must go on top of the private tmpfs, not under it.
@@ -107,7 +111,7 @@ class Sandbox:
         command += ["--chdir", "/tmp", "--clearenv"]
         for name, value in self.environment().items():
             command += ["--setenv", name, value]
-        command += ["--info-fd", str(info_fd), "--block-fd", str(block_fd), "--"]
+        command += ["--info-fd", str(info_fd), "--block-fd", str(block_fd), "--sync-fd", str(sync_fd), "--"]
         if os.geteuid() == 0:
             uid = str(self.uid)
             command += [
@@ -134,11 +138,6 @@ class Sandbox:
     def uid(self) -> int:
         return sandbox_uid(self.instance_id)
 
-    def owner(self) -> tuple[int, int] | None:
-        """Who must own the credential and the socket folder: the instance's uid when the
-        worker is root; None (the worker itself) otherwise."""
-        return (self.uid, self.uid) if os.geteuid() == 0 else None
-
 
 class _Mounts:
     """bwrap mount options; every folder on the way to a mount point is made 0755 (as root
@@ -159,14 +158,12 @@ class _Mounts:
                 self.args += ["--perms", "0755", "--dir", str(parent)]
 
     def ro_bind(self, source: Path, destination: Path) -> None:
-        self._parents(destination)
-        self._made.add(destination)
-        self.args += ["--ro-bind", str(source), str(destination)]
+        self.bind(source, destination, option="--ro-bind")
 
-    def bind(self, source: Path, destination: Path) -> None:
+    def bind(self, source: Path, destination: Path, *, option: str = "--bind") -> None:
         self._parents(destination)
         self._made.add(destination)
-        self.args += ["--bind", str(source), str(destination)]
+        self.args += [option, str(source), str(destination)]
 
 
 def _etc_files(network: str) -> list[Path]:
@@ -195,10 +192,15 @@ def _python_trees(python: str) -> list[Path]:
 def sandbox_uid(instance_id: str) -> int:
     """The host uid an instance runs as when the worker is root: one of its own (a shared
     one would let instances count against each other's process limit)."""
-    from django.conf import settings
-
     digest = int(hashlib.sha256(instance_id.encode()).hexdigest()[:8], 16)
     return settings.MODELBAY_SANDBOX_UID_BASE + digest % UID_SPAN
+
+
+def owner(instance_id: str) -> tuple[int, int] | None:
+    """Who must own an instance's credential and socket folder: its own uid when the worker
+    is root; None (the worker itself) otherwise."""
+    uid = sandbox_uid(instance_id)
+    return (uid, uid) if os.geteuid() == 0 else None
 
 
 def bwrap_path() -> str:
@@ -245,7 +247,7 @@ def read_child_pid(info_fd: int) -> int:
 # --- limits ---------------------------------------------------------------------------
 def rlimits(resources: Resources) -> list[str]:
     """``prlimit`` options for a sandbox that no cgroup limits."""
-    limits = [f"--data={resources.memory_mb * 1024 * 1024}", "--core=0", "--nofile=4096"]
+    limits = [f"--data={resources.memory_bytes}", "--core=0", "--nofile=4096"]
     if os.geteuid() == 0:  # a uid of its own: the process count is the instance's alone
         limits.append(f"--nproc={resources.pids}")
     return limits
@@ -253,8 +255,6 @@ def rlimits(resources: Resources) -> list[str]:
 
 def cgroup_for(instance_id: str) -> Path | None:
     """The cgroup v2 folder of an instance, under MODELBAY_SANDBOX_CGROUP (None: unset)."""
-    from django.conf import settings
-
     parent = settings.MODELBAY_SANDBOX_CGROUP
     return Path(parent) / f"instance-{instance_id}" if parent else None
 
@@ -262,11 +262,10 @@ def cgroup_for(instance_id: str) -> Path | None:
 def apply_cgroup(folder: Path, resources: Resources, pids: list[int]) -> None:
     """Make an instance's cgroup v2 folder with its limits and move its processes in."""
     folder.mkdir(exist_ok=True)
-    period = 100_000
     limits = {
-        "memory.max": str(resources.memory_mb * 1024 * 1024),
+        "memory.max": str(resources.memory_bytes),
         "memory.swap.max": "0",
-        "cpu.max": f"{max(1000, int(resources.cpu * period))} {period}",
+        "cpu.max": f"{resources.cpu_quota_us} {CPU_PERIOD_US}",
         "pids.max": str(resources.pids),
     }
     for name, value in limits.items():

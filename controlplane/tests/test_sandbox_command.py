@@ -35,7 +35,7 @@ def _mounts(command: list[str]) -> dict[str, tuple[str, str]]:
 
 def test_the_sandbox_sees_its_own_model_credential_and_socket_and_nothing_of_the_data_dir():
     box = _sandbox()
-    command = box.command(["--model-dir", sandbox.MODEL_DIR], block_fd=5, info_fd=6)
+    command = box.command(["--model-dir", sandbox.MODEL_DIR], block_fd=5, info_fd=6, sync_fd=7)
     mounts = _mounts(command)
 
     assert mounts[sandbox.MODEL_DIR] == ("--ro-bind", str(box.model_dir))
@@ -55,10 +55,10 @@ def test_the_sandbox_sees_its_own_model_credential_and_socket_and_nothing_of_the
 
 
 def test_egress_adds_name_resolution_and_certificates_only():
-    none, egress = (_mounts(_sandbox(n).command([], block_fd=5, info_fd=6)) for n in ("none", "egress"))
+    none, egress = (_mounts(_sandbox(n).command([], block_fd=5, info_fd=6, sync_fd=7)) for n in ("none", "egress"))
     added = set(egress) - set(none)
     assert added and all(path.startswith("/etc/") for path in added)
-    assert "--unshare-net" in _sandbox("egress").command([], block_fd=5, info_fd=6)  # slirp4netns joins it
+    assert "--unshare-net" in _sandbox("egress").command([], block_fd=5, info_fd=6, sync_fd=7)  # slirp4netns joins it
 
 
 def test_the_environment_holds_nothing_of_the_workers(monkeypatch):
@@ -90,6 +90,6 @@ def test_rlimits_from_the_services_resources():
 
 def test_the_private_tmp_is_mounted_before_the_binds():
     """A checkout (and so its venv) under /tmp stays visible: binds go on top of the tmpfs."""
-    command = _sandbox().command([], block_fd=5, info_fd=6)
+    command = _sandbox().command([], block_fd=5, info_fd=6, sync_fd=7)
     first_bind = min(command.index(option) for option in ("--ro-bind", "--bind") if option in command)
     assert command.index("--tmpfs") < first_bind

@@ -20,4 +20,6 @@ RUN useradd --system --uid 10001 --home /app modelbay \
     && rm -rf /tmp/build
 USER modelbay
 EXPOSE 8000
-CMD ["gunicorn", "modelbay.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--no-control-socket"]
+# gunicorn.conf.py: the ASGI application on uvicorn workers; WEB_CONCURRENCY of them.
+ENV WEB_CONCURRENCY=2
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--no-control-socket"]

@@ -6,7 +6,7 @@ PORT ?= 8000
 
 REQUIREMENTS := requirements.txt runtime/requirements.txt
 
-.PHONY: run test venv venv-dev bench bench-deploy bench-apps bench-stall bench-transport runtime-image clean
+.PHONY: run test venv venv-dev bench bench-deploy bench-apps bench-stall bench-transport bench-slow-tenant runtime-image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +47,13 @@ bench-apps: venv-dev
 bench-stall: venv-dev
 	$(BIN)/python bench/stall.py
 
-## make bench-transport: the gateway's client to a runtime, loopback TCP against a Unix socket
+## make bench-transport: the gateway's clients to a runtime (sync and asyncio; TCP, Unix socket; aiohttp, httpx)
 bench-transport: venv-dev
 	$(BIN)/python bench/transport.py
+
+## make bench-slow-tenant: a slow tenant beside the others and the console; memory of 1,000 held calls
+bench-slow-tenant: venv-dev
+	$(BIN)/python bench/slow_tenant.py
 
 ## make runtime-image: build the runtime's container image (for the Docker backend)
 runtime-image:

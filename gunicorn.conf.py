@@ -1,9 +1,16 @@
 """gunicorn's settings file, read from the working directory by every gunicorn started in
-the repository's root (make run, the image, compose). Only what the command lines do not
-say: Prometheus' figures shared between the web processes (inference.observability)."""
+the repository's root (make run, the image, compose, the tests and the benches): what is
+served and by which workers, and Prometheus' figures shared between the web processes
+(inference.observability). The command lines say only where to bind and how many workers
+(``--workers``, else ``WEB_CONCURRENCY``)."""
 
 import os
 import shutil
+
+# One ASGI application serves the whole site (modelbay/asgi.py: the asynchronous gateway in
+# front of Django), each worker an event loop: uvicorn with uvloop and httptools.
+wsgi_app = "modelbay.asgi:application"
+worker_class = "uvicorn_worker.UvicornWorker"
 
 
 def on_starting(server):

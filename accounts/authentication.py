@@ -103,11 +103,25 @@ def authenticate_key(full_key: str, *, gen: str) -> AuthContext:
 
     ``gen`` is the current generation token (see modelbay.core.generation).
     """
+    prefix, secret = _split(full_key)
+    return _accept(_key_cache.get(prefix, gen=gen), secret)
+
+
+async def aauthenticate_key(full_key: str, *, gen: str) -> AuthContext:
+    """``authenticate_key`` for the asynchronous gateway (a key not in memory is loaded
+    off the event loop)."""
+    prefix, secret = _split(full_key)
+    return _accept(await _key_cache.aget(prefix, gen=gen), secret)
+
+
+def _split(full_key: str) -> tuple[str, str]:
     parts = keys.split(full_key)
     if parts is None:
         raise exceptions.AuthenticationFailed("Malformed API key.")
-    prefix, secret = parts
-    cached = _key_cache.get(prefix, gen=gen)
+    return parts
+
+
+def _accept(cached: _CachedKey | None, secret: str) -> AuthContext:
     if cached is None or not keys.secret_matches(secret, cached.secret_hash):
         raise exceptions.AuthenticationFailed("Unknown API key.")
     if cached.revoked:
@@ -116,6 +130,20 @@ def authenticate_key(full_key: str, *, gen: str) -> AuthContext:
         raise exceptions.AuthenticationFailed("This API key has expired.")
     _touch(cached.api_key_id)
     return cached.context
+
+
+def bearer_key(header: str) -> str:
+    """The key in an ``Authorization: Bearer <key>`` header; AuthenticationFailed otherwise."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != ApiKeyAuthentication.keyword:
+        raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <api key>'.")
+    token = token.strip()
+    if not token:
+        raise exceptions.AuthenticationFailed("The Authorization header holds no key.")
+    return token
+
+
+WWW_AUTHENTICATE = 'Bearer realm="modelbay"'
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -127,17 +155,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != self.keyword:
-            raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <api key>'.")
-        token = token.strip()
-        if not token:
-            raise exceptions.AuthenticationFailed("The Authorization header holds no key.")
-        context = authenticate_key(token, gen=generation.for_request(request))
+        context = authenticate_key(bearer_key(header), gen=generation.for_request(request))
         return KeyPrincipal(context), context
 
     def authenticate_header(self, request):
-        return 'Bearer realm="modelbay"'
+        return WWW_AUTHENTICATE
 
 
 class ConsoleSessionAuthentication(authentication.SessionAuthentication):

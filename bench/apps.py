@@ -94,7 +94,7 @@ def main() -> int:
     finally:
         stack.stop()
 
-    meter = f"Redis ({args.redis}), 2 gunicorn sync workers" if args.redis else "in process, 1 gunicorn sync worker"
+    meter = f"Redis ({args.redis}), 2 gateway processes" if args.redis else "in process, 1 gateway process"
     print(f"\nApp call vs service call — meter: {meter}; {args.rounds} x {args.duration:.0f} s per figure, medians\n")
     print(f"{'call':<8} {'conc':>5} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for (name, concurrency), runs in sorted(results.items(), key=lambda item: (item[0][1], item[0][0] != "service")):

@@ -70,12 +70,13 @@ class Stack:
         backend: str,
         *,
         web_workers: int = 2,
-        web_args: list[str] | None = None,
         extra_env: dict[str, str] | None = None,
     ):
         self.backend = backend
-        # gunicorn's worker options; `make run`'s embedded default is one gthread worker, 8 threads
-        self.web_args = web_args or ["--workers", str(web_workers)]
+        # gunicorn's processes (uvicorn workers, as gunicorn.conf.py says); `make run`'s embedded
+        # default is one. WEB_CONCURRENCY says the same to the gateway (it divides its caps on
+        # calls in flight among its processes).
+        self.web_workers = web_workers
         self.load_demo_args = ["--without-apps"]  # figures of the digits service alone
         self.dir = Path(tempfile.mkdtemp(prefix=f"modelbay-bench-{backend}-"))
         self.port = free_port()
@@ -87,8 +88,9 @@ class Stack:
             "MODELBAY_SITE_URL": self.url,
             "MODELBAY_RECONCILE_INTERVAL": "10",
             "DJANGO_SETTINGS_MODULE": "modelbay.settings",
+            "WEB_CONCURRENCY": str(web_workers),
         }
-        for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
+        for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR"):
             self.env.pop(name, None)
         self.env.update(extra_env or {})
         self.children: list[subprocess.Popen] = []
@@ -105,7 +107,7 @@ class Stack:
         for command in (
             [str(PYTHON), "-m", "celery", "-A", "modelbay", "worker", "-B", "--pool=threads", "--concurrency=4",
              "--loglevel=WARNING", "-s", str(self.dir / "beat-schedule")],
-            [str(PYTHON), "-m", "gunicorn", "modelbay.wsgi", "--bind", f"127.0.0.1:{self.port}", *self.web_args,
+            [str(PYTHON), "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.web_workers),
              "--no-control-socket"],
         ):  # fmt: skip
             self.children.append(

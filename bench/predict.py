@@ -1,12 +1,17 @@
-"""Modelbay prediction benchmark: the runtime against KServe, and the gateway's cost.
+"""Modelbay prediction benchmark: the runtime, KServe, the gateway and the gateway before it.
 
-    .venv/bin/python bench/predict.py [--duration 10] [--concurrency 1,16,64]
-                                      [--skip-kserve] [--skip-gateway] [--rounds 1]
+    .venv/bin/python bench/predict.py [--duration 4] [--concurrency 1,16] [--rounds 4]
+                                      [--gateway-workers 1,2] [--baseline 3fab35e]
+                                      [--skip-kserve] [--skip-gateway] [--skip-baseline]
 
 Sets everything up in a temporary directory, measures with wrk on 127.0.0.1 only, and
-tears everything down at the end (also on Ctrl+C or an error). See bench/README.md for
-what each figure means. Not a test: it prints figures and exits 0 unless it could not
-measure at all.
+tears everything down at the end (also on Ctrl+C or an error). In one run, interleaved:
+the runtime called directly, KServe on the same ONNX model, the gateway (``gunicorn``
+with the repository's gunicorn.conf.py: modelbay.asgi on uvicorn workers) with 1 and 2
+processes, and the synchronous gateway it replaced (``gunicorn modelbay.wsgi``, sync
+workers) run from a ``git worktree`` of ``--baseline`` on the same database. See
+bench/README.md for what each figure means. Not a test: it prints figures and exits 0
+unless it could not measure at all.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ _reexec_in_project_venv()
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH_DIR))
 
+import baseline  # noqa: E402
 import psutil  # noqa: E402
 import wrkload  # noqa: E402
 
@@ -70,15 +76,18 @@ OIP_BODY = json.dumps(
     separators=(",", ":"),
 ).encode()
 
-# Targets from shared/PERFORMANCE.md, printed beside the figures.
+# Targets from shared/PERFORMANCE.md (the runtime's) and from the asynchronous gateway's
+# issue (the gateway's), printed beside the figures.
 TARGET_RUNTIME_VS_KSERVE = 5.0
 TARGET_RUNTIME_P99_C64_MS = 10.0
-TARGET_GATEWAY_ADDED_P50_MS = 1.0
-TARGET_GATEWAY_ADDED_P99_MS = 1.5
-TARGET_GATEWAY_CALLS_PER_WORKER = 1000.0
-# Reference figures from the same file (2 vCPU, c=16): to tell a slow machine from a slow server.
+TARGET_GATEWAY_ADDED_P50_MS = 0.5  # over the runtime called directly, c=1
+TARGET_GATEWAY_ADDED_P99_MS = 1.0
+TARGET_GATEWAY_VS_SYNC = 2.0  # calls/s per process at c=16, against the old sync worker
+TARGET_GATEWAY_VS_KSERVE = 2.0  # calls/s per process at c=16, against KServe's one process
+# Reference figure from shared/PERFORMANCE.md (2 vCPU, c=16): to tell a slow machine from a slow server.
 REFERENCE_KSERVE_C16 = 1560
-REFERENCE_GATEWAY_C16 = 1100
+# Target names: the gateway of this tree, and the synchronous one of the baseline worktree.
+NEW_PREFIX, OLD_PREFIX = "gateway-w", "old-sync-w"
 
 
 def log(message: str) -> None:
@@ -153,13 +162,14 @@ class Stack:
         # NAMESPACE = sha256(DATA_DIR)[:8] (controlplane.backends.local._namespace).
         self.namespace = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:8]
         self.gateway_env: dict[str, str] | None = None
+        self.worktrees: list[Path] = []  # baseline worktrees, removed at teardown
 
-    def start(self, name: str, command: list[str], *, env: dict | None = None) -> Child:
+    def start(self, name: str, command: list[str], *, env: dict | None = None, cwd: Path = REPO) -> Child:
         log_path = self.logs / f"{name}.log"
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 command,
-                cwd=REPO,
+                cwd=cwd,
                 env=env or os.environ.copy(),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -234,6 +244,12 @@ class Stack:
                 process.kill()
         if alive:
             log(f"killed {len(alive)} leftover process(es)")
+        for path in self.worktrees:
+            try:
+                baseline.remove_worktree(path)
+                log(f"removed the worktree {path}")
+            except Exception as error:  # noqa: BLE001
+                log(f"removing the worktree {path}: {error}")
         if self.keep:
             log(f"kept {self.tmp}")
         else:
@@ -360,8 +376,14 @@ def start_kserve(stack: Stack, onnx_path: Path) -> Target:
              timeout_s=90, what="KServe to be ready")  # fmt: skip
     if not child.alive():
         raise RuntimeError(f"the KServe server exited:\n{child.log_tail()}")
-    return Target("kserve", url, INFER_PATH, {"Content-Type": "application/json"},
-                  lambda: process_tree(child.process.pid), note="KServe 0.21 ModelServer, OIP v2, 1 worker")
+    return Target(
+        "kserve",
+        url,
+        INFER_PATH,
+        {"Content-Type": "application/json"},
+        lambda: process_tree(child.process.pid),
+        note="KServe 0.21 ModelServer, OIP v2, 1 worker",
+    )
 
 
 @dataclass
@@ -371,6 +393,7 @@ class GatewaySetup:
     demo_ready_s: float | None = None
     deploy_ready_s: float | None = None
     deploy_ready_server_s: float | None = None
+    baseline_commit: str | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -396,29 +419,116 @@ def _parse_time(value: str | None) -> float | None:
         return None
 
 
-def start_gateway(stack: Stack, workers_list: list[int], setup: GatewaySetup) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
+def embedded_env(stack: Stack) -> dict[str, str]:
+    """The embedded stack's environment: SQLite, a file-based cache and a filesystem broker in
+    ``stack.data_dir``, the local runtime backend; nothing of a production stack inherited."""
+    dropped = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR", "WEB_CONCURRENCY",
+               "PYTHONPATH")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update({"MODELBAY_DATA_DIR": str(stack.data_dir), "DJANGO_SETTINGS_MODULE": "modelbay.settings"})
-    stack.data_dir.mkdir()
-    stack.gateway_env = env
+    return env
 
+
+def prepare_embedded(stack: Stack, extra_env: dict[str, str] | None = None) -> dict:
+    """The data dir migrated and the demo loaded (organization, digits model and service,
+    API key); returns load_demo's answer (``key``, ``service``, ...)."""
+    stack.data_dir.mkdir()
+    stack.gateway_env = {**embedded_env(stack), **(extra_env or {})}
     log("gateway: migrate")
     manage(stack, "migrate", "--noinput", "-v", "0")
     log("gateway: load_demo (trains the demo model)")
-    demo = json.loads(manage(stack, "load_demo", "--without-apps").strip().splitlines()[-1])
+    return json.loads(manage(stack, "load_demo", "--without-apps").strip().splitlines()[-1])
+
+
+def start_worker(stack: Stack) -> Child:
+    """The Celery worker with beat (it starts the runtime processes; beat reconciles every 10 s)."""
+    return stack.start("celery-worker", [str(PROJECT_BIN / "celery"), "-A", "modelbay", "worker", "-B",
+                                         "--pool=threads", "--concurrency=4"], env=stack.gateway_env)  # fmt: skip
+
+
+def start_web(
+    stack: Stack,
+    name: str,
+    workers: int,
+    *,
+    old_tree: Path | None = None,
+    worker_args: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[Child, str]:
+    """One gunicorn on a free port: (its child, its base URL).
+
+    This tree's: ``gunicorn --bind ... --workers N`` from the repository's root, whose
+    gunicorn.conf.py serves modelbay.asgi on uvicorn workers; ``WEB_CONCURRENCY=N`` too (the
+    gateway divides its caps on calls in flight among its processes). With ``old_tree`` (a
+    baseline worktree): its ``gunicorn modelbay.wsgi`` with ``worker_args`` (default
+    ``--workers N``, sync workers), run from there (its own gunicorn.conf.py and code), with
+    the same environment: the same data dir, database and cache."""
+    port = free_port()
+    env = {**(stack.gateway_env or {}), "WEB_CONCURRENCY": str(workers), **(extra_env or {})}
+    if old_tree is None:
+        command = [str(PROJECT_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+                   "--no-control-socket"]  # fmt: skip
+        cwd = REPO
+    else:
+        env["PYTHONPATH"] = str(old_tree)  # its code, never this tree's
+        command = baseline.sync_gateway_command(
+            PROJECT_BIN / "gunicorn", port, worker_args or ["--workers", str(workers)]
+        )
+        cwd = old_tree
+    return stack.start(name, command, env=env, cwd=cwd), f"http://127.0.0.1:{port}"
+
+
+def server_header(url: str) -> str:
+    """The ``Server`` header of the console's login page: which web server answers there."""
+    try:
+        with _opener.open(urllib.request.Request(url + "/accounts/login/"), timeout=10) as response:
+            return response.headers.get("Server", "?")
+    except urllib.error.HTTPError as error:
+        return error.headers.get("Server", "?")
+    except (urllib.error.URLError, OSError):
+        return "no answer"
+
+
+def wait_web(child: Child, url: str, timeout_s: float = 90) -> None:
+    """Until the server answers the console's login page (any status), or its process exits."""
+    wait_for(lambda: http("GET", url + "/accounts/login/", timeout=2)[0] != 0 or not child.alive(),
+             timeout_s=timeout_s, interval_s=0.1, what=f"{child.name} to answer")  # fmt: skip
+    if not child.alive():
+        raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
+
+
+def start_gateway(
+    stack: Stack,
+    workers_list: list[int],
+    setup: GatewaySetup,
+    *,
+    baseline_ref: str | None = None,
+    baseline_workers: list[int] | None = None,
+) -> None:
+    demo = prepare_embedded(stack)
     demo_loaded_at = time.monotonic()
     key = demo["key"]
     auth = {"Authorization": f"Bearer {key}"}
 
-    worker = stack.start("celery-worker", [str(PROJECT_BIN / "celery"), "-A", "modelbay", "worker", "-B",
-                                           "--pool=threads", "--concurrency=4"], env=env)  # fmt: skip
-    gunicorns = {}
+    worker = start_worker(stack)
+    gunicorns: dict[str, tuple[Child, str, int, str]] = {}  # target name -> (child, url, processes, note)
     for workers in workers_list:
-        port = free_port()
-        child = stack.start(f"gunicorn-w{workers}", [str(PROJECT_BIN / "gunicorn"), "modelbay.wsgi", "--bind",
-                                                     f"127.0.0.1:{port}", "--workers", str(workers),
-                                                     "--no-control-socket"], env=env)  # fmt: skip
-        gunicorns[workers] = (child, f"http://127.0.0.1:{port}")
+        child, url = start_web(stack, f"gunicorn-w{workers}", workers)
+        note = f"this tree: gunicorn, {workers} uvicorn worker process(es), modelbay.asgi, OIP v2 via the gateway"
+        gunicorns[f"{NEW_PREFIX}{workers}"] = (child, url, workers, note)
+    if baseline_ref:
+        try:
+            tree, commit = baseline.add_worktree(baseline_ref)
+            stack.worktrees.append(tree)
+            setup.baseline_commit = commit
+            log(f"baseline: worktree of {commit[:7]} at {tree}")
+            for workers in baseline_workers or workers_list:
+                child, url = start_web(stack, f"gunicorn-old-w{workers}", workers, old_tree=tree)
+                note = (f"{commit[:7]} worktree: gunicorn modelbay.wsgi --workers {workers} (sync), "
+                        f"same database, OIP v2 via the old gateway")  # fmt: skip
+                gunicorns[f"{OLD_PREFIX}{workers}"] = (child, url, workers, note)
+        except Exception as error:  # noqa: BLE001 - measure the rest
+            setup.problems.append(f"baseline {baseline_ref}: {error}")
     api = next(iter(gunicorns.values()))[1] + "/api/v1"
 
     def service(slug: str) -> dict | None:
@@ -510,21 +620,23 @@ def start_gateway(stack: Stack, workers_list: list[int], setup: GatewaySetup) ->
                                 instance_processes, note="the gateway's runtime instance, called directly")  # fmt: skip
     # Let the gateway processes pick up the new routing table before measuring.
     time.sleep(1.0)
-    for workers, (child, url) in gunicorns.items():
-        if not child.alive():
-            raise RuntimeError(f"gunicorn --workers {workers} exited:\n{child.log_tail()}")
+    for name, (child, url, workers, note) in gunicorns.items():
+        try:
+            wait_web(child, url)
+        except (RuntimeError, TimeoutError) as error:
+            setup.problems.append(f"{name}: {error}")
+            continue
+        note = f"{note}; Server: {server_header(url)}"
         setup.targets.append(
-            Target(f"gateway-w{workers}", url, INFER_PATH,
-                   {"Content-Type": "application/json", **auth},
-                   (lambda pid=child.process.pid: process_tree(pid)),
-                   note=f"gunicorn sync, {workers} worker(s), OIP v2 via the gateway", workers=workers)
+            Target(name, url, INFER_PATH, {"Content-Type": "application/json", **auth},
+                   (lambda pid=child.process.pid: process_tree(pid)), note=note, workers=workers)
         )  # fmt: skip
-    # The other gateway endpoint, checked once (not measured).
-    status, body = http("POST", next(iter(gunicorns.values()))[1] + "/api/v1/services/digits/predict",
-                        {"inputs": [SAMPLE]}, auth)  # fmt: skip
-    if status != 200:
-        setup.problems.append(f"gateway POST /api/v1/services/digits/predict -> {status}: "
-                              f"{body[:500].decode(errors='replace')}")  # fmt: skip
+    # The other gateway endpoint, checked once on each server (not measured).
+    for name, (_child, url, _workers, _note) in gunicorns.items():
+        status, body = http("POST", url + "/api/v1/services/digits/predict", {"inputs": [SAMPLE]}, auth)
+        if status != 200:
+            setup.problems.append(f"{name} POST /api/v1/services/digits/predict -> {status}: "
+                                  f"{body[:500].decode(errors='replace')}")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- measuring
@@ -560,20 +672,40 @@ def print_table(targets: list[Target], concurrencies: list[int], results: dict) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Modelbay prediction benchmark (runtime, KServe, gateway).")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
-    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated connection counts (default 1,16,64)")
-    parser.add_argument("--rounds", type=int, default=1, help="measure every target/concurrency this many times, "
-                        "interleaved; the table shows medians (default 1)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description="Modelbay prediction benchmark (runtime, KServe, the gateway and the old sync gateway)."
+    )
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run (default 4)")
+    parser.add_argument("--concurrency", default="1,16", help="comma-separated connection counts (default 1,16)")
+    parser.add_argument("--rounds", type=int, default=4, help="measure every target/concurrency this many times, "
+                        "interleaved; the table shows medians (default 4)")  # fmt: skip
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load per target first")
-    parser.add_argument("--gateway-workers", default="1,2", help="gunicorn worker counts to measure (default 1,2)")
+    parser.add_argument(
+        "--gateway-workers",
+        default="1,2",
+        help="gateway processes (uvicorn workers) to measure, one gunicorn each (default 1,2)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=baseline.DEFAULT_REF,
+        metavar="REF",
+        help="commit of the synchronous gateway to measure beside this tree's, from a git worktree "
+        f"in /tmp (default {baseline.DEFAULT_REF})",
+    )
+    parser.add_argument(
+        "--baseline-workers",
+        default=None,
+        help="sync worker counts of the baseline (default: the same as --gateway-workers)",
+    )
     parser.add_argument("--skip-kserve", action="store_true", help="do not start or measure KServe")
-    parser.add_argument("--skip-gateway", action="store_true", help="do not start or measure the Django gateway")
+    parser.add_argument("--skip-gateway", action="store_true", help="do not start or measure the gateways")
+    parser.add_argument("--skip-baseline", action="store_true", help="do not measure the old sync gateway")
     parser.add_argument("--json", type=Path, help="also write all figures to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database) after the run")
     args = parser.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
     gateway_workers = [int(w) for w in args.gateway_workers.split(",") if w.strip()]
+    args.baseline_workers = [int(w) for w in (args.baseline_workers or args.gateway_workers).split(",") if w.strip()]
     if not wrkload.wrk_binary():
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
 
@@ -618,13 +750,16 @@ def run(args, stack: Stack, concurrencies: list[int], gateway_workers: list[int]
     gateway = GatewaySetup()
     if not args.skip_gateway:
         try:
-            start_gateway(stack, gateway_workers, gateway)
+            start_gateway(stack, gateway_workers, gateway,
+                          baseline_ref=None if args.skip_baseline else args.baseline,
+                          baseline_workers=args.baseline_workers)  # fmt: skip
         except Exception as error:  # noqa: BLE001 - measure the rest
             problems.append(f"gateway setup: {error}")
         problems.extend(gateway.problems)
         if gateway.instance is not None:
             targets.append(gateway.instance)
-        targets.extend(gateway.targets)
+        # Interleaved by process count: the new and the old gateway with N processes side by side.
+        targets.extend(sorted(gateway.targets, key=lambda t: (t.workers, not t.name.startswith(NEW_PREFIX))))
 
     usable = []
     for target in targets:
@@ -678,6 +813,8 @@ def run(args, stack: Stack, concurrencies: list[int], gateway_workers: list[int]
     print(f"Modelbay prediction benchmark — wrk -t1 -d{args.duration:.0f}s --latency, OIP v2 infer, batch of 1, "
           f"{args.rounds} round(s){' (medians)' if args.rounds > 1 else ''}; {os.cpu_count()} cores, "
           f"load generator on the same machine")  # fmt: skip
+    if gateway.baseline_commit:
+        print(f"old sync gateway: {gateway.baseline_commit[:7]} (git worktree in /tmp, same database and data dir)")
     print(f"1-min load average: {load_before:.2f} before measuring, {load_after:.2f} after "
           f"(well above 2 means other work shared the cores with the bench)")  # fmt: skip
     for target in targets:
@@ -687,6 +824,13 @@ def run(args, stack: Stack, concurrencies: list[int], gateway_workers: list[int]
     print()
     for line in figures["lines"]:
         print(line)
+    if figures["summary"]:
+        print()
+        print("Side by side (c=1 latency and what it adds over the runtime called directly; c=16 calls/s per "
+              "process; x old = the new gateway per process over the old sync one with as many processes; "
+              "x KServe = over KServe's one process):")  # fmt: skip
+        for line in figures["summary"]:
+            print(line)
     for child in stack.children:
         if not child.alive():
             problems.append(f"{child.name} exited early (exit {child.process.returncode}):\n{child.log_tail()}")
@@ -707,6 +851,7 @@ def run(args, stack: Stack, concurrencies: list[int], gateway_workers: list[int]
                 for m in results.values()
             ],
             "figures": figures["values"],
+            "baseline_commit": gateway.baseline_commit,
             "load_average": [load_before, load_after],
             "problems": problems,
         }  # fmt: skip
@@ -716,6 +861,8 @@ def run(args, stack: Stack, concurrencies: list[int], gateway_workers: list[int]
 
 
 def ratios(results: dict, gateway: GatewaySetup, concurrencies: list[int]) -> dict:
+    """The lines under the table (targets beside them), a side-by-side summary, and the values."""
+
     def get(name: str, c: int) -> Measurement | None:
         m = results.get((name, c))
         return m if m and m.runs else None
@@ -729,8 +876,10 @@ def ratios(results: dict, gateway: GatewaySetup, concurrencies: list[int]) -> di
     if runtime16 and kserve16:
         ratio = runtime16.median("calls_per_s") / kserve16.median("calls_per_s")
         values["runtime_vs_kserve_c16"] = ratio
-        lines.append(f"runtime / KServe throughput at c=16: {ratio:.2f}x "
-                     f"(target >= {TARGET_RUNTIME_VS_KSERVE:.0f}x: {mark(ratio >= TARGET_RUNTIME_VS_KSERVE)})")
+        lines.append(
+            f"runtime / KServe throughput at c=16: {ratio:.2f}x "
+            f"(target >= {TARGET_RUNTIME_VS_KSERVE:.0f}x: {mark(ratio >= TARGET_RUNTIME_VS_KSERVE)})"
+        )
     if kserve16:
         speed = REFERENCE_KSERVE_C16 / kserve16.median("calls_per_s")
         values["machine_slowdown_vs_reference"] = speed
@@ -741,38 +890,61 @@ def ratios(results: dict, gateway: GatewaySetup, concurrencies: list[int]) -> di
     if runtime64:
         p99 = runtime64.median("p99_ms")
         values["runtime_p99_c64_ms"] = p99
-        lines.append(f"runtime p99 at c=64: {p99:.2f} ms "
-                     f"(target < {TARGET_RUNTIME_P99_C64_MS:.0f} ms: {mark(p99 < TARGET_RUNTIME_P99_C64_MS)})")
-    gw1, inst1, direct = get("gateway-w1", 1), get("instance", 1), "the same instance called directly"
-    if inst1 is None:  # a sandboxed instance on a Unix socket: the standalone runtime instead
-        inst1, direct = get("runtime", 1), "the standalone runtime on the same model"
-    if gw1 and inst1:
-        added50 = gw1.median("p50_ms") - inst1.median("p50_ms")
-        added99 = gw1.median("p99_ms") - inst1.median("p99_ms")
-        values["gateway_added_p50_ms_c1"], values["gateway_added_p99_ms_c1"] = added50, added99
-        ok = added50 <= TARGET_GATEWAY_ADDED_P50_MS and added99 <= TARGET_GATEWAY_ADDED_P99_MS
-        lines.append(f"gateway added latency at c=1 (gateway-w1 minus {direct}): "
-                     f"p50 +{added50:.2f} ms, p99 +{added99:.2f} ms "
-                     f"(target <= +{TARGET_GATEWAY_ADDED_P50_MS} / +{TARGET_GATEWAY_ADDED_P99_MS} ms: {mark(ok)})")
-    for name, m in sorted(results.items()):
-        target, c = name
-        if c != 16 or not target.startswith("gateway-w") or not m.runs:
+        lines.append(
+            f"runtime p99 at c=64: {p99:.2f} ms "
+            f"(target < {TARGET_RUNTIME_P99_C64_MS:.0f} ms: {mark(p99 < TARGET_RUNTIME_P99_C64_MS)})"
+        )
+
+    # c=1: what each gateway adds over the runtime called directly.
+    direct_name, direct = "instance", "the same instance called directly"
+    if get("instance", 1) is None:  # a sandboxed instance on a Unix socket: the standalone runtime instead
+        direct_name, direct = "runtime", "the runtime called directly (same code and model, loopback TCP)"
+    direct1 = get(direct_name, 1)
+    gateways = sorted({name for name, _ in results if name.startswith((NEW_PREFIX, OLD_PREFIX))},
+                      key=lambda n: (n.startswith(OLD_PREFIX), int(n.rsplit("w", 1)[1])))  # fmt: skip
+    summary: dict[str, dict] = {}
+    for name in gateways:
+        old = name.startswith(OLD_PREFIX)
+        workers = int(name.rsplit("w", 1)[1])
+        row = summary.setdefault(name, {"workers": workers, "old": old})
+        m1 = get(name, 1)
+        if m1 and direct1:
+            row["added_p50"] = m1.median("p50_ms") - direct1.median("p50_ms")
+            row["added_p99"] = m1.median("p99_ms") - direct1.median("p99_ms")
+            values[f"{name}_added_p50_ms_c1"], values[f"{name}_added_p99_ms_c1"] = row["added_p50"], row["added_p99"]
+            target = ""
+            if not old:
+                ok = row["added_p50"] <= TARGET_GATEWAY_ADDED_P50_MS and row["added_p99"] <= TARGET_GATEWAY_ADDED_P99_MS
+                target = f" (target <= +{TARGET_GATEWAY_ADDED_P50_MS} / +{TARGET_GATEWAY_ADDED_P99_MS} ms: {mark(ok)})"
+            lines.append(f"added latency at c=1, {name} minus {direct}: p50 {row['added_p50']:+.2f} ms, "
+                         f"p99 {row['added_p99']:+.2f} ms{target}")  # fmt: skip
+        m16 = get(name, 16)
+        if m16:
+            row["per_process"] = m16.median("calls_per_s") / workers
+            values[f"{name}_calls_per_s_per_process_c16"] = row["per_process"]
+    kserve_per_process = kserve16.median("calls_per_s") if kserve16 else None  # KServe: one process
+    for name in gateways:
+        row = summary[name]
+        if "per_process" not in row:
             continue
-        workers = int(target.removeprefix("gateway-w"))
-        per_worker = m.median("calls_per_s") / workers
-        values[f"gateway_calls_per_s_per_worker_c16_w{workers}"] = per_worker
-        lines.append(f"gateway calls/s per worker process at c=16, {workers} worker(s): {per_worker:,.0f} "
-                     f"({m.median('calls_per_s'):,.0f} in all; target >= {TARGET_GATEWAY_CALLS_PER_WORKER:,.0f}: "
-                     f"{mark(per_worker >= TARGET_GATEWAY_CALLS_PER_WORKER)})")  # fmt: skip
-    gw16 = get("gateway-w1", 16)
-    if gw16 and kserve16:
-        ratio = gw16.median("calls_per_s") / kserve16.median("calls_per_s")
-        values["gateway_w1_vs_kserve_c16"] = ratio
-        lines.append(f"gateway-w1 / KServe calls/s at c=16: {ratio:.2f} (machine-independent view of the gateway "
-                     f"target: {TARGET_GATEWAY_CALLS_PER_WORKER:,.0f} / {REFERENCE_KSERVE_C16:,} = "
-                     f"{TARGET_GATEWAY_CALLS_PER_WORKER / REFERENCE_KSERVE_C16:.2f} on the reference machine; its "
-                     f"reference design, DRF + urllib3 under gunicorn sync, did {REFERENCE_GATEWAY_C16:,} / "
-                     f"{REFERENCE_KSERVE_C16:,} = {REFERENCE_GATEWAY_C16 / REFERENCE_KSERVE_C16:.2f})")  # fmt: skip
+        lines.append(f"calls/s per process at c=16, {name}: {row['per_process']:,.0f} "
+                     f"({row['per_process'] * row['workers']:,.0f} in all, {row['workers']} process(es))")  # fmt: skip
+        if row["old"]:
+            continue
+        twin = summary.get(f"{OLD_PREFIX}{row['workers']}", {})
+        if "per_process" in twin:
+            row["vs_old"] = row["per_process"] / twin["per_process"]
+            values[f"{name}_vs_old_sync_c16"] = row["vs_old"]
+            lines.append(
+                f"  {name} / {OLD_PREFIX}{row['workers']} per process at c=16: {row['vs_old']:.2f}x "
+                f"(target >= {TARGET_GATEWAY_VS_SYNC:.0f}x: {mark(row['vs_old'] >= TARGET_GATEWAY_VS_SYNC)})"
+            )
+        if kserve_per_process:
+            row["vs_kserve"] = row["per_process"] / kserve_per_process
+            values[f"{name}_vs_kserve_c16"] = row["vs_kserve"]
+            lines.append(f"  {name} per process / KServe (1 process) at c=16: {row['vs_kserve']:.2f}x "
+                         f"(target >= {TARGET_GATEWAY_VS_KSERVE:.0f}x: "
+                         f"{mark(row['vs_kserve'] >= TARGET_GATEWAY_VS_KSERVE)})")  # fmt: skip
     if gateway.demo_ready_s is not None:
         values["demo_ready_s"] = gateway.demo_ready_s
         lines.append(f"time to ready, demo service (load_demo done -> ready, incl. starting the Celery worker; "
@@ -783,7 +955,38 @@ def ratios(results: dict, gateway: GatewaySetup, concurrencies: list[int]) -> di
                   if gateway.deploy_ready_server_s is not None else "")  # fmt: skip
         lines.append(f"time to ready, POST /api/v1/services digits-2 (1 replica) -> status ready: "
                      f"{gateway.deploy_ready_s:.2f} s{server}")  # fmt: skip
-    return {"lines": lines, "values": values}
+    return {"lines": lines, "values": values, "summary": side_by_side(summary, results, direct_name)}
+
+
+def side_by_side(summary: dict, results: dict, direct_name: str) -> list[str]:
+    """One line per server: c=1 latency and what it adds over the runtime called directly,
+    c=16 calls/s per process and its ratios to the old sync gateway with as many processes
+    and to KServe (one process)."""
+    nan = float("nan")
+
+    def median(name: str, c: int, attr: str) -> float:
+        m = results.get((name, c))
+        return m.median(attr) if m and m.runs else nan
+
+    rows = [
+        (f"runtime direct [{direct_name}]", direct_name, nan, nan, median(direct_name, 16, "calls_per_s"), nan, nan)
+    ]
+    for name, data in summary.items():
+        what = "old sync gateway" if data["old"] else "new gateway"
+        rows.append((f"{what} x{data['workers']} [{name}]", name, data.get("added_p50", nan),
+                     data.get("added_p99", nan), data.get("per_process", nan), data.get("vs_old", nan),
+                     data.get("vs_kserve", nan)))  # fmt: skip
+    if ("kserve", 16) in results:
+        rows.append(("KServe x1 [kserve]", "kserve", nan, nan, median("kserve", 16, "calls_per_s"), nan, nan))
+    width = max(len(r[0]) for r in rows)
+    header = (f"{'server (x processes)':<{width}} {'c=1 p50':>8} {'c=1 p99':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
+              f"{'c=16/proc':>10} {'x old':>6} {'x KServe':>8}")  # fmt: skip
+    lines = [header, "-" * len(header)]
+    for label, name, added50, added99, per_process, vs_old, vs_kserve in rows:
+        lines.append(f"{label:<{width}} {fmt(median(name, 1, 'p50_ms')):>8} {fmt(median(name, 1, 'p99_ms')):>8} "
+                     f"{fmt(added50):>8} {fmt(added99):>8} {fmt(per_process, 0):>10} "
+                     f"{fmt(vs_old):>6} {fmt(vs_kserve):>8}")  # fmt: skip
+    return lines
 
 
 if __name__ == "__main__":

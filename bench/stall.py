@@ -1,6 +1,6 @@
 """Does anything hold calls up? The longest time with no completed call, on `make run`'s
-embedded stack (SQLite, one gthread gunicorn worker with 8 threads, a real worker), with
-four clients calling the demo service continuously:
+embedded stack (SQLite, one gunicorn process serving the ASGI site on a uvicorn worker, a
+real worker), with four clients calling the demo service continuously:
 
 - idle (the baseline);
 - while another process holds SQLite's write lock for 6 s (what a long transaction of the
@@ -29,7 +29,6 @@ from deploy import Stack, call, wait  # noqa: E402
 from release import upload_version  # noqa: E402
 
 SAMPLE = json.dumps({"inputs": [[0.0] * 64]})
-EMBEDDED_WEB = ["--workers", "1", "--worker-class", "gthread", "--threads", "8"]
 
 
 class Callers:
@@ -81,7 +80,7 @@ def releases(stack: Stack, slug: str) -> None:
 
 
 def main() -> int:
-    stack = Stack("local", web_args=EMBEDDED_WEB)
+    stack = Stack("local", web_workers=1)  # `make run`'s embedded default: one process
     try:
         slug = stack.start()["service"]
         upload_version(stack)

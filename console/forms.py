@@ -8,6 +8,7 @@ from django.utils import timezone
 from accounts.choices import ALL_SCOPES, Scope
 from controlplane import resources
 from controlplane.choices import ServiceNetwork
+from marketplace.models import Plan
 from modelbay.core.errors import DomainError
 
 _PACKAGE_HELP = "A bare .onnx file, or a .zip / .tar.gz package holding modelbay.yaml."
@@ -300,6 +301,9 @@ class ListingForm(forms.Form):
     plan_name = forms.SlugField(max_length=40, initial="free", label="Plan name")
     monthly_quota = forms.IntegerField(min_value=1, max_value=2**31 - 1, initial=1000, label="Calls a month")
     rate_limit_per_s = forms.IntegerField(min_value=1, max_value=2**31 - 1, initial=5, label="Calls a second")
+    max_in_flight = forms.IntegerField(
+        required=False, min_value=1, max_value=Plan.MAX_IN_FLIGHT_LIMIT, label="Calls in flight per subscriber"
+    )
     price_per_1k = forms.DecimalField(
         min_value=0, max_digits=10, decimal_places=2, initial=0, label="Price per 1,000 calls"
     )
@@ -307,6 +311,13 @@ class ListingForm(forms.Form):
     def __init__(self, *args, services, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["service"].choices = [(service.slug, service.name) for service in services]
+        default = settings.MODELBAY_APP_MAX_IN_FLIGHT
+        in_flight = self.fields["max_in_flight"]
+        in_flight.help_text = (
+            f"How many calls one subscriber may have under way at once, 1 to 1,000; blank: the platform's default, "
+            f"{default}. Calls beyond it wait in a short queue, else answer 429."
+        )
+        in_flight.widget.attrs["placeholder"] = str(default)
 
     def listing(self) -> dict:
         """The keyword arguments for ``listing_create``."""
@@ -315,6 +326,7 @@ class ListingForm(forms.Form):
             "name": data.pop("plan_name"),
             "monthly_quota": data.pop("monthly_quota"),
             "rate_limit_per_s": data.pop("rate_limit_per_s"),
+            "max_in_flight": data.pop("max_in_flight"),
             "price_per_1k": data.pop("price_per_1k"),
         }
         return {"service_slug": data.pop("service"), "plans": [plan], **data}

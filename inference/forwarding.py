@@ -11,22 +11,46 @@ instance (``X-Modelbay-Instance``): an answer from another runtime (a port reuse
 another instance) or a 401 (the runtime does not know this credential) is dropped, the
 route is marked stale, and the call goes to the next instance as after a refused
 connection; with none left, 503.
+
+All of it is asynchronous: a call waiting on its model holds a coroutine, not a thread,
+and cancelling it (the caller hung up) hangs up on the runtime.
 """
 
+import asyncio
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from inference import metrics, observability, routing
 from modelbay.core.errors import ModelError, NotFound, Unavailable, UpstreamTimeout
-from runtime.client import ConnectFailed, Dropped, TimedOut, TooLarge, UpstreamPool, WrongInstance
+from runtime.aclient import AsyncUpstreamPool
+from runtime.client import ConnectFailed, Dropped, TimedOut, TooLarge, WrongInstance
 
-_pool = UpstreamPool(connect_timeout=settings.MODELBAY_CONNECT_TIMEOUT)
+# Connections belong to the event loop that made them: one pool per loop (the gateway
+# process has one; Django's test client runs each call in a loop of its own).
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncUpstreamPool] = weakref.WeakKeyDictionary()
 
-_FORWARDED_HEADERS = ("Content-Type", "Content-Encoding")
+
+def _pool() -> AsyncUpstreamPool:
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = _pools[loop] = AsyncUpstreamPool(connect_timeout=settings.MODELBAY_CONNECT_TIMEOUT)
+    return pool
+
+
+def close_pool() -> None:
+    """Close the running loop's connections to the runtimes (a loop that ends with its
+    call: its idle connections would keep it, and their sockets, alive)."""
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        pool.close()
+
+
+_FORWARDED_HEADERS = (("Content-Type", "content-type"), ("Content-Encoding", "content-encoding"))
 
 
 @dataclass(frozen=True)
@@ -39,10 +63,10 @@ class Upstream:
     service: str = ""
 
 
-def _request(target: routing.Target, method: str, path: str, body: bytes | None, headers: dict, timeout: float):
+async def _request(target: routing.Target, method: str, path: str, body: bytes | None, headers: dict, timeout: float):
     """One call to one instance, with its credential; its answer must name it, arrive whole
     within ``timeout`` seconds and be no larger than MODELBAY_MAX_RESPONSE_BYTES."""
-    return _pool.request(
+    return await _pool().request(
         target.endpoint,
         method,
         path,
@@ -61,7 +85,7 @@ def _failover_order(targets: list[routing.Target]) -> list[routing.Target]:
     return [first] + [t for t in rest if t.zone != first.zone] + [t for t in rest if t.zone == first.zone]
 
 
-def forward(
+async def forward(
     route: routing.Route,
     *,
     method: str,
@@ -93,7 +117,7 @@ def forward(
         targets = _failover_order(routing.healthy_first(version_route.ordered_targets()))
         for target in targets:
             try:
-                reply = _request(target, method, path, body, headers, max(0.001, deadline - time.monotonic()))
+                reply = await _request(target, method, path, body, headers, max(0.001, deadline - time.monotonic()))
             except TimedOut:
                 count(error=True)
                 raise UpstreamTimeout() from None
@@ -123,11 +147,22 @@ def forward(
         in_flight.dec()
 
 
-# Shadow calls run beside the answered ones, never in their way: a few threads, and
-# calls beyond what they can take are dropped rather than queued.
+# Shadow calls run beside the answered ones, never in their way: on an event loop of
+# their own, in a thread of the process (they outlive the call that made them, whatever
+# loop served it), and calls beyond these are dropped rather than queued.
 _MAX_SHADOW_IN_FLIGHT = 32
 _shadow_slots = threading.BoundedSemaphore(_MAX_SHADOW_IN_FLIGHT)
-_shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
+_shadow_loop: asyncio.AbstractEventLoop | None = None
+_shadow_loop_lock = threading.Lock()
+
+
+def _shadows() -> asyncio.AbstractEventLoop:
+    global _shadow_loop
+    with _shadow_loop_lock:
+        if _shadow_loop is None:
+            _shadow_loop = asyncio.new_event_loop()
+            threading.Thread(target=_shadow_loop.run_forever, name="shadow-calls", daemon=True).start()
+        return _shadow_loop
 
 
 def _mirror(
@@ -137,11 +172,12 @@ def _mirror(
     if not _shadow_slots.acquire(blocking=False):
         return
 
-    def send() -> None:
+    async def send() -> None:
         started = time.perf_counter()
+        target = None
         try:
             target = routing.healthy_first(shadow.ordered_targets())[0]
-            reply = _request(target, "POST", path, body, headers, route.timeout_s)
+            reply = await _request(target, "POST", path, body, headers, route.timeout_s)
             error = reply.status >= 500 or reply.status == 401
             if reply.status == 401:
                 routing.mark_wrong(route, target)
@@ -154,14 +190,9 @@ def _mirror(
             _shadow_slots.release()
         metrics.record(route.service_id, shadow.version, error=error, elapsed_s=time.perf_counter() - started)
 
-    _shadow_pool.submit(send)
+    asyncio.run_coroutine_threadsafe(send(), _shadows())
 
 
-def forwarded_headers(meta: dict) -> dict[str, str]:
-    """The request headers a runtime needs, from a Django request's META."""
-    headers = {}
-    for name in _FORWARDED_HEADERS:
-        value = meta.get("CONTENT_TYPE" if name == "Content-Type" else "HTTP_" + name.upper().replace("-", "_"))
-        if value:
-            headers[name] = value
-    return headers
+def forwarded_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The request headers a runtime needs, from a call's headers (lower-case names)."""
+    return {name: headers[key] for name, key in _FORWARDED_HEADERS if headers.get(key)}

@@ -8,8 +8,9 @@ class ApiKeyFastPathMiddleware:
     """Calls made with an API key go straight to their view.
 
     Sessions, CSRF, messages, allauth and the console's organization lookup serve the
-    browser; a client program's Bearer call needs none of them, and every middleware
-    costs time on each inference call. Browser calls (no Authorization header) and
+    browser; a client program's Bearer call to the control API (or ``/metrics``) needs none
+    of them. (Predict calls with a key never reach Django: ``inference.gateway`` serves
+    them first.) Browser calls (no Authorization header) and
     unknown paths take the full chain. Must be first in MIDDLEWARE.
     """
 

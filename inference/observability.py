@@ -66,6 +66,12 @@ IN_FLIGHT = Gauge(
     ["organization", "service"],
     multiprocess_mode="livesum",
 )
+QUEUED = Gauge(
+    "modelbay_gateway_queued",
+    "Calls waiting behind a cap on calls in flight, by the cap's kind.",
+    ["cap"],
+    multiprocess_mode="livesum",
+)
 REJECTIONS = Counter(
     "modelbay_gateway_rejections",
     "Calls the gateway answered with an error of its own, by the error's code.",
@@ -79,7 +85,9 @@ class ReadyInstances:
     @staticmethod
     def _family() -> GaugeMetricFamily:
         return GaugeMetricFamily(
-            "modelbay_instances_ready", "Ready instances per service and zone.", labels=["organization", "service", "zone"]
+            "modelbay_instances_ready",
+            "Ready instances per service and zone.",
+            labels=["organization", "service", "zone"],
         )
 
     def describe(self):
@@ -107,15 +115,13 @@ if not _multiprocess():
     REGISTRY.register(ReadyInstances())
 
 
-def record_call(route_kind: str, response, elapsed_s: float) -> None:
-    """Count one answered call (``response`` carries the service it reached, when it did)."""
-    organization, service, version = getattr(response, "modelbay_service", ("", "", ""))
-    status = response.status_code
-    CALLS.labels(route_kind, organization, service, version, f"{status // 100}xx").inc()
+def record_call(route_kind: str, status: int, service: tuple[str, str, str], code: str, elapsed_s: float) -> None:
+    """Count one answered call: ``service`` is (organization, service, version) when it
+    reached one, ``code`` the error's code when the gateway refused or failed it."""
+    CALLS.labels(route_kind, *service, f"{status // 100}xx").inc()
     CALL_SECONDS.labels(route_kind).observe(elapsed_s)
-    data = getattr(response, "data", None)
-    if status >= 400 and isinstance(data, dict) and "code" in data:
-        REJECTIONS.labels(route_kind, data["code"]).inc()
+    if status >= 400 and code:
+        REJECTIONS.labels(route_kind, code).inc()
 
 
 def exposition() -> tuple[bytes, str]:

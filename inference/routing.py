@@ -132,6 +132,11 @@ def route_for(organization_id: int, slug: str, *, gen: str) -> Route | None:
     return _routes.get((organization_id, slug), gen=gen)
 
 
+async def aroute_for(organization_id: int, slug: str, *, gen: str) -> Route | None:
+    """``route_for`` for the asynchronous gateway (a load runs off the event loop)."""
+    return await _routes.aget((organization_id, slug), gen=gen)
+
+
 def mark_suspect(target: Target) -> None:
     _suspects[target.instance_id] = time.monotonic() + SUSPECT_S
 

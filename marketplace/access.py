@@ -45,9 +45,9 @@ _cache: GenerationCache[tuple[int, str], AppAccess] = GenerationCache(
 )
 
 
-def app_for(organization_id: int, slug: str, *, gen: str) -> AppAccess:
+async def app_for(organization_id: int, slug: str, *, gen: str) -> AppAccess:
     """The app a subscriber calls; NotFound when there is no such app, Forbidden without a subscription."""
-    access = _cache.get((organization_id, slug), gen=gen)
+    access = await _cache.aget((organization_id, slug), gen=gen)
     if access is None:
         raise NotFound(f"No app '{slug}' in the marketplace.")
     if access.plan is None:

@@ -12,9 +12,9 @@ import json
 import re
 from dataclasses import replace
 
-from inference import forwarding, routing
-from marketplace import metering
-from marketplace.access import AppAccess
+from accounts.authentication import AuthContext
+from inference import forwarding, gateway, routing
+from marketplace import access, metering
 from modelbay.core.errors import ModelError, Unavailable, error_body
 
 # The runtime's answers that the caller's request caused: 400 invalid_request, 413
@@ -55,17 +55,35 @@ def subscriber_answer(upstream: forwarding.Upstream) -> forwarding.Upstream:
     raise ModelError()
 
 
-def app_call(*, app: AppAccess, body: bytes, headers: dict[str, str], route_key: str | None, gen: str) -> forwarding.Upstream:
-    """Admit the call on the subscriber's plan, forward it, and bill it only when it succeeded."""
-    route = routing.route_for(app.publisher_id, app.service_slug, gen=gen)
+async def serve_app(call: gateway.Call, context: AuthContext, gen: str) -> gateway.Answer:
+    """Admit the call on the subscriber's plan, forward it, and bill it only when it succeeded.
+
+    Held to three caps on calls in flight: the subscriber organization's, its plan's for
+    this app, and the publisher's service's."""
+    gateway.require_predict(context)
+    app = await access.app_for(context.organization_id, call.slug, gen=gen)
+    route = await routing.aroute_for(app.publisher_id, app.service_slug, gen=gen)
     if route is None:
         raise Unavailable()
-    meter = metering.meter()
-    ticket = meter.admit(app.plan)
-    billed = False
-    try:
-        upstream = forwarding.forward(route, method="POST", path="/predict", body=body, headers=headers, route_key=route_key)
-        billed = upstream.status < 400
-    finally:
-        meter.settle(ticket, billed=billed)
-    return subscriber_answer(upstream)
+    caps = [
+        gateway.organization_cap(context.organization_id),
+        gateway.Cap(("plan", app.plan.subscription_id), app.plan.max_in_flight, "This subscription to the app"),
+        gateway.service_cap(route),
+    ]
+    async with gateway.admitted(caps, wait_s=route.timeout_s):
+        meter = metering.meter()
+        ticket = await meter.aadmit(app.plan)
+        billed = False
+        try:
+            upstream = await forwarding.forward(
+                route, method="POST", path="/predict", body=call.body, headers=call.headers, route_key=call.route_key
+            )
+            billed = upstream.status < 400
+        finally:
+            await meter.asettle(ticket, billed=billed)
+    return gateway.upstream_answer(subscriber_answer(upstream))
+
+
+ENDPOINT = gateway.Endpoint(
+    re.compile(r"/api/v1/apps/(?P<slug>[-a-zA-Z0-9_]+)/predict"), "POST", "app", serve_app, "/predict"
+)

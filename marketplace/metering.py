@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Sum
 
 from marketplace.models import DailyUsage
+from modelbay.core import aredis
 from modelbay.core.background import Flusher
 from modelbay.core.errors import QuotaExceeded, RateLimited, TooManyCalls  # noqa: F401  (TooManyCalls: either)
 
@@ -67,10 +69,12 @@ class Plan:
     rate_per_s: int
     period_start: datetime
     period_end: datetime
+    max_in_flight: int  # calls in flight at once: the plan's, else settings.MODELBAY_APP_MAX_IN_FLIGHT
 
     @classmethod
     def of(cls, subscription) -> Plan:
         """A subscription's plan and period (the subscription read with its plan)."""
+        max_in_flight = subscription.plan.max_in_flight
         return cls(
             subscription_id=subscription.pk,
             subscriber_id=subscription.subscriber_id,
@@ -80,6 +84,7 @@ class Plan:
             rate_per_s=subscription.plan.rate_limit_per_s,
             period_start=subscription.period_start,
             period_end=subscription.period_end,
+            max_in_flight=settings.MODELBAY_APP_MAX_IN_FLIGHT if max_in_flight is None else max_in_flight,
         )
 
 
@@ -226,22 +231,39 @@ class RedisMeter:
     def _day_key(counter: Counter) -> str:
         return f"mb:usage:{counter.encode()}"
 
-    def admit(self, plan: Plan) -> Ticket:
+    def _admit_call(self, plan: Plan) -> tuple[Ticket, list[str], list]:
         ticket = Ticket(plan, datetime.now(UTC).date())
         counter = Counter.of(ticket)
         keys = [self._period_key(plan), self._day_key(counter), self.DIRTY]
         args = [plan.quota, plan.rate_per_s, f"mb:rate:{_rate_owner(plan)}:", counter.encode()]
-        result = self._admit(keys=keys, args=args)
-        if result == -3:  # first call of the period or day here, or Redis lost its data
-            self._seed(counter, plan)
-            result = self._admit(keys=keys, args=args)
+        return ticket, keys, args
+
+    @staticmethod
+    def _admitted(result: int, ticket: Ticket) -> Ticket:
         if result == -3:
             raise RuntimeError("the usage counters could not be started in Redis")
         if result == -1:
-            raise _quota_exceeded(plan)
+            raise _quota_exceeded(ticket.plan)
         if result == -2:
-            raise _rate_limited(plan)
+            raise _rate_limited(ticket.plan)
         return ticket
+
+    def admit(self, plan: Plan) -> Ticket:
+        ticket, keys, args = self._admit_call(plan)
+        result = self._admit(keys=keys, args=args)
+        if result == -3:  # first call of the period or day here, or Redis lost its data
+            self._seed(Counter.of(ticket), plan)
+            result = self._admit(keys=keys, args=args)
+        return self._admitted(result, ticket)
+
+    async def aadmit(self, plan: Plan) -> Ticket:
+        """``admit`` for the asynchronous gateway (Redis' asyncio client)."""
+        ticket, keys, args = self._admit_call(plan)
+        result = await aredis.script(_ADMIT)(keys=keys, args=args)
+        if result == -3:
+            await sync_to_async(self._seed)(Counter.of(ticket), plan)
+            result = await aredis.script(_ADMIT)(keys=keys, args=args)
+        return self._admitted(result, ticket)
 
     def _seed(self, counter: Counter, plan: Plan) -> None:
         """Start missing counters from what the database holds (set only if still missing)."""
@@ -252,12 +274,19 @@ class RedisMeter:
         pipe.set(self._day_key(counter), day_used, nx=True, exat=expire_at)
         pipe.execute()
 
+    def _refund_call(self, ticket: Ticket) -> tuple[list[str], list[str]]:
+        counter = Counter.of(ticket)
+        return [self._period_key(ticket.plan), self._day_key(counter), self.DIRTY], [counter.encode()]
+
     def settle(self, ticket: Ticket, *, billed: bool) -> None:
         if not billed:
-            counter = Counter.of(ticket)
-            self._refund(
-                keys=[self._period_key(ticket.plan), self._day_key(counter), self.DIRTY], args=[counter.encode()]
-            )
+            keys, args = self._refund_call(ticket)
+            self._refund(keys=keys, args=args)
+
+    async def asettle(self, ticket: Ticket, *, billed: bool) -> None:
+        if not billed:
+            keys, args = self._refund_call(ticket)
+            await aredis.script(_REFUND)(keys=keys, args=args)
 
     def used(self, plan: Plan) -> int | None:
         """Calls counted in the plan's period, or None when no counter holds them."""
@@ -308,15 +337,32 @@ class LocalMeter:
         self._rates: dict[str, tuple[int, int]] = {}  # organization:listing -> (second, calls in it)
         self._dirty: set[Counter] = set()
 
+    def _seeded(self, plan: Plan, counter: Counter) -> bool:
+        return _period(plan) in self._periods and counter in self._days
+
+    def _seed(self, plan: Plan, counter: Counter) -> None:
+        """Start the counters from what the database holds (a query, outside the lock)."""
+        period_used, day_used = _stored_counts(plan, counter)
+        with self._lock:
+            self._periods.setdefault(_period(plan), period_used)
+            self._days.setdefault(counter, day_used)
+
     def admit(self, plan: Plan) -> Ticket:
         ticket = Ticket(plan, datetime.now(UTC).date())
-        counter = Counter.of(ticket)
-        period = _period(plan)
-        if period not in self._periods or counter not in self._days:
-            period_used, day_used = _stored_counts(plan, counter)  # outside the lock: a query
-            with self._lock:
-                self._periods.setdefault(period, period_used)
-                self._days.setdefault(counter, day_used)
+        if not self._seeded(plan, Counter.of(ticket)):
+            self._seed(plan, Counter.of(ticket))
+        return self._count(ticket)
+
+    async def aadmit(self, plan: Plan) -> Ticket:
+        """``admit`` for the asynchronous gateway: in memory, but for the first call of a
+        period or day, whose counters start from the database (off the event loop)."""
+        ticket = Ticket(plan, datetime.now(UTC).date())
+        if not self._seeded(plan, Counter.of(ticket)):
+            await sync_to_async(self._seed)(plan, Counter.of(ticket))
+        return self._count(ticket)
+
+    def _count(self, ticket: Ticket) -> Ticket:
+        plan, counter, period = ticket.plan, Counter.of(ticket), _period(ticket.plan)
         with self._lock:
             if self._periods[period] >= plan.quota:
                 raise _quota_exceeded(plan)
@@ -341,6 +387,9 @@ class LocalMeter:
                 self._periods[_period(ticket.plan)] -= 1
                 self._days[counter] -= 1
                 self._dirty.add(counter)
+
+    async def asettle(self, ticket: Ticket, *, billed: bool) -> None:
+        self.settle(ticket, billed=billed)
 
     def used(self, plan: Plan) -> int | None:
         return self._periods.get(_period(plan))

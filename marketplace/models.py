@@ -1,3 +1,5 @@
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -40,12 +42,22 @@ class Listing(models.Model):
 
 
 class Plan(models.Model):
-    """What a subscription allows: calls a month, calls a second, and the price."""
+    """What a subscription allows: calls a month, calls a second, calls in flight at once,
+    and the price."""
+
+    MAX_IN_FLIGHT_LIMIT = 1000
 
     listing = models.ForeignKey(Listing, on_delete=models.CASCADE, related_name="plans")
     name = models.SlugField(max_length=40)
     monthly_quota = models.PositiveIntegerField()
     rate_limit_per_s = models.PositiveIntegerField()
+    max_in_flight = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_IN_FLIGHT_LIMIT)],
+        help_text="Calls a subscriber may have in flight at once to the app (1 to 1000); "
+        "null means the platform's default (the setting MODELBAY_APP_MAX_IN_FLIGHT).",
+    )
     price_per_1k = models.DecimalField(max_digits=10, decimal_places=2, default=0)
 
     class Meta:
@@ -54,6 +66,11 @@ class Plan(models.Model):
 
     def __str__(self):
         return f"{self.listing.slug}/{self.name}"
+
+    @property
+    def in_flight_cap(self) -> int:
+        """The calls in flight a subscriber may have at once: the plan's own, else the platform's default."""
+        return self.max_in_flight if self.max_in_flight is not None else settings.MODELBAY_APP_MAX_IN_FLIGHT
 
 
 class SubscriptionStatus(models.TextChoices):

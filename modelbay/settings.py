@@ -75,7 +75,6 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "modelbay.urls"
-WSGI_APPLICATION = "modelbay.wsgi.application"
 ASGI_APPLICATION = "modelbay.asgi.application"
 
 TEMPLATES = [
@@ -280,6 +279,18 @@ MODELBAY_PREDICT_TIMEOUT = env_float("MODELBAY_PREDICT_TIMEOUT", 30.0)
 MODELBAY_MAX_TIMEOUT_S = env_int("MODELBAY_MAX_TIMEOUT_S", 900)
 # The largest answer the gateway takes from a runtime (502 model_error beyond it).
 MODELBAY_MAX_RESPONSE_BYTES = env_int("MODELBAY_MAX_RESPONSE_BYTES", 64 * 1024 * 1024)
+# Calls a subscriber may have in flight at once to a marketplace app whose plan sets no max_in_flight.
+MODELBAY_APP_MAX_IN_FLIGHT = env_int("MODELBAY_APP_MAX_IN_FLIGHT", 8)
+# Caps on calls in flight at once (inference.limits), for the whole site: per organization
+# (its calls to all its services and apps) and per service. A call beyond a cap waits in a
+# queue of at most MODELBAY_IN_FLIGHT_QUEUE calls for at most MODELBAY_IN_FLIGHT_WAIT_S (or its
+# deadline), then gets 429 too_many_in_flight. Each of the WEB_CONCURRENCY gateway processes
+# holds its share of a cap.
+MODELBAY_ORG_MAX_IN_FLIGHT = env_int("MODELBAY_ORG_MAX_IN_FLIGHT", 64)
+MODELBAY_SERVICE_MAX_IN_FLIGHT = env_int("MODELBAY_SERVICE_MAX_IN_FLIGHT", 32)
+MODELBAY_IN_FLIGHT_QUEUE = env_int("MODELBAY_IN_FLIGHT_QUEUE", 64)
+MODELBAY_IN_FLIGHT_WAIT_S = env_float("MODELBAY_IN_FLIGHT_WAIT_S", 10.0)
+MODELBAY_GATEWAY_PROCESSES = env_int("WEB_CONCURRENCY", 1)
 MODELBAY_CONNECT_TIMEOUT = env_float("MODELBAY_CONNECT_TIMEOUT", 1.0)
 MODELBAY_READY_TIMEOUT = env_float("MODELBAY_READY_TIMEOUT", 60.0)
 MODELBAY_RUNTIME_PYTHON = env_str("MODELBAY_RUNTIME_PYTHON", sys.executable)

@@ -113,12 +113,13 @@ def prepare_metrics() -> str:
     return os.environ["MODELBAY_METRICS_TOKEN"]
 
 
-def web_workers() -> list[str]:
-    """gunicorn's workers. Without Redis, app usage is metered in process memory, which is
-    exact only when one process serves every call: one worker with threads."""
-    if os.environ.get("REDIS_URL"):
-        return ["--workers", os.environ.get("WEB_CONCURRENCY", "2")]
-    return ["--workers", "1", "--worker-class", "gthread", "--threads", "8"]
+def web_workers() -> None:
+    """How many web processes (event loops) gunicorn runs, in ``WEB_CONCURRENCY`` (which the
+    gateway's caps on calls in flight read too). Without Redis, app usage is metered in
+    process memory, which is exact only when one process serves every call: one."""
+    if not os.environ.get("REDIS_URL"):
+        os.environ["WEB_CONCURRENCY"] = "1"
+    os.environ.setdefault("WEB_CONCURRENCY", "2")
 
 
 def main() -> int:
@@ -132,11 +133,11 @@ def main() -> int:
     manage("collectstatic", "--noinput", "-v", "0")
     demo = json.loads(manage("load_demo").strip().splitlines()[-1])
     metrics_token = prepare_metrics()
+    web_workers()
     children = [
         start([str(BIN / "celery"), "-A", "modelbay", "worker", "-B", "--pool=threads", "--concurrency=4",
                "--loglevel=WARNING"]),
-        start([str(BIN / "gunicorn"), "modelbay.wsgi", "--bind", f"{HOST}:{PORT}", *web_workers(),
-               "--timeout", "120", "--no-control-socket"]),
+        start([str(BIN / "gunicorn"), "--bind", f"{HOST}:{PORT}", "--timeout", "120", "--no-control-socket"]),
     ]  # fmt: skip
     status = wait_ready(demo["service"], demo["organization"])
     example = json.dumps({"inputs": [[0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0,

@@ -170,22 +170,6 @@ def test_model_whose_load_fails_ends_failed_with_its_message(worker, api):
     assert response["Retry-After"]
 
 
-@pytest.fixture
-def echo_service(worker, api):
-    from conftest import make_zip
-
-    package = make_zip(
-        {
-            "modelbay.yaml": "framework: python\nentrypoint: predictor:Model\n",
-            "predictor.py": ECHO_MODEL,
-            "prefix.txt": "echo:",
-        }
-    )
-    upload(api, "echo", "echo.zip", package)
-    deploy(api, "echo", "echo")
-    return wait_status(api, "echo")
-
-
 def test_python_model_predicts_json_and_raw_bytes(echo_service, api):
     response = predict(api, "echo", ["a", "b"])
     assert response.status_code == 200, response.content

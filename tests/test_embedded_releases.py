@@ -1,5 +1,5 @@
 """Rollbacks and promotes on `make run`'s embedded stack (SQLite, the filesystem broker,
-one gthread gunicorn process, a real worker): calls keep completing all along.
+one gunicorn process, a real worker): calls keep completing all along.
 
 Issue found here: the gateway wrote its call figures (and key use) to the database from
 inside a request, about once a second; while the worker held SQLite's write lock (a
@@ -39,15 +39,17 @@ def _free_port() -> int:
 class EmbeddedStack:
     """What scripts/run.py starts, in a temporary data directory, without the demo apps."""
 
-    # make run's web server without Redis: one gthread process
-    GTHREAD = ("--workers", "1", "--worker-class", "gthread", "--threads", "8")
+    # make run's web server without Redis: one process (gunicorn.conf.py: the ASGI app on uvicorn)
+    ONE_PROCESS = ("--workers", "1")
 
-    def __init__(self, data_dir: Path, web_args: tuple[str, ...] = GTHREAD):
+    def __init__(self, data_dir: Path, web_args: tuple[str, ...] = ONE_PROCESS):
         self.web_args = web_args
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
+        workers = web_args[web_args.index("--workers") + 1] if "--workers" in web_args else "1"
         self.env.update(
+            WEB_CONCURRENCY=workers,
             MODELBAY_DATA_DIR=str(data_dir), MODELBAY_SITE_URL=self.url, DJANGO_SETTINGS_MODULE="modelbay.settings"
         )
         self.data_dir = data_dir
@@ -65,7 +67,7 @@ class EmbeddedStack:
         for command in (
             [PYTHON, "-m", "celery", "-A", "modelbay", "worker", "-B", "--pool=threads", "--concurrency=4",
              "--loglevel=WARNING", "-s", str(self.data_dir / "beat-schedule")],
-            [PYTHON, "-m", "gunicorn", "modelbay.wsgi", "--bind", f"127.0.0.1:{self.port}", *self.web_args,
+            [PYTHON, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", *self.web_args,
              "--no-control-socket"],
         ):  # fmt: skip
             self.children.append(

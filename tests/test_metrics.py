@@ -47,7 +47,7 @@ def _total(text: str, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def stack(tmp_path):
-    stack = EmbeddedStack(tmp_path, web_args=("--workers", "2"))  # two sync processes
+    stack = EmbeddedStack(tmp_path, web_args=("--workers", "2"))  # two processes
     stack.env.update(MODELBAY_METRICS_TOKEN=TOKEN, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"))
     try:
         demo = stack.start()

@@ -175,6 +175,17 @@ def test_app_page_shows_description_plans_example_and_code(outsider_client, list
     assert 'id="try-file"' in html and "Subscribe first" in html
 
 
+def test_app_page_shows_each_plans_calls_in_flight_or_the_platforms_default(outsider_client, listing, settings):
+    settings.MODELBAY_APP_MAX_IN_FLIGHT = 8
+    listing.plans.filter(name="pro").update(max_in_flight=1)
+
+    html = outsider_client.get(url("marketplace_app", listing.slug)).content.decode()
+
+    rows = {name: html.split(f'data-plan="{name}"')[1].split("</tr>")[0] for name in ("free", "pro")}
+    assert '<div class="muted small" data-in-flight>up to 8 calls at once</div>' in rows["free"]
+    assert '<div class="muted small" data-in-flight>up to 1 call at once</div>' in rows["pro"]
+
+
 def test_an_app_without_example_gets_one_made_for_its_model(outsider_client, listing):
     Listing.objects.filter(pk=listing.pk).update(example_input=None, example_output=None)
 

@@ -96,6 +96,29 @@ def test_listing_a_service_creates_a_draft_with_one_plan(owner_client, organizat
     assert (plan.name, plan.monthly_quota, plan.rate_limit_per_s, plan.price_per_1k) == (
         "starter", 200, 3, Decimal("0.25")
     )  # fmt: skip
+    assert plan.max_in_flight is None  # left blank: the platform's default
+
+
+def test_the_listing_form_sets_the_calls_in_flight_per_subscriber(owner_client, service):
+    data = {
+        "service": service.slug, "title": "Digits", "slug": "digits-app", "plan_name": "starter",
+        "monthly_quota": 200, "rate_limit_per_s": 3, "max_in_flight": 12, "price_per_1k": "0",
+    }  # fmt: skip
+
+    response = owner_client.post(url("publisher_listing_list"), data)
+
+    assert response.status_code == 302, response.context["form"].errors
+    assert Listing.objects.get().plans.get().max_in_flight == 12
+
+
+def test_the_listing_form_shows_the_platforms_default_calls_in_flight(owner_client, service, settings):
+    settings.MODELBAY_APP_MAX_IN_FLIGHT = 6
+
+    html = owner_client.get(url("publisher_listing_list")).content.decode()
+
+    assert 'Calls in flight per subscriber <span class="optional">optional</span>' in html
+    assert 'name="max_in_flight"' in html and 'placeholder="6"' in html
+    assert "blank: the platform's default, 6." in html
 
 
 @pytest.mark.parametrize(
@@ -104,6 +127,9 @@ def test_listing_a_service_creates_a_draft_with_one_plan(owner_client, organizat
         ({"slug": "digit-reader"}, "slug"),  # taken
         ({"slug": "Not a slug"}, "slug"),
         ({"monthly_quota": 0}, "monthly_quota"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"max_in_flight": 1001}, "max_in_flight"),
+        ({"max_in_flight": "many"}, "max_in_flight"),
         ({"example_input": "{not json"}, "example_input"),
         ({"service": "someone-elses"}, "service"),
     ],

@@ -1,12 +1,16 @@
-"""The gateway's HTTP endpoints: service predict and the Open Inference Protocol (v2).
+"""The gateway's endpoints as Django views: for calls that reach Django (the console's
+calls on its session, Django's test client) and for the OpenAPI schema.
 
-The request body is passed to the runtime untouched (the runtime validates it and
-answers 400/422 itself); the gateway authenticates, routes and forwards.
+Calls with an API key are served before Django, by ``inference.gateway.GatewayApp``; both
+run the same ``serve_*`` functions, so a call is answered alike whichever way it came.
+The request body is passed to the runtime untouched (the runtime validates it and answers
+400/422 itself); the gateway authenticates, routes and forwards.
 """
 
 import hmac
 import time
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
@@ -17,13 +21,17 @@ from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
-from accounts.permissions import CanPredict
-from inference import forwarding, observability, routing
+from accounts.permissions import HasOrganization
+from inference import forwarding, gateway, observability
 from modelbay.core import generation
-from modelbay.core.errors import NotFound, PayloadTooLarge
+from modelbay.core.errors import PayloadTooLarge
 
 ROUTE_KEY_HEADER = OpenApiParameter(
-    "X-Route-Key", str, OpenApiParameter.HEADER, required=False, description="Sticky routing: calls with the same key reach the same version while the traffic weights stay the same."
+    "X-Route-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Sticky routing: calls with the same key reach the same version while the traffic weights stay the same.",
 )
 PREDICT_REQUEST = inline_serializer("PredictRequest", {"inputs": serializers.ListField(child=serializers.JSONField())})
 PREDICT_RESPONSE = inline_serializer(
@@ -39,18 +47,9 @@ def request_body(request) -> bytes:
     return request._request.body
 
 
-def _route(request, slug: str) -> routing.Route:
-    route = routing.route_for(request.auth.organization_id, slug, gen=generation.for_request(request))
-    if route is None:
-        raise NotFound(f"No service '{slug}' in this organization.")
-    return route
-
-
-def upstream_response(upstream: forwarding.Upstream) -> HttpResponse:
-    response = HttpResponse(upstream.body, status=upstream.status, content_type=upstream.content_type)
-    response["X-Model-Version"] = str(upstream.version)
-    response.modelbay_service = (str(upstream.organization_id), upstream.service, str(upstream.version))
-    return response
+def _call_headers(request) -> dict[str, str]:
+    """The request's headers under their lower-case names, as an ASGI server gives them."""
+    return {name.lower(): value for name, value in request.headers.items()}
 
 
 class _JSONOnly(BaseContentNegotiation):
@@ -64,32 +63,44 @@ class _JSONOnly(BaseContentNegotiation):
 
 
 class GatewayView(APIView):
-    permission_classes = [CanPredict]
+    """Serve a call with ``handler`` (one of the gateway's ``serve_*``), as GatewayApp does."""
+
+    permission_classes = [HasOrganization]  # the predict scope is the handler's to check
     parser_classes = []
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _JSONOnly
     throttle_classes = []
     route_kind = "service"  # the metrics' label: service, app or oip
+    handler = staticmethod(gateway.serve_service)
 
     def dispatch(self, request, *args, **kwargs):
         started = time.perf_counter()
         response = super().dispatch(request, *args, **kwargs)
-        observability.record_call(self.route_kind, response, time.perf_counter() - started)
+        service = getattr(response, "modelbay_service", ("", "", ""))
+        data = getattr(response, "data", None)
+        code = data.get("code", "") if isinstance(data, dict) else ""
+        observability.record_call(self.route_kind, response.status_code, service, code, time.perf_counter() - started)
         return response
 
-    def _forward(self, request, slug: str, *, path: str, version: int | None = None) -> HttpResponse:
-        route = _route(request, slug)
-        body = request_body(request) if request.method == "POST" else None
-        upstream = forwarding.forward(
-            route,
+    def _serve(self, request, slug: str, *, path: str | None = None, version: int | None = None) -> HttpResponse:
+        headers = _call_headers(request)
+        call = gateway.Call(
+            route_kind=self.route_kind,
+            slug=slug,
             method=request.method,
-            path=path,
-            body=body,
-            headers=forwarding.forwarded_headers(request.META),
+            path=path or request.path_info,
             version=version,
-            route_key=request.META.get("HTTP_X_ROUTE_KEY"),
+            body=request_body(request) if request.method == "POST" else None,
+            headers=forwarding.forwarded_headers(headers),
+            route_key=headers.get("x-route-key"),
         )
-        return upstream_response(upstream)
+        serve = gateway.serve_from_django
+        answer = async_to_sync(serve)(self.handler, call, request.auth, generation.for_request(request))
+        response = HttpResponse(answer.body, status=answer.status, content_type=answer.content_type)
+        for name, value in answer.headers:
+            response[name] = value
+        response.modelbay_service = answer.service
+        return response
 
 
 class ServicePredictView(GatewayView):
@@ -101,7 +112,7 @@ class ServicePredictView(GatewayView):
         examples=[OpenApiExample("digits", value={"inputs": [[0.0] * 64]}, request_only=True)],
     )
     def post(self, request, slug: str):
-        return self._forward(request, slug, path="/predict")
+        return self._serve(request, slug, path="/predict")
 
 
 _OIP_TENSOR = inline_serializer(
@@ -113,7 +124,9 @@ _OIP_TENSOR = inline_serializer(
         "data": serializers.ListField(child=serializers.JSONField()),
     },
 )
-_OIP_REQUEST = inline_serializer("OipInferRequest", {"id": serializers.CharField(required=False), "inputs": _OIP_TENSOR})
+_OIP_REQUEST = inline_serializer(
+    "OipInferRequest", {"id": serializers.CharField(required=False), "inputs": _OIP_TENSOR}
+)
 _OIP_RESPONSE = inline_serializer(
     "OipInferResponse",
     {"model_name": serializers.CharField(), "model_version": serializers.CharField(), "outputs": _OIP_TENSOR},
@@ -125,18 +138,16 @@ class OipModelMetadataView(GatewayView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Model metadata (Open Inference Protocol v2)")
     def get(self, request, slug: str, version: int | None = None):
-        path = f"/v2/models/{slug}" + (f"/versions/{version}" if version else "")
-        return self._forward(request, slug, path=path, version=version)
+        return self._serve(request, slug, version=version)
 
 
 class OipModelReadyView(GatewayView):
     route_kind = "oip"
+    handler = staticmethod(gateway.serve_model_ready)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT}, summary="Model readiness (OIP v2)")
     def get(self, request, slug: str, version: int | None = None):
-        route = _route(request, slug)
-        ready = route.pick_version(version) is not None
-        return JsonResponse({"name": slug, "ready": ready}, status=200 if ready else 503)
+        return self._serve(request, slug, version=version)
 
 
 class OipInferView(GatewayView):
@@ -144,8 +155,7 @@ class OipInferView(GatewayView):
 
     @extend_schema(request=_OIP_REQUEST, responses={200: _OIP_RESPONSE}, summary="Infer (Open Inference Protocol v2)")
     def post(self, request, slug: str, version: int | None = None):
-        path = f"/v2/models/{slug}" + (f"/versions/{version}" if version else "") + "/infer"
-        return self._forward(request, slug, path=path, version=version)
+        return self._serve(request, slug, version=version)
 
 
 class OipServerHealthView(APIView):

@@ -6,11 +6,19 @@ from marketplace.models import Listing, Plan, Subscription
 
 class PlanSerializer(serializers.ModelSerializer):
     name = serializers.SlugField(max_length=40)
+    max_in_flight = serializers.IntegerField(
+        min_value=1,
+        max_value=Plan.MAX_IN_FLIGHT_LIMIT,
+        allow_null=True,
+        default=None,
+        help_text="Calls a subscriber may have in flight at once to the app (1 to 1000); null or left "
+        "out: the platform's default.",
+    )
     price_per_1k = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
 
     class Meta:
         model = Plan
-        fields = ["name", "monthly_quota", "rate_limit_per_s", "price_per_1k"]
+        fields = ["name", "monthly_quota", "rate_limit_per_s", "max_in_flight", "price_per_1k"]
         extra_kwargs = {"monthly_quota": {"min_value": 1}, "rate_limit_per_s": {"min_value": 1}}
 
 

@@ -10,19 +10,10 @@ from rest_framework.views import APIView
 
 from accounts import selectors as account_selectors
 from accounts.permissions import CanManage
-from inference import forwarding
-from inference.api.views import (
-    PREDICT_REQUEST,
-    PREDICT_RESPONSE,
-    ROUTE_KEY_HEADER,
-    GatewayView,
-    request_body,
-    upstream_response,
-)
-from marketplace import access, app_calls, selectors, services, usage
+from inference.api.views import PREDICT_REQUEST, PREDICT_RESPONSE, ROUTE_KEY_HEADER, GatewayView
+from marketplace import app_calls, selectors, services, usage
 from marketplace.api import serializers as s
 from marketplace.models import ListingStatus
-from modelbay.core import generation
 
 
 def _organization(request):
@@ -163,6 +154,7 @@ class AppPredictView(GatewayView):
     """A subscriber calls a marketplace app with its own key: held to its plan, metered."""
 
     route_kind = "app"
+    handler = staticmethod(app_calls.serve_app)
 
     @extend_schema(
         request={"application/json": PREDICT_REQUEST, "application/octet-stream": OpenApiTypes.BINARY},
@@ -170,18 +162,9 @@ class AppPredictView(GatewayView):
         parameters=[ROUTE_KEY_HEADER],
         summary="Call a marketplace app you subscribe to",
         description="403 without an active subscription; 429 `quota_exceeded` or `rate_limited` with "
-        "Retry-After. Only successful calls count toward the quota. 422 `invalid_input` (and 400, 413) "
+        "Retry-After, and `too_many_in_flight` beyond the plan's calls in flight. Only successful calls count toward the quota. 422 `invalid_input` (and 400, 413) "
         "when the app cannot take the input, with the app's message; 502 `model_error` when the app "
         "failed (its publisher sees the error in the service's logs).",
     )
     def post(self, request, slug: str):
-        gen = generation.for_request(request)
-        app = access.app_for(request.auth.organization_id, slug, gen=gen)
-        upstream = app_calls.app_call(
-            app=app,
-            body=request_body(request),
-            headers=forwarding.forwarded_headers(request.META),
-            route_key=request.META.get("HTTP_X_ROUTE_KEY"),
-            gen=gen,
-        )
-        return upstream_response(upstream)
+        return self._serve(request, slug, path="/predict")

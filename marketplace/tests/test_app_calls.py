@@ -215,8 +215,8 @@ def gateways(app, tmp_path):
         log = open(tmp_path / f"gateway-{n}.log", "wb")
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "modelbay.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                 "--worker-class", "gthread", "--threads", "8", "--no-control-socket"],
+                [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                 "--no-control-socket"],
                 cwd=REPO, env=_worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         )  # fmt: skip

@@ -47,7 +47,8 @@ def test_published_listings_are_browsed_and_searched_by_anyone(listing, api):
     assert anyone.get("/api/v1/marketplace", {"q": "speech"}).json() == []
     assert anyone.get("/api/v1/marketplace", {"category": "audio"}).json() == []
     detail = anyone.get("/api/v1/marketplace/digit-reader").json()
-    assert detail["plans"][1] == PLANS[1] and detail["example_input"] == {"inputs": [[0] * 64]}
+    assert detail["plans"][1] == {**PLANS[1], "max_in_flight": None}  # the platform's default
+    assert detail["example_input"] == {"inputs": [[0] * 64]}
     assert "service" not in detail and "status" not in detail  # no internals for the public
     api.post("/api/v1/listings/digit-reader/unpublish")
     assert anyone.get("/api/v1/marketplace").json() == []
@@ -68,6 +69,37 @@ def test_bad_listings_answer_400_naming_the_field(listing, api, change, field):
     response = api.post("/api/v1/listings", body, format="json")
     assert response.status_code == 400, response.content
     assert any(name.split(".")[0] == field for name in response.json()["fields"]), response.json()
+    assert Listing.objects.count() == 1
+
+
+def test_a_plan_sets_its_calls_in_flight_or_leaves_them_to_the_platform(listing, api):
+    plans = [{**PLANS[0], "max_in_flight": 4}, {**PLANS[1], "name": "team", "max_in_flight": None}, PLANS[1]]
+    body = {"service": "digits", "slug": "digits-capped", "title": "Capped", "plans": plans}
+
+    response = api.post("/api/v1/listings", body, format="json")
+
+    assert response.status_code == 201, response.content
+    expected = {"free": 4, "team": None, "pro": None}
+    assert {p["name"]: p["max_in_flight"] for p in response.json()["plans"]} == expected
+    assert {p.name: p.max_in_flight for p in Listing.objects.get(slug="digits-capped").plans.all()} == expected
+    mine = api.get("/api/v1/listings/digits-capped").json()
+    assert {p["name"]: p["max_in_flight"] for p in mine["plans"]} == expected
+    api.post("/api/v1/listings/digits-capped/publish")
+    public = APIClient().get("/api/v1/marketplace/digits-capped").json()
+    assert {p["name"]: p["max_in_flight"] for p in public["plans"]} == expected
+    assert {p["name"]: p["max_in_flight"] for p in listing["plans"]} == {"free": None, "pro": None}
+
+
+@pytest.mark.parametrize("value", [0, -1, 1001, 2.5, "many", True])
+def test_calls_in_flight_out_of_range_answer_400_invalid_request(listing, api, value):
+    body = {"service": "digits", "slug": "other", "title": "T", "plans": [{**PLANS[0], "max_in_flight": value}]}
+
+    response = api.post("/api/v1/listings", body, format="json")
+
+    assert response.status_code == 400, response.content
+    error = response.json()
+    assert error["code"] == "invalid_request" and isinstance(error["detail"], str) and error["detail"]
+    assert list(error["fields"]) == ["plans.0.max_in_flight"], error
     assert Listing.objects.count() == 1
 
 

@@ -7,9 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connection
 from django.db.models import Sum
+from django.test import override_settings
 from django.utils import timezone
 
 from marketplace import access, metering
@@ -64,6 +66,19 @@ def _admit_all(meter, plan, calls: int) -> tuple[list, list]:
 
 def _stored(subscription) -> int:
     return DailyUsage.objects.filter(subscription=subscription).aggregate(n=Sum("calls"))["n"] or 0
+
+
+def test_the_plan_carries_its_calls_in_flight_or_the_platforms_default(subscription):
+    with override_settings(MODELBAY_APP_MAX_IN_FLIGHT=6):
+        assert subscription.plan.max_in_flight is None
+        assert metering.Plan.of(subscription).max_in_flight == 6
+
+        subscription.plan.max_in_flight = 40
+        subscription.plan.save(update_fields=["max_in_flight"])
+        subscription = Subscription.objects.select_related("plan").get(pk=subscription.pk)
+
+        assert metering.Plan.of(subscription).max_in_flight == 40
+    assert metering.Plan.of(subscription).max_in_flight == 40  # the plan's own, whatever the default
 
 
 def test_quota_holds_exactly_under_concurrent_calls(meter, subscription):
@@ -204,7 +219,7 @@ def test_an_ended_period_renews_with_a_fresh_quota(subscription):
     Subscription.objects.filter(pk=subscription.pk).update(
         period_start=timezone.now() - timedelta(days=65), period_end=timezone.now() - timedelta(days=35)
     )
-    app = access.app_for(subscription.subscriber_id, "digits-app", gen=generation.current())
+    app = async_to_sync(access.app_for)(subscription.subscriber_id, "digits-app", gen=generation.current())
     now = timezone.now()
     assert app.plan.period_start <= now < app.plan.period_end
     assert app.plan.period_end - app.plan.period_start == timedelta(days=30)

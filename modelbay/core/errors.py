@@ -80,6 +80,15 @@ class RateLimited(TooManyCalls):
     retry_after = 1
 
 
+class TooManyInFlight(TooManyCalls):
+    """More calls in flight than an organization, a service or a plan may have at once,
+    and the bounded queue behind the cap is full or the wait in it ran out."""
+
+    code = "too_many_in_flight"
+    default_detail = "Too many calls in flight at once; try again shortly."
+    retry_after = 1
+
+
 class Unavailable(DomainError):
     code = "unavailable"
     default_detail = "No ready instance can take the call; try again shortly."

@@ -12,13 +12,20 @@ set, so nothing loaded before can match it. It never means "what is cached still
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
+import weakref
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.cache import cache
+from django.core.cache.backends.redis import RedisSerializer
 from django.db import transaction
+
+from modelbay.core import aredis
 
 GENERATION_KEY = "modelbay:generation"
 
@@ -37,6 +44,34 @@ def current() -> str:
         cache.add(GENERATION_KEY, _new_token(), timeout=None)  # one writer wins a race
         token = cache.get(GENERATION_KEY) or _new_token()
     return token
+
+
+_serializer = RedisSerializer()
+# The read of the token under way in each event loop: calls arriving meanwhile share it.
+_reading: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
+
+
+async def acurrent() -> str:
+    """``current()`` for the asynchronous gateway: with Redis, one read on its asyncio
+    client (the value Django's cache stored, decoded as Django does), shared by the calls
+    that arrive while it is under way, so a burst of calls costs Redis one read, not one
+    each; a caller that waits for nothing else still reads after its own arrival. The
+    embedded default's cache is a local file, read as it is."""
+    if not settings.REDIS_URL:
+        return current()
+    loop = asyncio.get_running_loop()
+    reading = _reading.get(loop)
+    if reading is None:
+        reading = _reading[loop] = loop.create_task(_read_token())
+        reading.add_done_callback(lambda _: _reading.pop(loop, None))
+    return await asyncio.shield(reading)
+
+
+async def _read_token() -> str:
+    stored = await aredis.client().get(cache.make_and_validate_key(GENERATION_KEY))
+    if stored is None:
+        return await sync_to_async(current)()
+    return _serializer.loads(stored)
 
 
 def _set_new() -> None:
@@ -97,6 +132,14 @@ class GenerationCache(Generic[K, V]):
                     self._entries.clear()
                 self._entries[key] = (gen, value)
         return value
+
+    async def aget(self, key: K, *, gen: str) -> V | None:
+        """``get`` for asynchronous code: a value in memory at once, a load off the event
+        loop (in the thread Django's database connections are used from)."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == gen and self._usable(entry[1]):
+            return entry[1]
+        return await sync_to_async(self.get)(key, gen=gen)
 
     def _usable(self, value: V | None) -> bool:
         if value is None:

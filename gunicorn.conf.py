@@ -11,6 +11,9 @@ import shutil
 # front of Django), each worker an event loop: uvicorn with uvloop and httptools.
 wsgi_app = "modelbay.asgi:application"
 worker_class = "uvicorn_worker.UvicornWorker"
+# A worker told to stop (a restart, a deploy of the site) finishes its calls in flight
+# first; the longest a call may take is a service's timeout_s, at most MODELBAY_MAX_TIMEOUT_S.
+graceful_timeout = int(os.environ.get("MODELBAY_MAX_TIMEOUT_S", "900")) + 5
 
 
 def on_starting(server):

@@ -709,17 +709,22 @@ def main(argv: list[str] | None = None) -> int:
     if not wrkload.wrk_binary():
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
 
+    problems: list[str] = []
+    return run_in_stack(lambda stack: run(args, stack, concurrencies, gateway_workers, problems), keep=args.keep)
+
+
+def run_in_stack(run, *, keep: bool) -> int:
+    """``run(stack)`` on a fresh Stack, torn down whatever happens (Ctrl+C, SIGTERM, SIGHUP)."""
+
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`cmd &`)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
-
-    stack = Stack(keep=args.keep)
-    problems: list[str] = []
+    stack = Stack(keep=keep)
     try:
-        return run(args, stack, concurrencies, gateway_workers, problems)
+        return run(stack)
     except KeyboardInterrupt:
         log("interrupted")
         return 130

@@ -41,7 +41,6 @@ import http.client as http_client
 import io
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -60,6 +59,7 @@ from predict import (  # noqa: E402  (re-executes in the project's venv when nee
     log,
     manage,
     prepare_embedded,
+    run_in_stack,
     start_web,
     start_worker,
     wait_for,
@@ -404,20 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
     args = parser.parse_args(argv)
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
-    stack = Stack(keep=args.keep)
-    try:
-        return run(args, stack)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        stack.teardown()
+    return run_in_stack(lambda stack: run(args, stack), keep=args.keep)
 
 
 def run(args, stack: Stack) -> int:

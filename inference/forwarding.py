@@ -94,15 +94,20 @@ async def forward(
     headers: dict[str, str],
     version: int | None = None,
     route_key: str | None = None,
+    deadline: float | None = None,
 ) -> Upstream:
-    """Send the call to the route's chosen version; raise 503/504 as API errors."""
+    """Send the call to the route's chosen version; raise 503/504 as API errors.
+
+    ``deadline``: when the whole call must be answered, on ``time.monotonic()`` (default:
+    its service's ``timeout_s`` from now)."""
     version_route = route.pick_version(version, route_key=route_key)
     if version_route is None:
         if version is not None and not any(v.version == version for v in route.versions):
             raise NotFound(f"This service does not run version {version}.")
         raise Unavailable()
     started = time.monotonic()
-    deadline = started + route.timeout_s  # the whole call's, failovers included
+    if deadline is None:
+        deadline = started + route.timeout_s  # the whole call's, failovers included
     organization = str(route.organization_id)
     in_flight = observability.IN_FLIGHT.labels(organization, route.slug)
 

@@ -22,8 +22,8 @@ import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from rest_framework import exceptions
@@ -47,6 +47,12 @@ class Call:
     body: bytes | None
     headers: dict[str, str]  # what the runtime needs of the caller's headers
     route_key: str | None
+    arrived: float = field(default_factory=time.monotonic)  # its deadline counts from here
+
+    def deadline(self, route: routing.Route) -> float:
+        """When the call must be answered (``time.monotonic()``): its service's ``timeout_s``
+        after its arrival, whatever it waited for on the way (a slot, a cache miss)."""
+        return self.arrived + route.timeout_s
 
 
 @dataclass(frozen=True)
@@ -106,18 +112,21 @@ def service_cap(route: routing.Route) -> Cap:
 
 
 @asynccontextmanager
-async def admitted(caps: list[Cap], *, wait_s: float):
-    """Hold a slot under each cap (in order) for the body, or raise 429 ``too_many_in_flight``."""
-    wait_s = min(wait_s, settings.MODELBAY_IN_FLIGHT_WAIT_S)
-    async with AsyncExitStack() as stack:
+async def admitted(caps: list[Cap], *, deadline: float):
+    """Hold a slot under each cap (in order) for the body, or raise 429 ``too_many_in_flight``:
+    a call waits for a slot at most MODELBAY_IN_FLIGHT_WAIT_S, and never past its deadline."""
+    held = []
+    try:
         for cap in caps:
+            wait_s = min(deadline - time.monotonic(), settings.MODELBAY_IN_FLIGHT_WAIT_S)
             share = limits.process_share(cap.limit)
-            await stack.enter_async_context(
-                limits.limiter.hold(
-                    cap.key, share, what=cap.what, queue=settings.MODELBAY_IN_FLIGHT_QUEUE, wait_s=wait_s
-                )
-            )
+            queue = settings.MODELBAY_IN_FLIGHT_QUEUE
+            await limits.limiter.acquire(cap.key, share, what=cap.what, queue=queue, wait_s=wait_s)
+            held.append(cap.key)
         yield
+    finally:
+        for key in reversed(held):
+            limits.limiter.release(key)
 
 
 # --- the handlers ----------------------------------------------------------------------
@@ -134,7 +143,8 @@ async def serve_service(call: Call, context: AuthContext, gen: str) -> Answer:
     """A call to one of the caller's own services (predict, OIP infer and metadata)."""
     require_predict(context)
     route = await _route(context.organization_id, call.slug, gen)
-    async with admitted([organization_cap(context.organization_id), service_cap(route)], wait_s=route.timeout_s):
+    deadline = call.deadline(route)
+    async with admitted([organization_cap(context.organization_id), service_cap(route)], deadline=deadline):
         upstream = await forwarding.forward(
             route,
             method=call.method,
@@ -143,6 +153,7 @@ async def serve_service(call: Call, context: AuthContext, gen: str) -> Answer:
             headers=call.headers,
             version=call.version,
             route_key=call.route_key,
+            deadline=deadline,
         )
     return upstream_answer(upstream)
 
@@ -235,7 +246,7 @@ async def lifespan(scope, receive, send) -> None:
 
 
 async def _serve(endpoint: Endpoint, match: re.Match, headers: dict[str, str], scope, receive, send) -> None:
-    started = time.perf_counter()
+    arrived, started = time.monotonic(), time.perf_counter()
     try:
         body = await _read_body(headers, receive)  # a GET's too: what comes after it is the hang-up
         version = match.groupdict().get("version")
@@ -248,6 +259,7 @@ async def _serve(endpoint: Endpoint, match: re.Match, headers: dict[str, str], s
             body=body if endpoint.method == "POST" else None,
             headers=forwarding.forwarded_headers(headers),
             route_key=headers.get("x-route-key"),
+            arrived=arrived,
         )
         gen = await generation.acurrent()
         context = await aauthenticate_key(bearer_key(headers["authorization"]), gen=gen)
@@ -290,20 +302,24 @@ async def _read_body(headers: dict[str, str], receive) -> bytes:
 async def _unless_client_leaves(serving: Awaitable[Answer], receive) -> Answer:
     """The answer, unless the caller disconnects first: then the call is cancelled (its
     runtime connection closed, its slots freed) and ``_ClientGone`` raised."""
-    call = asyncio.ensure_future(serving)
-    watch = asyncio.ensure_future(receive())  # the body is read: the next message is the hang-up
+    this_call = asyncio.current_task()
+    gone = False
+
+    def hung_up(watch: asyncio.Future) -> None:
+        nonlocal gone
+        if not watch.cancelled():  # the body is read: the next message is the hang-up
+            gone = True
+            this_call.cancel()
+
+    watch = asyncio.ensure_future(receive())
+    watch.add_done_callback(hung_up)
     try:
-        await asyncio.wait((call, watch), return_when=asyncio.FIRST_COMPLETED)
+        return await serving
     except asyncio.CancelledError:
-        call.cancel()
-        raise
+        if not gone:
+            raise
+        this_call.uncancel()
+        raise _ClientGone() from None
     finally:
+        watch.remove_done_callback(hung_up)
         watch.cancel()
-    if call.done():
-        return call.result()
-    call.cancel()
-    try:
-        await call
-    except (asyncio.CancelledError, Exception):
-        pass
-    raise _ClientGone()

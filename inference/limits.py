@@ -64,13 +64,15 @@ class InFlightLimiter:
     @asynccontextmanager
     async def hold(self, key: tuple, cap: int, *, what: str, queue: int, wait_s: float):
         """A slot under ``key``'s cap for the body of the ``async with``."""
-        await self._acquire(key, cap, what=what, queue=queue, wait_s=wait_s)
+        await self.acquire(key, cap, what=what, queue=queue, wait_s=wait_s)
         try:
             yield
         finally:
-            self._release(key)
+            self.release(key)
 
-    async def _acquire(self, key: tuple, cap: int, *, what: str, queue: int, wait_s: float) -> None:
+    async def acquire(self, key: tuple, cap: int, *, what: str, queue: int, wait_s: float) -> None:
+        """Take a slot under ``key``'s cap, waiting in its queue if need be; every slot
+        taken is given back with ``release``."""
         with self._lock:
             slots = self._slots.get(key)
             if slots is None:
@@ -85,7 +87,8 @@ class InFlightLimiter:
         queued = observability.QUEUED.labels(key[0])
         queued.inc()
         try:
-            await asyncio.wait_for(asyncio.shield(waiter.wake), wait_s)
+            async with asyncio.timeout(wait_s):
+                await waiter.wake
         except (TimeoutError, asyncio.CancelledError) as error:
             with self._lock:
                 if not waiter.granted:
@@ -101,7 +104,7 @@ class InFlightLimiter:
         finally:
             queued.dec()
 
-    def _release(self, key: tuple) -> None:
+    def release(self, key: tuple) -> None:
         with self._lock:
             self._release_locked(key)
 
@@ -110,7 +113,11 @@ class InFlightLimiter:
         if slots.waiting:
             waiter = slots.waiting.popleft()
             waiter.granted = True  # the slot passes to the first waiting call: in_flight stays
-            waiter.wake.get_loop().call_soon_threadsafe(_wake, waiter.wake)
+            loop = waiter.wake.get_loop()
+            if loop is asyncio.get_running_loop():
+                _wake(waiter.wake)
+            else:  # a call of another loop's thread (Django's test client)
+                loop.call_soon_threadsafe(_wake, waiter.wake)
             return
         slots.in_flight -= 1
         self._drop_if_idle(key, slots)

@@ -70,13 +70,20 @@ async def serve_app(call: gateway.Call, context: AuthContext, gen: str) -> gatew
         gateway.Cap(("plan", app.plan.subscription_id), app.plan.max_in_flight, "This subscription to the app"),
         gateway.service_cap(route),
     ]
-    async with gateway.admitted(caps, wait_s=route.timeout_s):
+    deadline = call.deadline(route)
+    async with gateway.admitted(caps, deadline=deadline):
         meter = metering.meter()
         ticket = await meter.aadmit(app.plan)
         billed = False
         try:
             upstream = await forwarding.forward(
-                route, method="POST", path="/predict", body=call.body, headers=call.headers, route_key=call.route_key
+                route,
+                method="POST",
+                path="/predict",
+                body=call.body,
+                headers=call.headers,
+                route_key=call.route_key,
+                deadline=deadline,
             )
             billed = upstream.status < 400
         finally:

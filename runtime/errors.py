@@ -67,3 +67,7 @@ class ModelError(ApiError):
 
     status = 500
     code = "model_error"
+
+
+class CallerGone(Exception):
+    """The caller hung up before its call was answered: there is no one to answer."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from . import __version__
 from .errors import (
     ApiError,
+    CallerGone,
     InvalidInput,
     InvalidRequest,
     MethodNotAllowed,
@@ -181,6 +182,8 @@ class RuntimeApp:
                         headers=[(b"allow", ", ".join(methods).encode())],
                     )
                 status, body, headers = await handler(scope, receive)
+            except CallerGone:
+                return  # nobody to answer
             except ApiError as exc:
                 status = exc.status
                 body = dumps({"code": exc.code, "detail": exc.detail})
@@ -313,8 +316,7 @@ class RuntimeApp:
         model = self._require_model()
         body, _ = await self._read_body(scope, receive)
         if len(body) > model.inline_max_body:  # parse, predict and encode off the event loop
-            loop = asyncio.get_running_loop()
-            response = await loop.run_in_executor(self.pool, self._infer_sync, model, body)
+            response = await self._in_pool(receive, self._infer_sync, model, body)
         elif model.batcher is not None:
             request_id, tensors, requested = parse_infer_request(self._parse_json(body))
             outputs = await model.infer_async(tensors, requested)
@@ -322,6 +324,22 @@ class RuntimeApp:
         else:
             response = self._infer_sync(model, body)
         return 200, response, self._version_headers
+
+    async def _in_pool(self, receive, work, *args) -> bytes:
+        """``work(*args)`` in the prediction threads, unless the caller hangs up first: a
+        call still waiting for a thread is then dropped, so the threads go to calls that
+        someone still waits for (one already running cannot be stopped: it ends unheard)."""
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self.pool, work, *args)
+        hang_up = asyncio.ensure_future(receive())  # the body is read: what comes next is a hang-up
+        try:
+            await asyncio.wait((done, hang_up), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hang_up.cancel()
+        if not done.done():
+            done.cancel()  # a call not started yet never runs
+            raise CallerGone()
+        return done.result()
 
     def _infer_sync(self, model: Model, body: bytes) -> bytes:
         request_id, tensors, requested = parse_infer_request(self._parse_json(body))
@@ -343,8 +361,7 @@ class RuntimeApp:
         model = self._require_model()
         body, content_type = await self._read_body(scope, receive)
         if len(body) > model.inline_max_body:
-            loop = asyncio.get_running_loop()
-            response = await loop.run_in_executor(self.pool, self._predict_sync, model, body, content_type)
+            response = await self._in_pool(receive, self._predict_sync, model, body, content_type)
         elif model.batcher is not None:
             examples = self._examples(model, body, content_type)
             outputs = await model.predict_async(examples)

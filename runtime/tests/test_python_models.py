@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import start_runtime, write_python_model
 
-ECHO = '''
+ECHO = """
 import json
 import os
 import threading
@@ -45,7 +45,7 @@ class Model:
             else:
                 out.append({"echo": x})
         return out
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +84,7 @@ def test_predict_raw_bytes(rt):
 
 def test_predict_multipart_file(rt):
     data = b"\x00\x01binary\r\n--not-a-boundary\r\n\xff" * 10
-    r = rt.client.post(
-        "/predict", files={"file": ("photo.jpg", data, "image/jpeg")}, data={"note": "hello"}
-    )
+    r = rt.client.post("/predict", files={"file": ("photo.jpg", data, "image/jpeg")}, data={"note": "hello"})
     assert r.status_code == 200, r.text
     assert r.json()["outputs"] == [{"kind": "bytes", "size": len(data), "head": data[:4].hex()}]
 
@@ -149,8 +147,9 @@ def test_oip_infer_numeric_rows(rt):
     body = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "INT64", "data": [1, 2, 3, 4, 5, 6]}]}
     r = rt.client.post("/v2/models/echo/infer", json=body)
     assert r.status_code == 200, r.text
-    assert r.json()["outputs"] == [{"name": "output", "datatype": "INT64", "shape": [2, 3],
-                                    "data": [2, 4, 6, 8, 10, 12]}]
+    assert r.json()["outputs"] == [
+        {"name": "output", "datatype": "INT64", "shape": [2, 3], "data": [2, 4, 6, 8, 10, 12]}
+    ]
 
 
 def test_oip_infer_several_inputs_give_dicts(rt):
@@ -311,5 +310,53 @@ def test_a_model_refuses_an_input_with_invalid_input(tmp_path):
         assert r.status_code == 422
         assert r.json() == {"code": "invalid_input", "detail": "each input must be a string"}
         assert runtime.client.post("/predict", json={"inputs": ["a"]}).json()["outputs"] == ["A"]
+    finally:
+        runtime.stop()
+
+
+RECORDING = """
+import os
+import time
+
+class Model:
+    def load(self, model_dir):
+        self.log = os.path.join(model_dir, "ran.txt")
+
+    def predict(self, inputs):
+        for item in inputs:
+            with open(self.log, "a") as log:
+                log.write(item["run"] + "\\n")
+            time.sleep(item.get("sleep", 0))
+        return [item["run"] for item in inputs]
+"""
+
+
+def test_a_call_whose_caller_hung_up_before_its_turn_never_runs(tmp_path, rt_tmp):
+    """One prediction thread: "a" runs, "b" waits for the thread and its caller hangs up,
+    "c" comes after. "b" is dropped: the thread goes from "a" straight to "c"."""
+    import socket
+    from urllib.parse import urlsplit
+
+    model_dir = write_python_model(tmp_path / "recording", RECORDING)
+    runtime = start_runtime(model_dir, rt_tmp, name="recording", env={"MODELBAY_RUNTIME_WORKERS": "1"})
+    try:
+        first = threading.Thread(
+            target=lambda: runtime.client.post("/predict", json={"inputs": [{"run": "a", "sleep": 1.5}]})
+        )
+        first.start()
+        time.sleep(0.3)
+        body = b'{"inputs": [{"run": "b"}]}'
+        url = urlsplit(runtime.url)
+        with socket.create_connection((url.hostname, url.port)) as caller:
+            caller.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: runtime\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            time.sleep(0.3)  # "b" waits for the thread "a" holds
+        first.join()
+        third = runtime.client.post("/predict", json={"inputs": [{"run": "c"}]})
+        assert third.json()["outputs"] == ["c"]
+        assert (model_dir / "ran.txt").read_text().split() == ["a", "c"]
     finally:
         runtime.stop()

@@ -88,6 +88,10 @@ def error_answer(error: Exception) -> Answer:
     return Answer(response.status_code, body, headers=headers, code=response.data.get("code", ""))
 
 
+def body_too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"Request bodies are limited to {settings.MODELBAY_MAX_PREDICT_BYTES} bytes.")
+
+
 def require_predict(context: AuthContext) -> None:
     if Scope.PREDICT not in context.scopes:
         raise Forbidden("This API key lacks the 'predict' scope.")
@@ -191,14 +195,14 @@ class Endpoint:
     runtime_path: str | None = None  # None: the runtime's path is the call's own
 
 
-_SLUG = r"(?P<slug>[-a-zA-Z0-9_]+)"
+SLUG = r"(?P<slug>[-a-zA-Z0-9_]+)"  # as Django's <slug:...>
 _VERSION = r"(?:/versions/(?P<version>[0-9]+))?"
 
 ENDPOINTS = (
-    Endpoint(re.compile(rf"/api/v1/services/{_SLUG}/predict"), "POST", "service", serve_service, "/predict"),
-    Endpoint(re.compile(rf"/v2/models/{_SLUG}{_VERSION}/infer"), "POST", "oip", serve_service),
-    Endpoint(re.compile(rf"/v2/models/{_SLUG}{_VERSION}"), "GET", "oip", serve_service),
-    Endpoint(re.compile(rf"/v2/models/{_SLUG}{_VERSION}/ready"), "GET", "oip", serve_model_ready),
+    Endpoint(re.compile(rf"/api/v1/services/{SLUG}/predict"), "POST", "service", serve_service, "/predict"),
+    Endpoint(re.compile(rf"/v2/models/{SLUG}{_VERSION}/infer"), "POST", "oip", serve_service),
+    Endpoint(re.compile(rf"/v2/models/{SLUG}{_VERSION}"), "GET", "oip", serve_service),
+    Endpoint(re.compile(rf"/v2/models/{SLUG}{_VERSION}/ready"), "GET", "oip", serve_model_ready),
 )
 
 _PREFIXES = ("/api/v1/services/", "/api/v1/apps/", "/v2/models/")
@@ -282,9 +286,8 @@ async def _serve(endpoint: Endpoint, match: re.Match, headers: dict[str, str], s
 
 async def _read_body(headers: dict[str, str], receive) -> bytes:
     limit = settings.MODELBAY_MAX_PREDICT_BYTES
-    too_large = PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
     if int(headers.get("content-length") or 0) > limit:
-        raise too_large
+        raise body_too_large()
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -293,7 +296,7 @@ async def _read_body(headers: dict[str, str], receive) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise body_too_large()
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)

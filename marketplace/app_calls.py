@@ -91,6 +91,4 @@ async def serve_app(call: gateway.Call, context: AuthContext, gen: str) -> gatew
     return gateway.upstream_answer(subscriber_answer(upstream))
 
 
-ENDPOINT = gateway.Endpoint(
-    re.compile(r"/api/v1/apps/(?P<slug>[-a-zA-Z0-9_]+)/predict"), "POST", "app", serve_app, "/predict"
-)
+ENDPOINT = gateway.Endpoint(re.compile(rf"/api/v1/apps/{gateway.SLUG}/predict"), "POST", "app", serve_app, "/predict")

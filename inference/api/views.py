@@ -24,7 +24,6 @@ from rest_framework.views import APIView
 from accounts.permissions import HasOrganization
 from inference import forwarding, gateway, observability
 from modelbay.core import generation
-from modelbay.core.errors import PayloadTooLarge
 
 ROUTE_KEY_HEADER = OpenApiParameter(
     "X-Route-Key",
@@ -43,7 +42,7 @@ PREDICT_RESPONSE = inline_serializer(
 def request_body(request) -> bytes:
     declared = int(request.META.get("CONTENT_LENGTH") or 0)
     if declared > settings.MODELBAY_MAX_PREDICT_BYTES:
-        raise PayloadTooLarge(f"Request bodies are limited to {settings.MODELBAY_MAX_PREDICT_BYTES} bytes.")
+        raise gateway.body_too_large()
     return request._request.body
 
 

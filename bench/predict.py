@@ -84,6 +84,9 @@ TARGET_GATEWAY_ADDED_P50_MS = 0.5  # over the runtime called directly, c=1
 TARGET_GATEWAY_ADDED_P99_MS = 1.0
 TARGET_GATEWAY_VS_SYNC = 2.0  # calls/s per process at c=16, against the old sync worker
 TARGET_GATEWAY_VS_KSERVE = 2.0  # calls/s per process at c=16, against KServe's one process
+# c=1 once more with wrk and every process the bench started on CPU 0: the same chain of
+# calls without wake-ups across CPUs, which cost up to milliseconds on a VM (bench/README.md).
+ONE_CPU = "1@cpu0"
 # Reference figure from shared/PERFORMANCE.md (2 vCPU, c=16): to tell a slow machine from a slow server.
 REFERENCE_KSERVE_C16 = 1560
 # Target names: the gateway of this tree, and the synchronous one of the baseline worktree.
@@ -640,13 +643,43 @@ def start_gateway(
 
 
 # --------------------------------------------------------------------------- measuring
-def measure(target: Target, concurrency: int, duration_s: float) -> tuple[wrkload.WrkResult, float]:
+def measure(target: Target, concurrency: int | str, duration_s: float, stack: Stack) -> tuple[wrkload.WrkResult, float]:
     processes = target.processes()
     before = cpu_seconds(processes)
-    result = wrkload.run(target.full_url, target.script, connections=concurrency, duration_s=duration_s)
+    if concurrency == ONE_CPU:
+        with on_cpus(stack, {0}):
+            result = wrkload.run(target.full_url, target.script, connections=1, duration_s=duration_s, cpus={0})
+    else:
+        result = wrkload.run(target.full_url, target.script, connections=concurrency, duration_s=duration_s)
     used = cpu_seconds(processes) - before
     cpu_us = used / result.requests * 1e6 if result.requests else float("nan")
     return result, cpu_us
+
+
+def stack_threads(stack: Stack) -> set[int]:
+    """Every thread of every process the bench started (the control plane's instances too)."""
+    pids = {p.pid for child in stack.children for p in process_tree(child.process.pid)}
+    pids |= {p.pid for p in stack.our_runtime_processes()}
+    threads = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            threads.update(int(tid) for tid in os.listdir(f"/proc/{pid}/task"))
+    return threads
+
+
+@contextlib.contextmanager
+def on_cpus(stack: Stack, cpus: set[int]):
+    """Pin every thread of the stack to ``cpus`` for the block, then let them run anywhere."""
+    everywhere = os.sched_getaffinity(0)
+    for tid in stack_threads(stack):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cpus)
+    try:
+        yield
+    finally:
+        for tid in stack_threads(stack):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, everywhere)
 
 
 def fmt(value: float, digits: int = 2) -> str:
@@ -656,16 +689,16 @@ def fmt(value: float, digits: int = 2) -> str:
 
 
 def print_table(targets: list[Target], concurrencies: list[int], results: dict) -> str:
-    header = f"{'target':<12} {'conc':>5} {'calls/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'CPU µs/call':>12}"
+    header = f"{'target':<12} {'conc':>6} {'calls/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'CPU µs/call':>12}"
     lines = [header, "-" * len(header)]
     for target in targets:
         for c in concurrencies:
             m: Measurement = results[(target.name, c)]
             if not m.runs:
-                lines.append(f"{target.name:<12} {c:>5} {'failed: ' + m.failure[:60]}")
+                lines.append(f"{target.name:<12} {c:>6} {'failed: ' + m.failure[:60]}")
                 continue
             lines.append(
-                f"{target.name:<12} {c:>5} {fmt(m.median('calls_per_s'), 0):>10} {fmt(m.median('p50_ms')):>8} "
+                f"{target.name:<12} {c:>6} {fmt(m.median('calls_per_s'), 0):>10} {fmt(m.median('p50_ms')):>8} "
                 f"{fmt(m.median('p99_ms')):>8} {m.errors:>7} {fmt(m.cpu, 0):>12}"
             )
     return "\n".join(lines)
@@ -697,13 +730,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="sync worker counts of the baseline (default: the same as --gateway-workers)",
     )
+    parser.add_argument("--skip-one-cpu", action="store_true",
+                        help=f"do not measure c=1 with everything on CPU 0 (the {ONE_CPU} rows)")  # fmt: skip
     parser.add_argument("--skip-kserve", action="store_true", help="do not start or measure KServe")
     parser.add_argument("--skip-gateway", action="store_true", help="do not start or measure the gateways")
     parser.add_argument("--skip-baseline", action="store_true", help="do not measure the old sync gateway")
     parser.add_argument("--json", type=Path, help="also write all figures to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database) after the run")
     args = parser.parse_args(argv)
-    concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    concurrencies: list[int | str] = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    if not args.skip_one_cpu and os.cpu_count() > 1:
+        concurrencies.append(ONE_CPU)
     gateway_workers = [int(w) for w in args.gateway_workers.split(",") if w.strip()]
     args.baseline_workers = [int(w) for w in (args.baseline_workers or args.gateway_workers).split(",") if w.strip()]
     if not wrkload.wrk_binary():
@@ -732,7 +769,7 @@ def run_in_stack(run, *, keep: bool) -> int:
         stack.teardown()
 
 
-def run(args, stack: Stack, concurrencies: list[int], gateway_workers: list[int], problems: list[str]) -> int:
+def run(args, stack: Stack, concurrencies: list[int | str], gateway_workers: list[int], problems: list[str]) -> int:
     from demo.digits import build_digits_onnx
 
     log(f"temp dir {stack.tmp}")
@@ -780,7 +817,8 @@ def run(args, stack: Stack, concurrencies: list[int], gateway_workers: list[int]
         for target in targets:
             log(f"warm-up {target.name} ({args.warmup:.0f}s)")
             with contextlib.suppress(RuntimeError):
-                wrkload.run(target.full_url, target.script, connections=max(concurrencies), duration_s=args.warmup)
+                wrkload.run(target.full_url, target.script, duration_s=args.warmup,
+                            connections=max(c for c in concurrencies if isinstance(c, int)))  # fmt: skip
 
     load_before = os.getloadavg()[0]
     if load_before > 1.0:
@@ -795,7 +833,7 @@ def run(args, stack: Stack, concurrencies: list[int], gateway_workers: list[int]
                 log(f"[{done}/{total}] round {round_ + 1} {target.name} c={c} {args.duration:.0f}s")
                 m = results[(target.name, c)]
                 try:
-                    result, cpu_us = measure(target, c, args.duration)
+                    result, cpu_us = measure(target, c, args.duration, stack)
                 except (RuntimeError, subprocess.TimeoutExpired) as error:
                     m.failure = str(error)
                     problems.append(f"{target.name} c={c}: {error}")
@@ -923,6 +961,17 @@ def ratios(results: dict, gateway: GatewaySetup, concurrencies: list[int]) -> di
                 target = f" (target <= +{TARGET_GATEWAY_ADDED_P50_MS} / +{TARGET_GATEWAY_ADDED_P99_MS} ms: {mark(ok)})"
             lines.append(f"added latency at c=1, {name} minus {direct}: p50 {row['added_p50']:+.2f} ms, "
                          f"p99 {row['added_p99']:+.2f} ms{target}")  # fmt: skip
+        pinned, direct_pinned = get(name, ONE_CPU), get(direct_name, ONE_CPU)
+        if pinned and direct_pinned:
+            added50 = pinned.median("p50_ms") - direct_pinned.median("p50_ms")
+            added99 = pinned.median("p99_ms") - direct_pinned.median("p99_ms")
+            values[f"{name}_added_p50_ms_c1_one_cpu"], values[f"{name}_added_p99_ms_c1_one_cpu"] = added50, added99
+            target = ""
+            if not old:
+                ok = added50 <= TARGET_GATEWAY_ADDED_P50_MS and added99 <= TARGET_GATEWAY_ADDED_P99_MS
+                target = f" ({mark(ok)})"
+            lines.append(f"  the same with wrk and the whole stack on CPU 0 ({ONE_CPU}, no wake-ups across CPUs): "
+                         f"p50 {added50:+.2f} ms, p99 {added99:+.2f} ms{target}")  # fmt: skip
         m16 = get(name, 16)
         if m16:
             row["per_process"] = m16.median("calls_per_s") / workers

@@ -9,6 +9,7 @@ still kept, and cross-checked for the "Non-2xx or 3xx responses" count).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -76,8 +77,17 @@ def write_script(path: Path, body: bytes, headers: dict[str, str]) -> Path:
     return path
 
 
-def run(url: str, script: Path, *, connections: int, duration_s: float, timeout_s: float = 5.0) -> WrkResult:
-    """One bounded wrk run; raises RuntimeError when wrk fails or prints no result."""
+def run(
+    url: str,
+    script: Path,
+    *,
+    connections: int,
+    duration_s: float,
+    timeout_s: float = 5.0,
+    cpus: set[int] | None = None,
+) -> WrkResult:
+    """One bounded wrk run (on ``cpus`` only, when given); raises RuntimeError when wrk
+    fails or prints no result."""
     command = [
         wrk_binary() or "wrk",
         "-t1",
@@ -90,7 +100,12 @@ def run(url: str, script: Path, *, connections: int, duration_s: float, timeout_
         url,
     ]
     completed = subprocess.run(
-        command, capture_output=True, text=True, timeout=duration_s + timeout_s + 30, stdin=subprocess.DEVNULL
+        command,
+        capture_output=True,
+        text=True,
+        timeout=duration_s + timeout_s + 30,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     output = completed.stdout
     line = next((ln for ln in output.splitlines() if ln.startswith(_MARK)), None)

@@ -75,9 +75,11 @@ def _background_flushers(request):
     Between tests (no database access allowed) it rests, and so does its flush at exit."""
     from accounts import authentication
     from inference import metrics
+    from marketplace import metering
 
     transactional = bool({"transactional_db", "live_server"} & set(request.fixturenames))
-    flushers = (metrics.flusher, authentication.touch_flusher)
+    flushers = (metrics.flusher, authentication.touch_flusher, metering.flusher)
+    metering.meter.cache_clear()  # an earlier test's unstored calls
     metrics._pending.clear()  # counts of an earlier test's calls
     authentication._touches.clear()
     for flusher in flushers:
@@ -138,6 +140,18 @@ def manage_only_api(organization):
 
 
 @pytest.fixture
+def own_redis(tmp_path):
+    """A Redis of the test's own on a free port (tests/own_services.py), to stop and start
+    under load: never the machine's shared one."""
+    from tests.own_services import OwnRedis
+
+    server = OwnRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def make_api_client():
     return _api_client
 
@@ -159,8 +173,6 @@ def _worker_env() -> dict[str, str]:
     else:
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     env["MODELBAY_RECONCILE_INTERVAL"] = "1"
-    # Metered usage is stored when a test asks for it (flush_usage), never behind its back.
-    env["MODELBAY_USAGE_FLUSH_S"] = "3600"
     env["MODELBAY_ORPHAN_GRACE_S"] = "2"
     env["PYTHONUNBUFFERED"] = "1"
     return env

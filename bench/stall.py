@@ -1,11 +1,15 @@
-"""Does anything hold calls up? The longest time with no completed call, on `make run`'s
-embedded stack (SQLite, one gunicorn process serving the ASGI site on a uvicorn worker, a
-real worker), with four clients calling the demo service continuously:
+"""Does anything hold calls up? The longest time with no completed call and the calls'
+p50/p99 latency, on `make run`'s embedded stack (SQLite, one gunicorn process serving the
+ASGI site on a uvicorn worker, a real worker), with four clients calling the demo service
+continuously:
 
 - idle (the baseline);
 - while another process holds SQLite's write lock for 6 s (what a long transaction of the
   worker, a migration or a backup does);
+- across a deploy of a new service (its rows, instance, state changes written by the worker);
 - across three release rollbacks and a promote.
+
+Each window's p99 is also given as a ratio to the idle window's (issue: within 2x).
 
     .venv/bin/python bench/stall.py
 
@@ -32,7 +36,7 @@ SAMPLE = json.dumps({"inputs": [[0.0] * 64]})
 
 
 class Callers:
-    """Client threads calling continuously; each call's (time answered, status)."""
+    """Client threads calling continuously; each call's (time answered, status, latency s)."""
 
     def __init__(self, stack: Stack, slug: str, threads: int = 4):
         self.stack, self.slug, self.answers, self.stopping = stack, slug, [], threading.Event()
@@ -42,6 +46,7 @@ class Callers:
         headers = {"Authorization": f"Bearer {self.stack.key}", "Content-Type": "application/json"}
         connection = http.client.HTTPConnection("127.0.0.1", self.stack.port, timeout=60)
         while not self.stopping.is_set():
+            sent = time.monotonic()
             try:
                 connection.request("POST", f"/api/v1/services/{self.slug}/predict", SAMPLE, headers)
                 response = connection.getresponse()
@@ -51,12 +56,31 @@ class Callers:
                 status = 0
                 connection.close()
                 connection = http.client.HTTPConnection("127.0.0.1", self.stack.port, timeout=60)
-            self.answers.append((time.monotonic(), status))
+            answered = time.monotonic()
+            self.answers.append((answered, status, answered - sent))
 
-    def window(self, since: float, until: float) -> str:
-        times = sorted(t for t, _ in self.answers if since <= t <= until)
+    def window(self, since: float, until: float, idle_p99: float | None = None) -> tuple[str, float]:
+        """The window's figures as text, and its p99 (s)."""
+        inside = sorted((t, latency) for t, _, latency in self.answers if since <= t <= until)
+        times = [t for t, _ in inside]
+        latencies = sorted(latency for _, latency in inside)
         longest = max(later - earlier for earlier, later in zip(times, times[1:]))
-        return f"longest gap {1000 * longest:6.0f} ms, {len(times) / (until - since):6.0f} calls/s"
+        p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        ratio = f", p99 {p99 / idle_p99:4.1f}x idle" if idle_p99 else ""
+        text = (f"longest gap {1000 * longest:6.0f} ms, {len(times) / (until - since):6.0f} calls/s, "
+                f"p50 {1000 * p50:5.1f} ms, p99 {1000 * p99:6.1f} ms{ratio}")  # fmt: skip
+        return text, p99
+
+
+def deploy(stack: Stack) -> None:
+    """A new service of the demo's model, deployed to ready, then deleted."""
+    code, body = call("POST", f"{stack.url}/api/v1/services", stack.key, {"name": "stall-2", "model": "digits"})
+    if code not in (201, 202):
+        raise SystemExit(f"POST /api/v1/services -> {code}: {body}")
+    path = f"{stack.url}/api/v1/services/{body['slug']}"
+    wait(lambda: call("GET", path, stack.key)[1].get("status") == "ready", 120, 0.1, "the new service")
+    call("DELETE", path, stack.key)
+    time.sleep(2)
 
 
 def releases(stack: Stack, slug: str) -> None:
@@ -97,14 +121,18 @@ def main() -> int:
         holder.execute("COMMIT")
         holder.close()
         held_until = time.monotonic()
+        deploy(stack)
+        deployed_until = time.monotonic()
         releases(stack, slug)
         releases_until = time.monotonic()
         callers.stopping.set()
-        failed = sum(1 for _, status in callers.answers if status != 200)
+        failed = sum(1 for _, status, _ in callers.answers if status != 200)
+        idle, idle_p99 = callers.window(idle_from, idle_until)
         print(f"4 clients, embedded stack: {len(callers.answers)} calls, {failed} failed")
-        print(f"  idle 6 s                      {callers.window(idle_from, idle_until)}")
-        print(f"  SQLite write lock held 6 s    {callers.window(idle_until, held_until)}")
-        print(f"  3 rollbacks and a promote     {callers.window(held_until, releases_until)}")
+        print(f"  idle 6 s                      {idle}")
+        print(f"  SQLite write lock held 6 s    {callers.window(idle_until, held_until, idle_p99)[0]}")
+        print(f"  a deploy, ready, deleted      {callers.window(held_until, deployed_until, idle_p99)[0]}")
+        print(f"  3 rollbacks and a promote     {callers.window(deployed_until, releases_until, idle_p99)[0]}")
     finally:
         stack.stop()
     return 0

@@ -15,25 +15,31 @@ checks everything (size, format, every archive member, the manifest and that
 the framework's model is loadable *without running user code*) and returns a
 :class:`CheckedPackage`.  :func:`store_package` then moves it, atomically and
 content-addressed, under the artifact root; :func:`discard` drops it.  Any
-refusal raises :class:`PackageError` and leaves nothing behind.
+refusal raises :class:`PackageError` and leaves nothing behind, a full disk
+(507) included.
 """
 
 from __future__ import annotations
 
 import ast
+import errno
 import gzip
 import hashlib
+import os
 import re
 import shutil
 import stat
 import tarfile
 import tempfile
+import time
 import zipfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from modelbay.core.errors import is_disk_full
 from runtime.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 
 __all__ = [
@@ -59,7 +65,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _IGNORED_TOP_LEVEL = "__MACOSX"  # resource forks added by macOS' "Compress"
-_ERROR_CODES = {400: "invalid_request", 413: "payload_too_large"}
+_ERROR_CODES = {400: "invalid_request", 413: "payload_too_large", 507: "insufficient_storage"}
 _KIND_LABELS = {"onnx": "an ONNX model", "zip": "a zip archive", "tar.gz": "a gzipped tar archive"}
 # Room for tar headers, padding and PAX records on top of the members' data.
 _TAR_OVERHEAD_PER_MEMBER = 2048
@@ -69,8 +75,9 @@ _TAR_OVERHEAD_FIXED = 64 * 1024
 class PackageError(Exception):
     """An upload that cannot be accepted.
 
-    ``status`` is 400 (``code`` "invalid_request") or 413 (``code``
-    "payload_too_large"); ``detail`` is a message for a person, e.g.
+    ``status`` is 400 (``code`` "invalid_request"), 413 (``code``
+    "payload_too_large") or 507 (``code`` "insufficient_storage": the disk is full,
+    not the upload's fault); ``detail`` is a message for a person, e.g.
     ``"modelbay.yaml: framework: must be one of onnx, sklearn, python"``.
     """
 
@@ -116,15 +123,17 @@ def check_upload(
     """
     filename = sanitise_filename(getattr(upload, "name", None))
     _refuse_declared_oversize(upload, max_bytes=max_bytes)
-    if tmp_dir is not None:
-        Path(tmp_dir).mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=_WORK_PREFIX, dir=tmp_dir))
-    try:
-        return _check_in(work, upload, filename=filename, max_bytes=max_bytes,
-                         max_unpacked_bytes=max_unpacked_bytes)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    with _disk_full_refused():
+        if tmp_dir is not None:
+            Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=_WORK_PREFIX, dir=tmp_dir))
+        try:
+            return _check_in(
+                work, upload, filename=filename, max_bytes=max_bytes, max_unpacked_bytes=max_unpacked_bytes
+            )
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
 
 
 def store_package(checked: CheckedPackage, *, artifact_root: Path) -> Path:
@@ -140,7 +149,10 @@ def store_package(checked: CheckedPackage, *, artifact_root: Path) -> Path:
     final = artifact_root / checked.sha256
     try:
         if not final.exists():
-            _move_into_place(checked, artifact_root=artifact_root, final=final)
+            with _disk_full_refused():
+                _move_into_place(checked, artifact_root=artifact_root, final=final)
+        else:
+            os.utime(final)  # in use again: prune_storage leaves what changed lately alone
     finally:
         discard(checked)
     return final / "unpacked"
@@ -153,6 +165,35 @@ def discard(checked: CheckedPackage) -> None:
     work = checked.path.parent
     if work == checked.unpacked_dir.parent and work.name.startswith(_WORK_PREFIX):
         shutil.rmtree(work, ignore_errors=True)
+
+
+def prune_storage(*, artifact_root: Path, tmp_dir: Path, keep: set[str], older_than_s: float) -> list[Path]:
+    """Remove what no model version refers to and nothing writes any more: artifact dirs
+    whose sha256 is not in ``keep`` (their models were deleted), staging dirs and uploads left
+    by a process that died mid-way. Only what was last changed ``older_than_s`` ago, so that
+    an upload being stored (its row not committed yet) is never touched. The paths removed."""
+    cutoff = time.time() - older_than_s
+    candidates = []
+    if Path(artifact_root).is_dir():
+        for entry in Path(artifact_root).iterdir():
+            stored = len(entry.name) == 64 and entry.name not in keep
+            if stored or entry.name.startswith(_STAGING_PREFIX):
+                candidates.append(entry)
+    if Path(tmp_dir).is_dir():
+        candidates.extend(Path(tmp_dir).iterdir())
+    removed = []
+    for path in candidates:
+        try:
+            if path.lstat().st_mtime >= cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def unpacked_path(sha256: str, *, artifact_root: Path) -> Path:
@@ -172,7 +213,7 @@ def sanitise_filename(name: str | None) -> str:
     base = _UNSAFE_NAME_CHARS.sub("_", base).lstrip(".")
     if len(base) > 200:
         suffix = next((s for s in (".tar.gz", ".tgz", ".zip", ".onnx") if base.lower().endswith(s)), "")
-        base = base[: 200 - len(suffix)] + base[len(base) - len(suffix):]
+        base = base[: 200 - len(suffix)] + base[len(base) - len(suffix) :]
     return base or "upload"
 
 
@@ -181,8 +222,7 @@ def sanitise_filename(name: str | None) -> str:
 # --------------------------------------------------------------------------
 
 
-def _check_in(work: Path, upload, *, filename: str, max_bytes: int,
-              max_unpacked_bytes: int) -> CheckedPackage:
+def _check_in(work: Path, upload, *, filename: str, max_bytes: int, max_unpacked_bytes: int) -> CheckedPackage:
     """Stream, identify, unpack and check an upload inside the work dir ``work``."""
     path = work / "upload"
     sha256, size = _stream_to_file(upload, path, max_bytes=max_bytes)
@@ -197,9 +237,15 @@ def _check_in(work: Path, upload, *, filename: str, max_bytes: int,
         _unpack_archive(path, unpacked, kind=kind, max_unpacked_bytes=max_unpacked_bytes)
     manifest = _read_manifest(unpacked, from_archive=kind != "onnx")
     _check_framework(manifest, unpacked)
-    return CheckedPackage(sha256=sha256, size=size, filename=filename,
-                          framework=manifest.framework, manifest=manifest.to_dict(),
-                          path=path, unpacked_dir=unpacked)
+    return CheckedPackage(
+        sha256=sha256,
+        size=size,
+        filename=filename,
+        framework=manifest.framework,
+        manifest=manifest.to_dict(),
+        path=path,
+        unpacked_dir=unpacked,
+    )
 
 
 def _refuse_declared_oversize(upload, *, max_bytes: int) -> None:
@@ -230,6 +276,17 @@ def _iter_chunks(upload) -> Iterator[bytes]:
         return
     while chunk := upload.read(_CHUNK):
         yield chunk
+
+
+@contextmanager
+def _disk_full_refused() -> Iterator[None]:
+    """A write that finds the disk (or a quota) full: 507, in words without a server path."""
+    try:
+        yield
+    except OSError as error:
+        if is_disk_full(error):
+            raise PackageError("the server has no room to store this upload; nothing was kept", status=507) from error
+        raise
 
 
 def _too_large_upload(max_bytes: int) -> PackageError:
@@ -266,13 +323,16 @@ def _detect_kind(path: Path, filename: str) -> str:
     if by_name is None and by_magic is None:
         raise PackageError(
             f"unknown package format for {filename!r}: upload a .onnx model or a "
-            ".zip, .tar.gz or .tgz archive holding modelbay.yaml")
+            ".zip, .tar.gz or .tgz archive holding modelbay.yaml"
+        )
     if by_name is None:
         return by_magic
     found = by_magic or "onnx"
     if by_name != found:
-        raise PackageError(f"the content of {filename!r} does not match its name: expected "
-                           f"{_KIND_LABELS[by_name]}, found {_KIND_LABELS[found]}")
+        raise PackageError(
+            f"the content of {filename!r} does not match its name: expected "
+            f"{_KIND_LABELS[by_name]}, found {_KIND_LABELS[found]}"
+        )
     return by_name
 
 
@@ -321,8 +381,16 @@ def _unpack_archive(path: Path, dest: Path, *, kind: str, max_unpacked_bytes: in
             budget = _Budget(limit=max_unpacked_bytes, remaining=max_unpacked_bytes)
             for member in members:
                 _extract_member(member, dest, strip=strip, budget=budget)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, gzip.BadGzipFile,
-            EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        tarfile.TarError,
+        gzip.BadGzipFile,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise PackageError(f"corrupt or unsupported {kind} archive: {exc}") from exc
 
 
@@ -356,9 +424,13 @@ def _zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
     if info.flag_bits & 0x1:
         raise PackageError(f"archive member {info.filename!r} is encrypted, which is not supported")
     is_dir = info.is_dir() or stat.S_ISDIR(mode)
-    return _Member(name=info.filename, parts=_safe_parts(info.filename, is_dir=is_dir),
-                   is_dir=is_dir, size=0 if is_dir else info.file_size,
-                   open=lambda: archive.open(info))
+    return _Member(
+        name=info.filename,
+        parts=_safe_parts(info.filename, is_dir=is_dir),
+        is_dir=is_dir,
+        size=0 if is_dir else info.file_size,
+        open=lambda: archive.open(info),
+    )
 
 
 class _TarMembers:
@@ -403,9 +475,13 @@ def _tar_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> _Member:
         raise PackageError(f"archive member {info.name!r} is a device or fifo, which is not allowed")
     if not (info.isreg() or info.isdir()):
         raise PackageError(f"archive member {info.name!r} is not a regular file or folder")
-    return _Member(name=info.name, parts=_safe_parts(info.name, is_dir=info.isdir()),
-                   is_dir=info.isdir(), size=0 if info.isdir() else info.size,
-                   open=lambda: tar.extractfile(info))
+    return _Member(
+        name=info.name,
+        parts=_safe_parts(info.name, is_dir=info.isdir()),
+        is_dir=info.isdir(),
+        size=0 if info.isdir() else info.size,
+        open=lambda: tar.extractfile(info),
+    )
 
 
 class _CappedStream:
@@ -484,8 +560,7 @@ def _manifest_prefix_length(members: list[_Member]) -> int:
     tops = {m.parts[0] for m in members if m.parts}
     if len(tops) == 1 and (tops.pop(), MANIFEST_NAME) in files:
         return 1
-    raise PackageError(f"{MANIFEST_NAME}: missing; put it at the archive root "
-                       "or inside a single top-level folder")
+    raise PackageError(f"{MANIFEST_NAME}: missing; put it at the archive root or inside a single top-level folder")
 
 
 def _extract_member(member: _Member, dest: Path, *, strip: int, budget: _Budget) -> None:
@@ -576,8 +651,10 @@ def _check_sklearn(manifest: Manifest, unpacked: Path) -> None:
     untrusted = _untrusted_skops_types(path, manifest.model_file)
     bad = sorted(t for t in untrusted if not t.startswith(TRUSTED_SKOPS_PREFIXES))
     if bad:
-        raise PackageError(f"skops file {manifest.model_file!r} uses untrusted types: "
-                           f"{', '.join(bad)} (only sklearn, numpy and scipy types are allowed)")
+        raise PackageError(
+            f"skops file {manifest.model_file!r} uses untrusted types: "
+            f"{', '.join(bad)} (only sklearn, numpy and scipy types are allowed)"
+        )
 
 
 def _check_skops_zip(path: Path, relative: str) -> None:
@@ -616,8 +693,9 @@ def _check_python(manifest: Manifest, unpacked: Path) -> None:
     methods = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     missing = [m for m in ("load", "predict") if m not in methods]
     if missing:
-        raise PackageError(f"entrypoint class {class_name!r} in {relative} has no method "
-                           f"{' or '.join(repr(m) for m in missing)}")
+        raise PackageError(
+            f"entrypoint class {class_name!r} in {relative} has no method {' or '.join(repr(m) for m in missing)}"
+        )
 
 
 def _entrypoint_module(unpacked: Path, module: str) -> tuple[Path, str]:
@@ -629,8 +707,9 @@ def _entrypoint_module(unpacked: Path, module: str) -> tuple[Path, str]:
     for relative in (f"{base}.py", f"{base}/__init__.py"):
         if (unpacked / relative).is_file():
             return unpacked / relative, relative
-    raise PackageError(f"entrypoint module {module!r} not found: "
-                       f"the package has neither {base}.py nor {base}/__init__.py")
+    raise PackageError(
+        f"entrypoint module {module!r} not found: the package has neither {base}.py nor {base}/__init__.py"
+    )
 
 
 def _parse_python(path: Path, relative: str) -> ast.Module:
@@ -652,8 +731,8 @@ def _move_into_place(checked: CheckedPackage, *, artifact_root: Path, final: Pat
     artifact_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=artifact_root))
     try:
-        shutil.move(str(checked.path), str(staging / "artifact"))
-        shutil.move(str(checked.unpacked_dir), str(staging / "unpacked"))
+        _move(checked.path, staging / "artifact")
+        _move(checked.unpacked_dir, staging / "unpacked")
         try:
             staging.rename(final)
         except OSError:
@@ -661,3 +740,23 @@ def _move_into_place(checked: CheckedPackage, *, artifact_root: Path, final: Pat
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``; across file systems, copy it file by file, then
+    remove it. Unlike ``shutil.move``, whose copy of a folder gathers its failures into one
+    ``shutil.Error``, a failed copy raises its own ``OSError``: a full disk is told apart."""
+    try:
+        os.rename(source, target)
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    if source.is_dir():
+        target.mkdir()
+        for child in source.iterdir():
+            _move(child, target / child.name)
+        source.rmdir()
+    else:
+        shutil.copyfile(source, target)
+        source.unlink()

@@ -12,7 +12,14 @@ from controlplane import resources as resources_
 from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ServiceNetwork, ServiceStatus
 from controlplane.models import Deployment, Model, ModelVersion, Service
 from modelbay.core import generation
-from modelbay.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from modelbay.core.errors import (
+    Conflict,
+    DomainError,
+    InsufficientStorage,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+)
 
 
 def _slug_from(*, name: str, slug: str | None, field: str) -> str:
@@ -22,23 +29,33 @@ def _slug_from(*, name: str, slug: str | None, field: str) -> str:
     return slug
 
 
+def _refusal(error: packages.PackageError) -> DomainError:
+    """A refused package in the API's words: the file's fault, except a full disk."""
+    if error.status == 507:
+        return InsufficientStorage()
+    return (PayloadTooLarge if error.status == 413 else InvalidRequest)(error.detail, field="file")
+
+
 def _checked_upload(upload) -> packages.CheckedPackage:
     try:
         return packages.check_upload(
             upload,
             max_bytes=settings.MODELBAY_MAX_UPLOAD_BYTES,
             max_unpacked_bytes=settings.MODELBAY_MAX_UNPACKED_BYTES,
+            tmp_dir=settings.MODELBAY_UPLOAD_TMP_DIR,
         )
     except packages.PackageError as error:
-        too_large = error.status == 413
-        raise (PayloadTooLarge if too_large else InvalidRequest)(error.detail, field="file") from None
+        raise _refusal(error) from None
 
 
 def _version_create(*, model: Model, checked: packages.CheckedPackage) -> ModelVersion:
     """Number the version, store the package (once per sha256) and record it."""
     Model.objects.select_for_update().filter(pk=model.pk).first()
     last = model.versions.aggregate(last=Max("version"))["last"] or 0
-    packages.store_package(checked, artifact_root=settings.MODELBAY_ARTIFACT_ROOT)
+    try:
+        packages.store_package(checked, artifact_root=settings.MODELBAY_ARTIFACT_ROOT)
+    except packages.PackageError as error:  # the transaction rolls back: no row without its artifact
+        raise _refusal(error) from None
     return ModelVersion.objects.create(
         model=model,
         version=last + 1,

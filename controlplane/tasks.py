@@ -9,9 +9,9 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from controlplane import reconcile, releases
-from controlplane.backends import get_backend
-from controlplane.models import Instance, VersionMetrics
+from controlplane import packages, reconcile, releases
+from controlplane.backends import get_backend, instance_log
+from controlplane.models import Instance, ModelVersion, VersionMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,37 @@ def prune_metrics() -> None:
     """Periodic (beat): drop call metrics older than MODELBAY_METRICS_RETENTION_DAYS."""
     cutoff = timezone.now() - timedelta(days=settings.MODELBAY_METRICS_RETENTION_DAYS)
     VersionMetrics.objects.filter(start__lt=cutoff).delete()
+
+
+# A log outlives its instance's row by this long, for an operator to read (the API can't).
+GONE_INSTANCE_LOG_KEEP_S = 24 * 3600
+
+
+@shared_task
+def prune_instance_logs() -> None:
+    """Periodic (beat): remove the logs, on this host, of instances gone for a day. Each log
+    is bounded (MODELBAY_INSTANCE_LOG_BYTES), but instances come and go (scale to zero,
+    releases, deletes), each with logs of its own."""
+    keep = set(Instance.objects.values_list("id", flat=True))
+    logs = instance_log.folder(settings.MODELBAY_RUN_DIR)
+    removed = instance_log.prune(logs, keep=keep, idle_s=GONE_INSTANCE_LOG_KEEP_S)
+    if removed:
+        logger.info("removed %d log files of instances gone for a day", len(removed))
+
+
+@shared_task
+def prune_storage() -> None:
+    """Periodic (beat): remove, on this host, the artifacts of deleted models and what a
+    process that died mid-upload left (after a day: nothing still being written)."""
+    keep = set(ModelVersion.objects.values_list("sha256", flat=True))
+    removed = packages.prune_storage(
+        artifact_root=settings.MODELBAY_ARTIFACT_ROOT,
+        tmp_dir=settings.MODELBAY_UPLOAD_TMP_DIR,
+        keep=keep,
+        older_than_s=GONE_INSTANCE_LOG_KEEP_S,
+    )
+    if removed:
+        logger.info("removed %d stored packages or upload leftovers no model refers to", len(removed))
 
 
 def _instance_exited(instance_id: str) -> None:

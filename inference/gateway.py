@@ -31,7 +31,7 @@ from rest_framework import exceptions
 from accounts.authentication import WWW_AUTHENTICATE, AuthContext, aauthenticate_key, bearer_key
 from accounts.choices import Scope
 from inference import forwarding, limits, observability, routing
-from modelbay.core import aredis, generation
+from modelbay.core import aredis, background, generation
 from modelbay.core.errors import Forbidden, NotFound, PayloadTooLarge, api_exception_handler
 
 
@@ -238,13 +238,16 @@ _server_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 async def lifespan(scope, receive, send) -> None:
-    """The ASGI lifespan: note the server's loop (caches and pools fill on first use)."""
+    """The ASGI lifespan: note the server's loop (caches and pools fill on first use); at
+    shutdown, store what the process counted."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             _server_loops.add(asyncio.get_running_loop())
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            # What the process counted and has not stored yet (billed app calls, figures).
+            await asyncio.to_thread(background.flush_all)
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -107,8 +107,8 @@ class DailyUsage(models.Model):
     """Successful app calls of one subscription on one day (UTC), in one billing period,
     on one plan (a change of plan mid-day bills each part at its own price).
 
-    Written only by the metering flush, which sets ``calls`` to the counter's value: a
-    flush repeated after a crash writes the same number again, never adds it twice.
+    The ledger of billed calls: written only by the gateway processes' metering flushes,
+    which add their calls in batches the database takes once each (``UsageBatch``).
     """
 
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="daily_usage")
@@ -128,3 +128,19 @@ class DailyUsage(models.Model):
 
     def __str__(self):
         return f"{self.subscription_id} {self.day}: {self.calls}"
+
+
+class UsageBatch(models.Model):
+    """One metering flush of one gateway process, stored in the same transaction as the
+    calls it adds to ``DailyUsage``: a flush tried again after its answer was lost (the
+    database restarted as it committed) finds its batch here and adds nothing twice."""
+
+    writer = models.CharField(max_length=32)  # the process's random name, new at each start
+    seq = models.PositiveBigIntegerField()
+    stored_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["writer", "seq"], name="one_usage_batch_per_writer_and_seq")]
+
+    def __str__(self):
+        return f"{self.writer}#{self.seq}"

@@ -1,5 +1,6 @@
 """Writes of the marketplace: listings and their plans, subscriptions."""
 
+import json
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -24,6 +25,8 @@ def listing_create(*, publisher: Organization, service_slug: str, plans: list[di
     names = [plan["name"] for plan in plans]
     if len(set(names)) != len(names):
         raise InvalidRequest("Plan names must differ.", field="plans")
+    for name in ("example_input", "example_output"):
+        _check_example_size(fields.get(name), name)
     try:
         with transaction.atomic():
             listing = Listing.objects.create(publisher=publisher, service=service, **fields)
@@ -31,6 +34,15 @@ def listing_create(*, publisher: Organization, service_slug: str, plans: list[di
     except IntegrityError:
         raise Conflict(f"The listing slug '{fields['slug']}' is taken.") from None
     return listing
+
+
+# A listing's examples are shown on its page and stored with it: a sample, not a data set.
+MAX_EXAMPLE_BYTES = 64 * 1024
+
+
+def _check_example_size(example, field: str) -> None:
+    if example is not None and len(json.dumps(example)) > MAX_EXAMPLE_BYTES:
+        raise InvalidRequest(f"An example may take at most {MAX_EXAMPLE_BYTES // 1024} KiB as JSON.", field=field)
 
 
 def listing_set_status(*, listing: Listing, status: str) -> Listing:

@@ -6,6 +6,6 @@ from marketplace import metering
 
 
 @shared_task
-def flush_usage() -> int:
-    """Periodic (beat): store the metered app calls counted since the last flush."""
-    return metering.meter().flush()
+def prune_usage_batches() -> int:
+    """Periodic (beat): forget the names of usage batches stored long ago."""
+    return metering.prune_batches()

@@ -1,7 +1,9 @@
 """Reads of metered usage: a subscriber's period and days, a publisher's calls and revenue.
 
-A subscriber's figures include calls counted since the last flush (the live counters);
-a publisher's come from the stored rows, at most one flush interval behind.
+The stored rows are the ledger; each web process adds its calls about once a second. A
+subscriber's figures add the calls this process billed and has not stored yet, and take
+the quota's running count where there is one; a publisher's come from the rows, at most
+one flush interval behind.
 """
 
 from __future__ import annotations
@@ -32,24 +34,28 @@ def _period_rows(subscription: Subscription):
 def period_used(subscription: Subscription) -> int:
     """Successful calls in the subscription's current period (toward its quota)."""
     subscription = subscription_renew(subscription=subscription)
-    live = metering.meter().used(metering.Plan.of(subscription))
+    plan = metering.Plan.of(subscription)
+    meter = metering.meter()
+    live = meter.used(plan)
     if live is not None:
         return live
-    return _period_rows(subscription).aggregate(total=Sum("calls"))["total"] or 0
+    return metering.stored_period_calls(plan) + meter.ledger.unstored_in_period(plan)
 
 
 def subscription_usage(subscription: Subscription) -> dict:
     """``{"used", "quota", "period_start", "period_end", "daily": [{"day", "calls"}]}``."""
     subscription = subscription_renew(subscription=subscription)
-    stored = {
-        metering.Counter(row.subscription_id, row.period_start, row.plan_id, row.day): row.calls
-        for row in _period_rows(subscription)
-    }
-    today = metering.Counter(subscription.pk, subscription.period_start, subscription.plan_id, datetime.now(UTC).date())
-    counts = {**stored, **metering.meter().live_days([*stored, today])}
     per_day: dict[date, int] = defaultdict(int)
-    for counter, calls in counts.items():
-        per_day[counter.day] += calls
+    for row in _period_rows(subscription):
+        per_day[row.day] += row.calls
+    period_subscriptions = set(
+        Subscription.objects.filter(
+            subscriber_id=subscription.subscriber_id, listing_id=subscription.listing_id
+        ).values_list("pk", flat=True)
+    )
+    for counter, calls in metering.meter().ledger.unstored().items():
+        if counter.subscription_id in period_subscriptions and counter.period_start == subscription.period_start:
+            per_day[counter.day] += calls
     return {
         "used": period_used(subscription),
         "quota": subscription.plan.monthly_quota,

@@ -110,13 +110,32 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A server that does not answer (a host gone) fails the request in seconds, not minutes:
+    # the API answers 503 database_unavailable, and the next request connects again.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
 # --- Cache, channel layer, Celery ---------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
+# The longest a Redis connection or command may take before it counts as Redis being away.
+MODELBAY_REDIS_TIMEOUT_S = env_float("MODELBAY_REDIS_TIMEOUT_S", 1.0)
+# With Redis away, how stale the gateway's in-process keys, routes and plans may grow: they
+# are loaded again from the database at least this often (modelbay.core.generation).
+MODELBAY_CACHE_STALE_S = env_float("MODELBAY_CACHE_STALE_S", 30.0)
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            # Requests go on without it while Redis is away (modelbay.core.cache).
+            "BACKEND": "modelbay.core.cache.FailSoftRedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "socket_connect_timeout": MODELBAY_REDIS_TIMEOUT_S,
+                "socket_timeout": MODELBAY_REDIS_TIMEOUT_S,
+            },
+        }
+    }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
 else:
     # Shared by every process on this host (web workers, Celery), unlike locmem.
@@ -157,12 +176,9 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": MODELBAY_RECONCILE_INTERVAL * 0.9},
     },
     "prune-metrics": {"task": "controlplane.tasks.prune_metrics", "schedule": 3600.0},
-    # Metered app calls go from the shared counters to the database this often.
-    "flush-usage": {
-        "task": "marketplace.tasks.flush_usage",
-        "schedule": env_float("MODELBAY_USAGE_FLUSH_S", 5.0),
-        "options": {"expires": env_float("MODELBAY_USAGE_FLUSH_S", 5.0) * 0.9},
-    },
+    "prune-instance-logs": {"task": "controlplane.tasks.prune_instance_logs", "schedule": 3600.0},
+    "prune-storage": {"task": "controlplane.tasks.prune_storage", "schedule": 3600.0},
+    "prune-usage-batches": {"task": "marketplace.tasks.prune_usage_batches", "schedule": 3600.0},
     # Releases step every interval_s; this tick is how late a step may be.
     "advance-releases": {
         "task": "controlplane.tasks.advance_releases",
@@ -171,6 +187,8 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 MODELBAY_METRICS_RETENTION_DAYS = env_int("MODELBAY_METRICS_RETENTION_DAYS", 8)
+# Each web process stores the app calls it billed this often (marketplace.metering).
+MODELBAY_USAGE_FLUSH_S = env_float("MODELBAY_USAGE_FLUSH_S", 1.0)
 
 # --- Auth ------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -271,6 +289,16 @@ MODELBAY_RUN_DIR = Path(env_str("MODELBAY_RUN_DIR", str(DATA_DIR / "run")))
 # (and environment): a folder several installations on one machine may share.
 MODELBAY_VENV_DIR = Path(env_str("MODELBAY_VENV_DIR", str(DATA_DIR / "venvs")))
 MODELBAY_MAX_UPLOAD_BYTES = env_int("MODELBAY_MAX_UPLOAD_BYTES", 500 * 1024 * 1024)
+# Where an upload waits while it is received (Django's FILE_UPLOAD_TEMP_DIR) and checked.
+# By default in the data dir, on the artifacts' file system: storing a checked package is
+# then a rename, and a full disk shows while the upload is received (507, nothing kept).
+MODELBAY_UPLOAD_TMP_DIR = Path(env_str("MODELBAY_UPLOAD_TMP_DIR", str(DATA_DIR / "uploads")))
+MODELBAY_UPLOAD_TMP_DIR.mkdir(parents=True, exist_ok=True)
+FILE_UPLOAD_TEMP_DIR = str(MODELBAY_UPLOAD_TMP_DIR)
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "modelbay.core.uploads.TemporaryFileUploadHandler",  # removes a partial file at once
+]
 MODELBAY_MAX_UNPACKED_BYTES = env_int("MODELBAY_MAX_UNPACKED_BYTES", 2 * 1024 * 1024 * 1024)
 MODELBAY_MAX_PREDICT_BYTES = env_int("MODELBAY_MAX_PREDICT_BYTES", 20 * 1024 * 1024)
 MODELBAY_MAX_REPLICAS = env_int("MODELBAY_MAX_REPLICAS", 16)
@@ -308,6 +336,9 @@ MODELBAY_SANDBOX_UID_BASE = env_int("MODELBAY_SANDBOX_UID_BASE", 600_000)
 MODELBAY_SANDBOX_CGROUP = env_str("MODELBAY_SANDBOX_CGROUP", "")
 # The size of a sandbox's (or container's) private /tmp.
 MODELBAY_SANDBOX_TMP_MB = env_int("MODELBAY_SANDBOX_TMP_MB", 64)
+# What an instance prints is kept up to this many bytes per file, in its log and one
+# rotated file before it (the local backend's log writer; the Docker json-file driver).
+MODELBAY_INSTANCE_LOG_BYTES = env_int("MODELBAY_INSTANCE_LOG_BYTES", 5 * 1024 * 1024)
 # A process nothing owns is removed only once it is this old: a pass in another worker
 # may have started it moments ago, before its instance row was committed.
 MODELBAY_ORPHAN_GRACE_S = env_float("MODELBAY_ORPHAN_GRACE_S", 30.0)

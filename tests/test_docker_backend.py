@@ -119,6 +119,9 @@ def test_containers_are_hardened(digits, engine):
     assert list(container.attrs["NetworkSettings"]["Networks"]) == ["none"]
     assert not host["PortBindings"] and not any(container.attrs["NetworkSettings"]["Ports"].values())
     assert list(host["Tmpfs"]) == ["/tmp"]
+    # What it prints is bounded as on the local backend: a file and one rotated.
+    max_size = f"{settings.MODELBAY_INSTANCE_LOG_BYTES // 1024}k"
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": max_size, "max-file": "2"}}
     mounts = container.attrs["Mounts"]
     # The model and the instance's credential file, both read-only, and its socket's folder.
     assert sorted((m["Destination"], m["RW"]) for m in mounts) == [

@@ -15,13 +15,14 @@ from console.forms import (
 )
 from console.views.common import form_status, organization_id, organization_required, post_data
 from controlplane import selectors, services
-from modelbay.core.errors import DomainError
+from modelbay.core.errors import DomainError, InsufficientStorage
 
 
 # The two upload views refuse an upload whose Content-Length is over the limit before its
 # body is read: CSRF middleware would read the POST (writing the file to disk) to find its
 # token, so they are exempt from it and check CSRF themselves (csrf_protect) once the size
-# is known to be fine. A refusal changes nothing and renders the page as a GET would.
+# is known to be fine. A refusal changes nothing and renders the page as a GET would; so
+# does a full disk met while the body is received (the upload handler removed the file).
 
 
 @csrf_exempt
@@ -31,7 +32,10 @@ def model_list(request):
     error = oversized_upload_error(request) if request.method == "POST" else None
     if error:
         return _render_model_list(request, refused_upload_form(ModelUploadForm, error), status=413)
-    return _model_list(request)
+    try:
+        return _model_list(request)
+    except InsufficientStorage as no_room:
+        return _render_model_list(request, refused_upload_form(ModelUploadForm, no_room.detail), status=507)
 
 
 @csrf_protect
@@ -72,8 +76,14 @@ def model_version_add(request, slug):
     model = selectors.model_get(organization_id=organization_id(request), slug=slug)
     error = oversized_upload_error(request)
     if error:
-        return _render_model_detail(request, model, version_form=refused_upload_form(ModelVersionForm, error), status=413)
-    return _model_version_add(request, model)
+        return _render_model_detail(
+            request, model, version_form=refused_upload_form(ModelVersionForm, error), status=413
+        )
+    try:
+        return _model_version_add(request, model)
+    except InsufficientStorage as no_room:
+        form = refused_upload_form(ModelVersionForm, no_room.detail)
+        return _render_model_detail(request, model, version_form=form, status=507)
 
 
 @csrf_protect

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from controlplane.resources import Resources
+from modelbay.core.errors import is_disk_full
 
 
 class BackendError(Exception):
@@ -24,6 +26,34 @@ class BackendError(Exception):
     def __init__(self, message: str, *, permanent: bool = False):
         super().__init__(message)
         self.permanent = permanent
+
+
+def disk_full_error() -> BackendError:
+    """Permanent: the instance ends failed, saying why, rather than starting again and again."""
+    return BackendError(
+        "The disk is full (no space left on device): the instance could not be prepared or started.",
+        permanent=True,
+    )
+
+
+@contextmanager
+def disk_full_fails() -> Iterator[None]:
+    """A write on this host that finds its disk full (a venv, a credential, a log) fails
+    the instance with ``disk_full_error``."""
+    try:
+        yield
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full_error() from error
+        raise
+
+
+def build_failed(what: str, output: str) -> BackendError:
+    """A build of a model's packages (a venv, an image) that failed, with the end of its
+    output; a full disk says so in plain words instead."""
+    if "no space left on device" in output.lower():
+        return disk_full_error()
+    return BackendError(f"{what}:\n{output[-4000:]}", permanent=True)
 
 
 @dataclass(frozen=True)

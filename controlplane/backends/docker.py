@@ -43,12 +43,15 @@ from docker.constants import MINIMUM_DOCKER_API_VERSION
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.tls import TLSConfig
 
+from controlplane.backends import instance_log
 from controlplane.backends.base import (
     BackendError,
     InstanceSpec,
     Inventory,
     RunningInstance,
     SOCKET_NAME,
+    build_failed,
+    disk_full_fails,
     make_socket_dir,
     remove_credential,
     socket_path,
@@ -82,7 +85,7 @@ class DockerBackend:
         self.image = settings.MODELBAY_RUNTIME_IMAGE
         self.network_prefix = f"modelbay-{self.namespace}."  # of the services' own networks
         self.run_dir = settings.MODELBAY_RUN_DIR
-        self.log_dir = settings.MODELBAY_RUN_DIR / "logs"
+        self.log_dir = instance_log.folder(settings.MODELBAY_RUN_DIR)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._clients: dict[str, docker.DockerClient] = {}
         self._lock = threading.Lock()
@@ -121,11 +124,12 @@ class DockerBackend:
 
     def start(self, spec: InstanceSpec) -> RunningInstance:
         try:
-            self._remove(spec.zone, spec.instance_id)
-            client = self._client(spec.zone)
-            image = self._image_for(spec.zone, spec.requirements, spec.system_packages)
-            container = client.containers.run(image, **self._container_options(client, spec))
-            container.reload()
+            with disk_full_fails():  # this host's: the credential, the socket folder
+                self._remove(spec.zone, spec.instance_id)
+                client = self._client(spec.zone)
+                image = self._image_for(spec.zone, spec.requirements, spec.system_packages)
+                container = client.containers.run(image, **self._container_options(client, spec))
+                container.reload()
         except BackendError:
             raise
         except ImageNotFound as error:
@@ -135,7 +139,11 @@ class DockerBackend:
                 permanent=True,
             ) from error
         except APIError as error:
-            raise BackendError(f"The Docker engine of {spec.zone} answered an error: {error}") from error
+            # The engine's disk is full: a failure to report, not to retry for ever.
+            permanent = "no space left on device" in str(error).lower()
+            raise BackendError(
+                f"The Docker engine of {spec.zone} answered an error: {error}", permanent=permanent
+            ) from error
         except ENGINE_ERRORS as error:
             raise BackendError(f"The Docker engine of {spec.zone} cannot be reached: {error}") from error
         return RunningInstance(
@@ -189,11 +197,7 @@ class DockerBackend:
             except ENGINE_ERRORS:
                 continue
         # Gone: what its container printed last, kept when it was removed.
-        path = self._log_path(instance_id)
-        if not path.exists():
-            return ""
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
-        return "".join(lines[-tail:])
+        return instance_log.tail(self._log_path(instance_id), tail)
 
     def watch(self, on_exit: Callable[[str], None]) -> None:
         """Call ``on_exit(instance_id)`` whenever one of our containers stops, in any zone.
@@ -289,7 +293,7 @@ class DockerBackend:
             cpu_quota=resources.cpu_quota_us,
             pids_limit=resources.pids,
             volumes=volumes,
-            log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
+            log_config=_log_config(),
         )
         on_this_host = _on_this_host(spec.zone)
         if on_this_host:
@@ -350,7 +354,7 @@ class DockerBackend:
                 if listing["State"] == "running":
                     # SIGTERM: the runtime finishes the calls in flight, then exits.
                     client.api.stop(listing["Id"], timeout=_stop_grace_s())
-                self._log_path(instance_id).write_bytes(client.api.logs(listing["Id"], tail=1000))
+                self._keep_logs(instance_id, client.api.logs(listing["Id"], tail=1000))
                 client.api.remove_container(listing["Id"], force=True)
             except NotFound:
                 pass  # removed meanwhile
@@ -363,6 +367,14 @@ class DockerBackend:
 
     def _log_path(self, instance_id: str) -> Path:
         return self.log_dir / f"{instance_id}.log"
+
+    def _keep_logs(self, instance_id: str, output: bytes) -> None:
+        """Keep the end of a removed container's output (as much as one log file holds); a
+        full disk loses it rather than keeping the container."""
+        try:
+            self._log_path(instance_id).write_bytes(output[-settings.MODELBAY_INSTANCE_LOG_BYTES :])
+        except OSError as error:
+            logger.warning("cannot keep the output of %s: %s", instance_id, error)
 
     # --- images -------------------------------------------------------------------
     def _image_for(self, zone: str, requirements: tuple[str, ...], system_packages: tuple[str, ...] = ()) -> str:
@@ -421,8 +433,7 @@ class DockerBackend:
         finally:
             builder.close()
         if error:
-            log = "".join(output)[-4000:]
-            raise BackendError(f"Installing the model's packages failed:\n{log}", permanent=True)
+            raise build_failed("Installing the model's packages failed", "".join(output))
 
 
 def _engine_url(zone: str) -> str:
@@ -464,6 +475,12 @@ def _docker_host_path(path: Path) -> Path:
         except ValueError:
             pass
     return path
+
+
+def _log_config() -> dict:
+    """The json-file driver, bounded as the local backend's logs are: a file and one rotated."""
+    max_kib = max(1, settings.MODELBAY_INSTANCE_LOG_BYTES // 1024)
+    return {"type": "json-file", "config": {"max-size": f"{max_kib}k", "max-file": "2"}}
 
 
 def _stop_grace_s() -> int:

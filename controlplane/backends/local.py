@@ -10,7 +10,8 @@ Where no sandbox can be made, starting an instance fails with what to install;
 Processes run in their own session, so they outlive a restart of the worker that
 started them; the backend finds them again by the ``--instance-id`` in their command
 line, which carries this installation's namespace so that two Modelbays on one host
-never touch each other's processes.
+never touch each other's processes. What an instance prints goes through a pipe to a small
+writer of ours that keeps its log bounded and rotated (:mod:`.instance_log`).
 """
 
 from __future__ import annotations
@@ -25,19 +26,20 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections import deque
 from pathlib import Path
 
 import psutil
 from django.conf import settings
 
-from controlplane.backends import sandbox
+from controlplane.backends import instance_log, sandbox
 from controlplane.backends.base import (
     BackendError,
     InstanceSpec,
     Inventory,
     RunningInstance,
     SOCKET_NAME,
+    build_failed,
+    disk_full_fails,
     make_socket_dir,
     remove_credential,
     socket_path,
@@ -89,7 +91,7 @@ class LocalBackend:
     def __init__(self):
         self.namespace = _namespace()
         self.run_dir = settings.MODELBAY_RUN_DIR
-        self.log_dir = settings.MODELBAY_RUN_DIR / "logs"
+        self.log_dir = instance_log.folder(settings.MODELBAY_RUN_DIR)
         self.venv_dir = settings.MODELBAY_VENV_DIR
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -97,10 +99,15 @@ class LocalBackend:
     def prepare(self, zone: str, requirements: tuple[str, ...], system_packages: tuple[str, ...] = ()) -> None:
         # System packages are the host's business here: local runtimes use its libraries.
         refuse_in_container()  # pip would run the packages' build code in this container
-        self._python_for(requirements)
+        with disk_full_fails():
+            self._python_for(requirements)
 
     def start(self, spec: InstanceSpec) -> RunningInstance:
         refuse_in_container()
+        with disk_full_fails():
+            return self._start(spec)
+
+    def _start(self, spec: InstanceSpec) -> RunningInstance:
         sandboxed = not settings.MODELBAY_UNSANDBOXED_LOCAL
         if sandboxed:
             _check_sandbox(spec.network)
@@ -121,9 +128,12 @@ class LocalBackend:
             "--model-version", str(spec.model_version),
             ID_FLAG, f"{self.namespace}/{spec.instance_id}",
         ]  # fmt: skip
-        with open(self._log_path(spec.instance_id), "ab") as log:
-            log.write(f"--- starting {spec.instance_id}{'' if sandboxed else ' (UNSANDBOXED)'}\n".encode())
-            log.flush()
+        # The instance writes to a pipe, whose writer keeps the log bounded (instance_log).
+        log = instance_log.start_writer(
+            self._log_path(spec.instance_id), max_bytes=settings.MODELBAY_INSTANCE_LOG_BYTES
+        )
+        try:
+            os.write(log, f"--- starting {spec.instance_id}{'' if sandboxed else ' (UNSANDBOXED)'}\n".encode())
             if sandboxed:
                 args = ["--model-dir", sandbox.MODEL_DIR, "--credential-file", sandbox.CREDENTIAL]
                 args += ["--uds", f"{sandbox.SOCKET_DIR}/{SOCKET_NAME}", *common]
@@ -141,6 +151,8 @@ class LocalBackend:
                     start_new_session=True,
                     env={**box.environment(), "PYTHONPATH": str(settings.BASE_DIR)},
                 )
+        finally:
+            os.close(log)  # the instance's processes hold the pipe now; the writer ends with them
         return RunningInstance(
             spec.instance_id, self._endpoint(spec.instance_id), alive=True, zone=spec.zone, created_at=time.time()
         )
@@ -167,11 +179,7 @@ class LocalBackend:
         return running
 
     def logs(self, instance_id: str, *, tail: int = 200) -> str:
-        path = self._log_path(instance_id)
-        if not path.exists():
-            return ""
-        with open(path, encoding="utf-8", errors="replace") as log:
-            return "".join(deque(log, maxlen=tail))
+        return instance_log.tail(self._log_path(instance_id), tail)
 
     def resize(self, instance_id: str, resources: Resources) -> bool:
         """New limits for a running sandbox: its cgroup's, or the runtime's rlimits (which
@@ -254,21 +262,39 @@ class LocalBackend:
         return str(venv / "bin" / "python")
 
     def _build_venv(self, venv: Path, requirements: tuple[str, ...]) -> None:
+        """Make the venv, or fail for good and leave none of it (a half-made venv can be
+        hundreds of megabytes, and a full disk is the likely reason it failed)."""
         started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True)
-        # The runtime's own packages come from our environment; the model's go on top.
-        site_packages = next((venv / "lib").glob("python3*/site-packages"))
-        (site_packages / "modelbay-runtime.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-        result = subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", *requirements],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if result.returncode != 0:
-            output = (result.stdout + result.stderr)[-4000:]
-            raise BackendError(f"Installing the model's packages failed:\n{output}", permanent=True)
-        (venv / ".complete").write_text(f"{time.monotonic() - started:.1f}s\n")
+        try:
+            # pip in a step of its own: its output (a full disk) is in the error then.
+            subprocess.run(
+                [sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)], check=True, capture_output=True
+            )
+            subprocess.run(
+                [str(venv / "bin" / "python"), "-m", "ensurepip", "--upgrade", "--default-pip"],
+                check=True,
+                capture_output=True,
+            )
+            # The runtime's own packages come from our environment; the model's go on top.
+            site_packages = next((venv / "lib").glob("python3*/site-packages"))
+            (site_packages / "modelbay-runtime.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+            result = subprocess.run(
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", *requirements],
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            if result.returncode != 0:
+                raise build_failed("Installing the model's packages failed", result.stdout + result.stderr)
+            (venv / ".complete").write_text(f"{time.monotonic() - started:.1f}s\n")
+        except BaseException as error:
+            shutil.rmtree(venv, ignore_errors=True)
+            if isinstance(error, subprocess.CalledProcessError):
+                output = (error.stdout + error.stderr).decode(errors="replace")
+                raise build_failed("Making the model's venv failed", output) from error
+            if isinstance(error, subprocess.TimeoutExpired):
+                raise BackendError("Installing the model's packages took over 15 minutes.", permanent=True) from error
+            raise
 
 
 # --- the sandbox ----------------------------------------------------------------------

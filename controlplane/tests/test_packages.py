@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import stat
 import struct
 import tarfile
+import time
 import warnings
 import zipfile
 import zlib
@@ -747,3 +749,29 @@ def test_input_shape_with_too_many_values_is_refused(dirs, onnx_bytes):
     manifest = ONNX_MANIFEST + b"inputs: [{name: x, datatype: FP32, shape: [-1, 10000, 10000]}]\n"
     data = make_zip({"modelbay.yaml": manifest, "model.onnx": onnx_bytes})
     refused(dirs, "p.zip", data, match="modelbay.yaml: inputs[0].shape: holds 100000000 values")
+
+
+def test_prune_storage_removes_what_no_version_refers_to_once_nothing_writes_it(tmp_path):
+    artifacts, uploads = tmp_path / "artifacts", tmp_path / "uploads"
+    day_ago = time.time() - 2 * 24 * 3600
+
+    def made(path: Path, *, old: bool) -> Path:
+        path.mkdir(parents=True)
+        (path / "artifact").write_bytes(b"x")
+        if old:
+            os.utime(path, (day_ago, day_ago))
+        return path
+
+    kept = made(artifacts / ("a" * 64), old=True)  # a version refers to it
+    deleted_model = made(artifacts / ("b" * 64), old=True)
+    just_stored = made(artifacts / ("c" * 64), old=False)  # its row may not be committed yet
+    staging = made(artifacts / ".staging-dead", old=True)
+    leftover = made(uploads / "modelbay-upload-dead", old=True)
+    fresh_upload = made(uploads / "modelbay-upload-live", old=False)
+    other = made(artifacts / "lost+found", old=True)  # not ours
+
+    removed = packages.prune_storage(artifact_root=artifacts, tmp_dir=uploads, keep={"a" * 64}, older_than_s=24 * 3600)
+
+    assert sorted(removed) == sorted([deleted_model, staging, leftover])
+    assert all(p.exists() for p in (kept, just_stored, fresh_upload, other))
+    assert not any(p.exists() for p in removed)

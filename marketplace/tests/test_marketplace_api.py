@@ -62,6 +62,8 @@ def test_published_listings_are_browsed_and_searched_by_anyone(listing, api):
         ({"plans": [PLANS[0], PLANS[0]]}, "plans"),
         ({"plans": [{**PLANS[0], "monthly_quota": 0}]}, "plans"),
         ({"slug": "Not a slug!"}, "slug"),
+        ({"example_input": {"inputs": [[0.5] * 20_000]}}, "example_input"),  # ~100 KiB: a data set, not a sample
+        ({"example_output": "x" * 70_000}, "example_output"),
     ],
 )
 def test_bad_listings_answer_400_naming_the_field(listing, api, change, field):

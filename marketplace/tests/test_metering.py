@@ -1,15 +1,17 @@
 """The meter on its own, both kinds (Redis, shared by gateway processes; in process, the
-embedded default): exact quotas under concurrent calls, refunds, rates, and a flush that
-neither loses nor doubles a call however often it runs or wherever it stops."""
+embedded default): exact quotas under concurrent calls, refunds, rates, and a ledger that
+neither loses nor doubles a call however often its flush runs or wherever it stops."""
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import Sum
 from django.test import override_settings
 from django.utils import timezone
@@ -64,6 +66,42 @@ def _admit_all(meter, plan, calls: int) -> tuple[list, list]:
     ]
 
 
+def _billed(meter, plan, calls: int) -> None:
+    """``calls`` successful calls, one after the other."""
+    for _ in range(calls):
+        meter.settle(meter.admit(plan), billed=True)
+
+
+@contextmanager
+def _batches_refused():
+    """The database refuses new usage batches while in the block (a real error from it)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION refuse_batch() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ "
+                "LANGUAGE plpgsql"
+            )
+            cursor.execute(
+                "CREATE TRIGGER refuse_batch BEFORE INSERT ON marketplace_usagebatch "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_batch()"
+            )
+        else:
+            cursor.execute(
+                "CREATE TRIGGER refuse_batch BEFORE INSERT ON marketplace_usagebatch "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DROP TRIGGER refuse_batch"
+                + (" ON marketplace_usagebatch" if connection.vendor == "postgresql" else "")
+            )
+            if connection.vendor == "postgresql":
+                cursor.execute("DROP FUNCTION refuse_batch()")
+
+
 def _stored(subscription) -> int:
     return DailyUsage.objects.filter(subscription=subscription).aggregate(n=Sum("calls"))["n"] or 0
 
@@ -89,6 +127,8 @@ def test_quota_holds_exactly_under_concurrent_calls(meter, subscription):
     retry_after = refusals[0].retry_after
     assert timedelta(days=29) < timedelta(seconds=retry_after) <= timedelta(days=30)  # until the period ends
     assert meter.used(plan) == 50
+    for ticket in tickets:
+        meter.settle(ticket, billed=True)
     meter.flush()
     assert _stored(subscription) == 50
 
@@ -115,25 +155,42 @@ def test_rate_limit_answers_rate_limited_with_retry_after(meter, subscription):
     assert all(r.retry_after == 1 for r in refusals)
 
 
-def test_flush_is_idempotent_and_a_flush_that_died_half_way_doubles_nothing(meter, subscription):
+def test_a_batch_is_stored_once_however_often_it_is_sent(meter, subscription):
     plan = metering.Plan.of(subscription)
-    for _ in range(7):
-        meter.admit(plan)
-    half_done = meter.collect()
-    metering.store(half_done)  # a flush that stored its batch and died before it forgot it
-    for _ in range(3):
-        meter.admit(plan)
+    _billed(meter, plan, 7)
+    ledger = meter.ledger
+    # The batch the next flush sends, already stored by a flush whose answer was lost (the
+    # database committed it and went away before saying so): sent again, it adds nothing.
+    assert metering.store_batch(ledger._writer, ledger._seq + 1, ledger.unstored()) is True
+    assert meter.flush() == 1
+    assert _stored(subscription) == 7
+    assert metering.store_batch(ledger._writer, ledger._seq, {metering.Counter.of(meter.admit(plan)): 1}) is False
+    _billed(meter, plan, 3)
     meter.flush()
     meter.flush()
     assert _stored(subscription) == 10
-    assert meter.flush() == 0  # nothing changed since
+    assert meter.flush() == 0  # nothing billed since
+    assert meter.ledger.unstored() == {}
+
+
+def test_a_flush_that_fails_keeps_its_batch_for_the_next(meter, subscription):
+    """The database refuses the batch (a trigger raises); nothing is lost, and the calls
+    billed meanwhile wait behind it."""
+    plan = metering.Plan.of(subscription)
+    _billed(meter, plan, 4)
+    with _batches_refused(), pytest.raises(DatabaseError, match="refused"):
+        meter.flush()
+    _billed(meter, plan, 2)
+    assert sum(meter.ledger.unstored().values()) == 6
+    meter.flush()  # the kept batch (4), then the next (2)
+    meter.flush()
+    assert _stored(subscription) == 6
 
 
 def test_counters_start_from_the_database_when_the_meter_has_none(meter, subscription):
     """A new gateway process, or Redis that lost its data: counting goes on from the rows."""
     plan = metering.Plan.of(subscription)
-    for _ in range(20):
-        meter.admit(plan)
+    _billed(meter, plan, 20)
     meter.flush()
     if isinstance(meter, metering.RedisMeter):
         meter.redis.flushdb()
@@ -142,21 +199,21 @@ def test_counters_start_from_the_database_when_the_meter_has_none(meter, subscri
         fresh = metering.LocalMeter()
     tickets, refusals = _admit_all(fresh, plan, 40)
     assert (len(tickets), len(refusals)) == (30, 10)
+    for ticket in tickets:
+        fresh.settle(ticket, billed=True)
     fresh.flush()
     assert _stored(subscription) == 50
 
 
 def test_a_change_of_plan_is_billed_per_plan_and_lifts_the_quota(meter, subscription, outsider_api):
     plan = metering.Plan.of(subscription)
-    for _ in range(50):
-        meter.admit(plan)
+    _billed(meter, plan, 50)
     with pytest.raises(metering.TooManyCalls):
         meter.admit(plan)
     outsider_api.post("/api/v1/marketplace/digits-app/subscribe", {"plan": "big"}, format="json")
     subscription.refresh_from_db()
     bigger = metering.Plan.of(subscription)
-    for _ in range(10):
-        meter.admit(bigger)
+    _billed(meter, bigger, 10)
     meter.flush()
     per_plan = dict(DailyUsage.objects.values_list("plan__name").annotate(n=Sum("calls")))
     assert per_plan == {"small": 50, "big": 10}
@@ -166,8 +223,7 @@ def test_cancelling_and_subscribing_again_keeps_the_period_and_its_used_quota(me
     """The quota counts per organization, listing and period, whichever subscription row a
     call went through: a cancel and a new subscription do not give a fresh quota."""
     plan = metering.Plan.of(subscription)
-    for _ in range(50):
-        meter.admit(plan)
+    _billed(meter, plan, 50)
     with pytest.raises(metering.QuotaExceeded):
         meter.admit(plan)
     assert outsider_api.delete(f"/api/v1/subscriptions/{subscription.pk}").status_code == 204
@@ -202,8 +258,7 @@ def test_cancelling_and_subscribing_again_keeps_the_period_and_its_used_quota(me
 
 def test_subscribing_again_after_the_cancelled_period_ended_starts_a_new_one(meter, subscription, outsider_api):
     plan = metering.Plan.of(subscription)
-    for _ in range(50):
-        meter.admit(plan)
+    _billed(meter, plan, 50)
     meter.flush()
     assert outsider_api.delete(f"/api/v1/subscriptions/{subscription.pk}").status_code == 204
     Subscription.objects.filter(pk=subscription.pk).update(
@@ -230,13 +285,11 @@ def test_an_ended_period_renews_with_a_fresh_quota(subscription):
 def test_the_publisher_sees_calls_and_revenue_per_subscriber_plan_and_day(subscription, api, outsider_api):
     meter = metering.meter()
     small = metering.Plan.of(subscription)
-    for _ in range(40):
-        meter.admit(small)
+    _billed(meter, small, 40)
     outsider_api.post("/api/v1/marketplace/digits-app/subscribe", {"plan": "big"}, format="json")
     subscription.refresh_from_db()
     big = metering.Plan.of(subscription)
-    for _ in range(500):
-        meter.admit(big)
+    _billed(meter, big, 500)
     meter.flush()
     figures = api.get("/api/v1/listings/digits-app/usage").json()
     subscriber = subscription.subscriber.slug
@@ -255,8 +308,7 @@ def test_the_publisher_sees_calls_and_revenue_per_subscriber_plan_and_day(subscr
 
 def test_reading_usage_after_the_period_ended_starts_the_next_one(subscription, outsider_api):
     meter = metering.meter()
-    for _ in range(5):
-        meter.admit(metering.Plan.of(subscription))
+    _billed(meter, metering.Plan.of(subscription), 5)
     meter.flush()
     Subscription.objects.filter(pk=subscription.pk).update(
         period_start=timezone.now() - timedelta(days=31), period_end=timezone.now() - timedelta(days=1)
@@ -265,3 +317,104 @@ def test_reading_usage_after_the_period_ended_starts_the_next_one(subscription, 
     body = outsider_api.get(f"/api/v1/subscriptions/{subscription.pk}/usage").json()
     assert body["used"] == 0 and body["daily"] == []
     assert outsider_api.get("/api/v1/subscriptions").json()[0]["used"] == 0
+
+
+# --- Redis away -----------------------------------------------------------------------------
+def _admit_until_refused(meter, plan, most: int) -> tuple[list, list]:
+    tickets, refusals = [], []
+    for _ in range(most):
+        try:
+            tickets.append(meter.admit(plan))
+        except metering.TooManyCalls as refusal:
+            refusals.append(refusal)
+    return tickets, refusals
+
+
+def _wait_for_redis_to_be_tried_again():
+    time.sleep(metering._RETRY_REDIS_S + 0.1)
+
+
+@override_settings(MODELBAY_GATEWAY_PROCESSES=2)
+def test_redis_away_then_back_empty_each_call_is_billed_once_and_the_quota_holds(own_redis, subscription):
+    meter = metering.RedisMeter(own_redis.url())
+    plan = metering.Plan.of(subscription)  # 50 calls
+    _billed(meter, plan, 10)
+    own_redis.stop()
+
+    # Alone, from the last count it saw (10): this process's half of the 40 left.
+    tickets, refusals = _admit_until_refused(meter, plan, 30)
+    assert (len(tickets), {r.code for r in refusals}) == (20, {"quota_exceeded"})
+    assert all(ticket.alone for ticket in tickets)
+    for ticket in tickets[:2]:
+        meter.settle(ticket, billed=False)  # failed calls: given back, not billed
+    for ticket in tickets[2:]:
+        meter.settle(ticket, billed=True)
+    meter.flush()  # the ledger is the database: Redis is not needed to store the calls
+    assert _stored(subscription) == 28
+
+    own_redis.start()  # back without its data: the count starts again from the ledger
+    _wait_for_redis_to_be_tried_again()
+    tickets, refusals = _admit_until_refused(meter, plan, 30)
+    assert (len(tickets), {r.code for r in refusals}) == (22, {"quota_exceeded"})
+    assert not any(ticket.alone for ticket in tickets)
+    for ticket in tickets:
+        meter.settle(ticket, billed=True)
+    assert meter.used(plan) == 50
+    meter.flush()
+    assert _stored(subscription) == 50
+
+
+@override_settings(MODELBAY_GATEWAY_PROCESSES=2)
+def test_redis_away_then_back_with_its_data_gets_the_calls_counted_alone(own_redis, subscription):
+    meter = metering.RedisMeter(own_redis.url())
+    plan = metering.Plan.of(subscription)
+    _billed(meter, plan, 10)
+    own_redis.stop(keep_data=True)
+
+    _billed(meter, plan, 5)  # counted alone
+    meter.settle(meter.admit(plan), billed=False)  # and one failed call, given back
+    own_redis.start()  # its count says 10
+    _wait_for_redis_to_be_tried_again()
+    _billed(meter, plan, 1)  # the first call back hands the 5 over
+    assert meter.used(plan) == 16
+    assert int(meter.redis.get(meter._period_key(plan))) == 16
+    meter.flush()
+    assert _stored(subscription) == 16
+    # Each process hands over its own calls, once.
+    _billed(meter, plan, 1)
+    assert meter.used(plan) == 17
+
+
+def test_redis_away_a_call_counted_in_redis_and_failed_after_is_given_back_when_it_returns(own_redis, subscription):
+    meter = metering.RedisMeter(own_redis.url())
+    plan = metering.Plan.of(subscription)
+    _billed(meter, plan, 3)
+    in_flight = meter.admit(plan)  # counted in Redis (4) ...
+    own_redis.stop(keep_data=True)
+    meter.settle(in_flight, billed=False)  # ... fails while Redis is away
+    own_redis.start()
+    _wait_for_redis_to_be_tried_again()
+    _billed(meter, plan, 1)
+    assert meter.used(plan) == 4
+
+
+@override_settings(MODELBAY_GATEWAY_PROCESSES=2)
+def test_redis_back_empty_a_count_started_from_the_rows_does_not_get_the_calls_counted_alone_twice(
+    own_redis, subscription
+):
+    url, plan = own_redis.url(), metering.Plan.of(subscription)
+    first, second = metering.RedisMeter(url), metering.RedisMeter(url)  # two gateway processes
+    _billed(first, plan, 2)
+    _billed(second, plan, 2)
+    own_redis.stop()
+    _billed(first, plan, 3)
+    _billed(second, plan, 4)
+    first.flush()
+    second.flush()
+    assert _stored(subscription) == 11
+
+    own_redis.start()
+    _wait_for_redis_to_be_tried_again()
+    _billed(first, plan, 1)  # starts the count again from the rows (11), which hold the calls counted alone
+    _billed(second, plan, 1)  # so its own 4 are not added to that count again
+    assert first.used(plan) == second.used(plan) == 13

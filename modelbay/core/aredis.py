@@ -27,7 +27,15 @@ def client() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     found = _clients.get(loop)
     if found is None:
-        pool = redis.asyncio.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=MAX_CONNECTIONS)
+        # Redis away (refused, or a host that does not answer) costs a call at most this wait.
+        wait_s = settings.MODELBAY_REDIS_TIMEOUT_S
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=MAX_CONNECTIONS,
+            timeout=wait_s,  # for a free connection
+            socket_connect_timeout=wait_s,
+            socket_timeout=wait_s,
+        )
         found = _clients[loop] = redis.asyncio.Redis(connection_pool=pool)
     return found
 

@@ -17,6 +17,8 @@ from django.db import close_old_connections
 
 logger = logging.getLogger(__name__)
 
+_flushers: list[Flusher] = []
+
 
 class Flusher:
     """Runs ``flush`` every ``every_s`` seconds in a daemon thread of this process.
@@ -33,6 +35,7 @@ class Flusher:
         self._stop = threading.Event()
         self.paused = False  # tests that flush by hand
         os.register_at_fork(after_in_child=self._forget_thread)
+        _flushers.append(self)
 
     def _forget_thread(self) -> None:
         self._running = False
@@ -67,7 +70,7 @@ class Flusher:
             pass
 
     def _flush_at_exit(self) -> None:
-        if not self.paused:
+        if self._running and not self.paused:
             self.flush_now()
 
     def stop(self) -> None:
@@ -75,3 +78,10 @@ class Flusher:
         with self._lock:
             self._stop.set()
             self._running = False
+
+
+def flush_all() -> None:
+    """Flush every flusher this process started: the web server's last step when it stops
+    (uvicorn ends a worker by its signal, so ``atexit`` does not run there)."""
+    for flusher in _flushers:
+        flusher._flush_at_exit()

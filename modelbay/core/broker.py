@@ -27,6 +27,10 @@ class Channel(filesystem.Channel):
                 handle.write(str_to_bytes(dumps(payload)))
             os.replace(partial, final)
         except OSError as exc:
+            try:
+                os.unlink(partial)  # a full disk leaves no half-written message behind
+            except OSError:
+                pass
             raise filesystem.ChannelError(f"Cannot add file {final!r} to directory") from exc
 
 

@@ -4,11 +4,14 @@ Services raise the domain errors below (codes of API.md, no HTTP); the handler i
 place that maps them, DRF's own exceptions, Django's and unexpected ones to that shape.
 """
 
+import errno
 import logging
+import sys
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, JsonResponse
+from django.db import InterfaceError, OperationalError
+from django.http import Http404, HttpResponse, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
@@ -95,6 +98,28 @@ class Unavailable(DomainError):
     retry_after = 1
 
 
+class DatabaseUnavailable(DomainError):
+    """The database did not serve the request (restarting, unreachable, a transaction it
+    had to abort); the caller may send it again after ``retry_after``."""
+
+    code = "database_unavailable"
+    default_detail = "The database could not serve this request right now; try again shortly."
+    retry_after = 5
+
+
+class InsufficientStorage(DomainError):
+    """The disk (or a quota) this server writes to is full: what the request was writing
+    has been removed again."""
+
+    code = "insufficient_storage"
+    default_detail = "The server has no room to store this upload; nothing was kept."
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether a write failed for want of room: a full file system or an exhausted quota."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class UpstreamTimeout(DomainError):
     code = "upstream_timeout"
     default_detail = "The model instance did not answer in time."
@@ -117,8 +142,10 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     InvalidInput: 422,
     TooManyCalls: 429,
     Unavailable: 503,
+    DatabaseUnavailable: 503,
     UpstreamTimeout: 504,
     ModelError: 502,
+    InsufficientStorage: 507,
 }
 
 
@@ -190,6 +217,12 @@ def api_exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RequestDataTooBig):
         return _domain_response(PayloadTooLarge())
+    elif isinstance(exc, (OperationalError, InterfaceError)):  # the database is away (restarting)
+        logger.warning("The database failed a request in %s: %s", context.get("view"), exc)
+        return _domain_response(DatabaseUnavailable())
+    elif is_disk_full(exc):  # a write no service turned into InsufficientStorage itself
+        logger.warning("The disk is full, in %s: %s", context.get("view"), exc)
+        return _domain_response(InsufficientStorage("The server has no room left on its disk; try again later."))
     if isinstance(exc, exceptions.ValidationError):
         return _validation_response(exc)
     if not isinstance(exc, exceptions.APIException):
@@ -219,11 +252,28 @@ def json_404(request, exception=None):
 
 
 def json_500(request):
+    if isinstance(sys.exc_info()[1], (OperationalError, InterfaceError)):
+        return _database_away(request)
     if _is_api_path(request.path):
         return JsonResponse(error_body("server_error", "An unexpected error happened on our side."), status=500)
     from django.views.defaults import server_error
 
     return server_error(request)
+
+
+def _database_away(request):
+    """What a request the database failed outside a DRF view gets (a console page, a
+    middleware's query): 503 with Retry-After, not 500."""
+    logger.warning("The database failed %s: %s", request.path, sys.exc_info()[1])
+    error = DatabaseUnavailable()
+    if _is_api_path(request.path):
+        response = JsonResponse(error_body(error.code, str(error.detail)), status=503)
+    else:
+        from django.template import loader
+
+        response = HttpResponse(loader.render_to_string("503.html"), status=503)
+    response["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def json_400(request, exception=None):

@@ -8,13 +8,22 @@ the one implementation of "a value per process, rebuilt when the token moves".
 
 A missing token (evicted, the cache flushed or restarted) means "reload": a new token is
 set, so nothing loaded before can match it. It never means "what is cached still holds".
+
+When the token cannot be read (Redis away: refused, reset, timed out), calls go on: a
+process uses the last token it read for up to MODELBAY_CACHE_STALE_S, then a token of its
+own that moves every MODELBAY_CACHE_STALE_S, so what it holds is loaded again from the
+database once per that bound (a key revoked meanwhile is refused within it). A thread of
+the process tries the cache again every RETRY_S; when it answers, the process sets a new
+shared token (bumps lost meanwhile reach every process) and uses the shared one again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import threading
+import time
 import weakref
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -23,9 +32,13 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.core.cache.backends.redis import RedisSerializer
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 from modelbay.core import aredis
+from modelbay.core.background import Flusher
+from modelbay.core.cache import CACHE_ERRORS, RETRY_S, Outage, strict
+
+logger = logging.getLogger(__name__)
 
 GENERATION_KEY = "modelbay:generation"
 
@@ -37,14 +50,78 @@ def _new_token() -> str:
     return secrets.token_hex(8)
 
 
+class _Token:
+    """The shared token as this process last read it, and what stands in for it while
+    the cache cannot be read."""
+
+    def __init__(self):
+        self.value: str | None = None
+        self.read_at = 0.0  # time.monotonic()
+        self.outage = Outage("The shared cache (generation token)")
+
+    def read(self, value: str) -> str:
+        self.value, self.read_at = value, time.monotonic()
+        return value
+
+    def unreadable(self, error: Exception) -> str:
+        self.outage.failed(error)
+        _prober.wake()
+        return self.stand_in()
+
+    def stand_in(self) -> str:
+        """The last token read, up to MODELBAY_CACHE_STALE_S after it was read; then one of
+        this process's own, which moves every MODELBAY_CACHE_STALE_S."""
+        bound = settings.MODELBAY_CACHE_STALE_S
+        now = time.monotonic()
+        if self.value is not None and now - self.read_at < bound:
+            return self.value
+        return f"offline-{int(now // bound)}"
+
+
+_token = _Token()
+
+
 def current() -> str:
-    """The shared token; a new one when the cache holds none (so every process reloads)."""
-    token = cache.get(GENERATION_KEY)
+    """The shared token; a new one when the cache holds none (so every process reloads);
+    a stand-in while the cache cannot be read."""
+    if _token.outage.since is not None:
+        return _token.stand_in()
+    return _read()
+
+
+def _read() -> str:
+    renew = _token.outage.since is not None
+    try:
+        token = _read_or_renew(renew=renew)
+    except CACHE_ERRORS as error:
+        return _token.unreadable(error)
+    if renew:
+        _token.outage.passed()
+    return _token.read(token)
+
+
+def _read_or_renew(*, renew: bool) -> str:
+    """The shared token: a new one when the cache holds none, or when ``renew`` (back from
+    an outage, during which bumps may have been lost). Raises CACHE_ERRORS."""
+    shared = strict(cache)
+    if renew:
+        token = _new_token()
+        shared.set(GENERATION_KEY, token, timeout=None)
+        return token
+    token = shared.get(GENERATION_KEY)
     if token is None:
-        cache.add(GENERATION_KEY, _new_token(), timeout=None)  # one writer wins a race
-        token = cache.get(GENERATION_KEY) or _new_token()
+        shared.add(GENERATION_KEY, _new_token(), timeout=None)  # one writer wins a race
+        token = shared.get(GENERATION_KEY) or _new_token()
     return token
 
+
+def _probe() -> None:
+    """While the cache is away, try it again (the prober's round, every RETRY_S)."""
+    if _token.outage.since is not None:
+        _read()
+
+
+_prober = Flusher("generation-token", _probe, every_s=RETRY_S)
 
 _serializer = RedisSerializer()
 # The read of the token under way in each event loop: calls arriving meanwhile share it.
@@ -59,6 +136,8 @@ async def acurrent() -> str:
     embedded default's cache is a local file, read as it is."""
     if not settings.REDIS_URL:
         return current()
+    if _token.outage.since is not None:
+        return _token.stand_in()
     loop = asyncio.get_running_loop()
     reading = _reading.get(loop)
     if reading is None:
@@ -68,14 +147,23 @@ async def acurrent() -> str:
 
 
 async def _read_token() -> str:
-    stored = await aredis.client().get(cache.make_and_validate_key(GENERATION_KEY))
+    try:
+        stored = await aredis.client().get(cache.make_and_validate_key(GENERATION_KEY))
+    except CACHE_ERRORS as error:
+        return _token.unreadable(error)
     if stored is None:
-        return await sync_to_async(current)()
-    return _serializer.loads(stored)
+        return await sync_to_async(_read, thread_sensitive=False)()
+    return _token.read(_serializer.loads(stored))
 
 
 def _set_new() -> None:
-    cache.set(GENERATION_KEY, _new_token(), timeout=None)
+    try:
+        strict(cache).set(GENERATION_KEY, _new_token(), timeout=None)
+    except CACHE_ERRORS as error:
+        # The write goes on: other processes reload within MODELBAY_CACHE_STALE_S, and
+        # this one sets a new token when the cache answers again.
+        logger.warning("A change could not move the generation token (%s)", error)
+        _token.unreadable(error)
 
 
 def bump() -> None:
@@ -139,7 +227,19 @@ class GenerationCache(Generic[K, V]):
         entry = self._entries.get(key)
         if entry is not None and entry[0] == gen and self._usable(entry[1]):
             return entry[1]
-        return await sync_to_async(self.get)(key, gen=gen)
+        return await sync_to_async(self._get_outside_requests)(key, gen)
+
+    def _get_outside_requests(self, key: K, gen: str) -> V | None:
+        try:
+            return self.get(key, gen=gen)
+        except (OperationalError, InterfaceError):
+            # The gateway's loads run outside Django's requests, whose ends would drop a
+            # connection the database closed (a restart): drop it here and load once more,
+            # on a new connection. With none to be had, the error stands (503).
+            if connection.connection is None or connection.in_atomic_block:
+                raise
+            connection.close()
+            return self.get(key, gen=gen)
 
     def _usable(self, value: V | None) -> bool:
         if value is None:

@@ -8,6 +8,7 @@ from django.utils import timezone
 from accounts.choices import ALL_SCOPES, Scope
 from controlplane import resources
 from controlplane.choices import ServiceNetwork
+from controlplane.models import Service
 from marketplace.models import Plan
 from modelbay.core.errors import DomainError
 
@@ -127,6 +128,8 @@ class DeployForm(ResourcesForm):
 
 
 class ScaleForm(forms.Form):
+    """A fixed number of replicas (autoscaling off)."""
+
     replicas = forms.IntegerField(min_value=1)
 
     def changes(self) -> dict:
@@ -135,6 +138,45 @@ class ScaleForm(forms.Form):
 
     def done_message(self, service) -> str:
         return f"Scaling {service.name} to {service.replicas} replicas."
+
+
+class AutoscalingForm(forms.Form):
+    """Replicas that follow the load, within bounds; ``service_update`` checks the limits
+    (as for the API) and its errors on ``autoscaling.<setting>`` land on that input."""
+
+    min_replicas = forms.IntegerField(label="Min replicas")
+    max_replicas = forms.IntegerField(label="Max replicas")
+    target_in_flight = forms.IntegerField(required=False, label="Calls in flight per replica")
+    scale_down_delay_s = forms.IntegerField(label="Scale-down delay (s)")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        most = settings.MODELBAY_MAX_REPLICAS
+        default_target = settings.MODELBAY_AUTOSCALE_TARGET_IN_FLIGHT
+        for name in ("min_replicas", "max_replicas"):
+            self.fields[name].widget.attrs.update(min=1, max=most)
+        self.fields["max_replicas"].help_text = f"Up to {most}. Equal to min: a fixed count."
+        target = self.fields["target_in_flight"]
+        target.widget.attrs.update(min=1, max=Service.MAX_TARGET_IN_FLIGHT, placeholder=default_target)
+        target.help_text = (
+            f"Replicas are added when calls in flight pass this per replica; empty for the default ({default_target})."
+        )
+        delay = self.fields["scale_down_delay_s"]
+        delay.widget.attrs.update(min=0, max=Service.MAX_SCALE_DOWN_DELAY_S)
+        delay.help_text = "How long the load must ask for fewer replicas before they are removed."
+
+    @classmethod
+    def for_service(cls, service):
+        return cls(initial={name: getattr(service, name) for name in cls.base_fields})
+
+    def changes(self) -> dict:
+        """The keyword arguments for ``service_update``."""
+        return {"autoscaling": dict(self.cleaned_data)}
+
+    def done_message(self, service) -> str:
+        if not service.is_autoscaled:
+            return f"Scaling {service.name} to {service.replicas} replicas."
+        return f"Autoscaling {service.name} between {service.min_replicas} and {service.max_replicas} replicas."
 
 
 class NetworkForm(forms.Form):

@@ -27,6 +27,7 @@ urlpatterns = [
     path("services/<slug:slug>/", service_pages.service_detail, name="service_detail"),
     path("services/<slug:slug>/status/", service_pages.service_status, name="service_status"),
     path("services/<slug:slug>/scale/", service_pages.service_scale, name="service_scale"),
+    path("services/<slug:slug>/autoscaling/", service_pages.service_autoscaling, name="service_autoscaling"),
     path("services/<slug:slug>/resources/", service_pages.service_resources, name="service_resources"),
     path("services/<slug:slug>/network/", service_pages.service_network, name="service_network"),
     path("services/<slug:slug>/versions/", service_versions.service_version_add, name="service_version_add"),

@@ -38,3 +38,10 @@ class ReleaseStatus(models.TextChoices):
 
 
 ACTIVE_RELEASE_STATUSES = (ReleaseStatus.STARTING, ReleaseStatus.ROLLING, ReleaseStatus.PAUSED)
+
+
+class AutoscalerMode(models.TextChoices):
+    """Which of the autoscaler's windows a decision followed (controlplane.autoscaler)."""
+
+    STABLE = "stable"  # the load averaged over the stable window
+    PANIC = "panic"  # a burst, seen over the short panic window

@@ -5,7 +5,14 @@ from django.db import models
 from django.db.models import Q
 
 from accounts.models import Organization
-from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus, ServiceNetwork, ServiceStatus
+from controlplane.choices import (
+    ACTIVE_RELEASE_STATUSES,
+    AutoscalerMode,
+    InstanceStatus,
+    ReleaseStatus,
+    ServiceNetwork,
+    ServiceStatus,
+)
 
 
 class Model(models.Model):
@@ -46,13 +53,28 @@ class ModelVersion(models.Model):
 
 
 class Service(models.Model):
-    """A deployed inference endpoint: desired replicas of one or more model versions."""
+    """A deployed inference endpoint: desired replicas of one or more model versions.
+
+    ``replicas`` is the desired count per version, which reconcile makes real. A service
+    is autoscaled when ``max_replicas > min_replicas``: the autoscaler then sets
+    ``replicas`` within those bounds from the load (``services.service_autoscale``).
+    Otherwise it is fixed, and min = max = replicas, as its owner set them.
+    """
+
+    MAX_TARGET_IN_FLIGHT = 1000
+    MAX_SCALE_DOWN_DELAY_S = 3600
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="services")
     slug = models.SlugField(max_length=64)
     name = models.CharField(max_length=200)
     model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="services")
     replicas = models.PositiveIntegerField(default=1)
+    min_replicas = models.PositiveIntegerField(default=1)
+    max_replicas = models.PositiveIntegerField(default=1)
+    # Calls in flight one replica should carry (None: MODELBAY_AUTOSCALE_TARGET_IN_FLIGHT).
+    target_in_flight = models.PositiveIntegerField(null=True, blank=True)
+    # How long the load must have asked for fewer replicas before they are removed.
+    scale_down_delay_s = models.PositiveIntegerField(default=60)
     # Per-instance limits the owner asked for ({"cpu": 1, "memory_mb": 1024}); see resources.py.
     resources = models.JSONField(default=dict, blank=True)
     # "none": instances can open no connection at all; "egress": they may call out to the
@@ -79,6 +101,14 @@ class Service(models.Model):
         """How long a call to this service may take in all, from arrival to answer."""
         return float(self.timeout_s or settings.MODELBAY_PREDICT_TIMEOUT)
 
+    @property
+    def is_autoscaled(self) -> bool:
+        return self.max_replicas > self.min_replicas
+
+    def effective_target_in_flight(self) -> int:
+        """The calls in flight one replica should carry: the service's own, or the default."""
+        return self.target_in_flight or settings.MODELBAY_AUTOSCALE_TARGET_IN_FLIGHT
+
     def __str__(self):
         return self.slug
 
@@ -86,6 +116,27 @@ class Service(models.Model):
         """The versions it runs, not those being taken out; from its prefetched
         deployments when the caller loaded them (see selectors.service_list)."""
         return [deployment for deployment in self.deployments.all() if deployment.retired_at is None]
+
+
+class AutoscalerDecision(models.Model):
+    """A change of a service's desired replicas by the autoscaler, with the load it saw
+    and why (``services.service_autoscale`` records one per change)."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="autoscaler_decisions")
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    from_replicas = models.PositiveIntegerField()
+    to_replicas = models.PositiveIntegerField()
+    in_flight = models.FloatField()  # the calls in flight the decision was based on
+    mode = models.CharField(max_length=16, choices=AutoscalerMode.choices)
+    reason = models.TextField()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        # A service's newest decisions (its page, the API); ``at`` alone serves pruning by age.
+        indexes = [models.Index(fields=["service", "-at"], name="autoscaler_decision_recent")]
+
+    def __str__(self):
+        return f"{self.service.slug}: {self.from_replicas} -> {self.to_replicas} ({self.mode})"
 
 
 class Deployment(models.Model):

@@ -12,7 +12,16 @@ from django.shortcuts import get_object_or_404
 
 from controlplane.backends import get_backend
 from controlplane.choices import LIVE_INSTANCE_STATUSES
-from controlplane.models import Deployment, Instance, Model, ModelVersion, Release, Service, VersionMetrics
+from controlplane.models import (
+    AutoscalerDecision,
+    Deployment,
+    Instance,
+    Model,
+    ModelVersion,
+    Release,
+    Service,
+    VersionMetrics,
+)
 
 
 def model_list(*, organization_id: int) -> QuerySet[Model]:
@@ -55,6 +64,12 @@ def service_get(*, organization_id: int, slug: str) -> Service:
 def service_instances(*, service: Service) -> list[Instance]:
     """Every instance of the service, the finished ones included, oldest first."""
     return [instance for deployment in service.deployments.all() for instance in deployment.instances.all()]
+
+
+def autoscaler_decisions(*, service: Service, limit: int) -> list[AutoscalerDecision]:
+    """The autoscaler's latest changes of the service's replicas, newest first (the
+    service comes from ``service_get``, scoped to its organization)."""
+    return list(AutoscalerDecision.objects.filter(service=service).order_by("-at", "-id")[:limit])
 
 
 def release_get(*, organization_id: int, slug: str, release_id: int) -> Release:

@@ -9,8 +9,14 @@ from django.utils.text import slugify
 from accounts.models import Organization
 from controlplane import jobs, packages, selectors
 from controlplane import resources as resources_
-from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ServiceNetwork, ServiceStatus
-from controlplane.models import Deployment, Model, ModelVersion, Service
+from controlplane.choices import (
+    ACTIVE_RELEASE_STATUSES,
+    AutoscalerMode,
+    InstanceStatus,
+    ServiceNetwork,
+    ServiceStatus,
+)
+from controlplane.models import AutoscalerDecision, Deployment, Model, ModelVersion, Service
 from modelbay.core import generation
 from modelbay.core.errors import (
     Conflict,
@@ -110,6 +116,69 @@ def _check_replicas(replicas: int) -> None:
         )
 
 
+AUTOSCALING_DEFAULTS = {"min_replicas": 1, "max_replicas": 1, "target_in_flight": None, "scale_down_delay_s": 60}
+
+
+def _check_autoscaling(autoscaling: dict) -> dict:
+    """The four settings (``AUTOSCALING_DEFAULTS``' keys), checked; a bad one raises
+    ``InvalidRequest`` naming it, e.g. ``autoscaling.max_replicas``."""
+    most = settings.MODELBAY_MAX_REPLICAS
+    least, highest = autoscaling["min_replicas"], autoscaling["max_replicas"]
+    if least == 0:
+        raise InvalidRequest(
+            "Scale to zero is not available yet: min_replicas must be at least 1.", field="autoscaling.min_replicas"
+        )
+    if not 1 <= least <= most:
+        raise InvalidRequest(f"min_replicas must be between 1 and {most}.", field="autoscaling.min_replicas")
+    if not least <= highest <= most:
+        raise InvalidRequest(
+            f"max_replicas must be between min_replicas ({least}) and {most}.", field="autoscaling.max_replicas"
+        )
+    target = autoscaling["target_in_flight"]
+    if target is not None and not 1 <= target <= Service.MAX_TARGET_IN_FLIGHT:
+        raise InvalidRequest(
+            f"target_in_flight must be between 1 and {Service.MAX_TARGET_IN_FLIGHT} calls, or null for the "
+            f"default ({settings.MODELBAY_AUTOSCALE_TARGET_IN_FLIGHT}).",
+            field="autoscaling.target_in_flight",
+        )
+    if not 0 <= autoscaling["scale_down_delay_s"] <= Service.MAX_SCALE_DOWN_DELAY_S:
+        raise InvalidRequest(
+            f"scale_down_delay_s must be between 0 and {Service.MAX_SCALE_DOWN_DELAY_S} seconds.",
+            field="autoscaling.scale_down_delay_s",
+        )
+    return autoscaling
+
+
+def _scaling(*, current: dict, replicas: int | None, autoscaling: dict | None) -> dict:
+    """The replica fields to store, from ``current`` (the same fields, as stored).
+
+    ``replicas`` is a fixed count: min = max = replicas. ``autoscaling`` (some of
+    ``AUTOSCALING_DEFAULTS``' keys) replaces those settings, and the desired count is
+    kept within the new bounds. Neither: nothing changes.
+    """
+    if replicas is not None and autoscaling is not None:
+        raise InvalidRequest(
+            "Give either replicas (a fixed count) or autoscaling (a range), not both.", field="autoscaling"
+        )
+    if replicas is not None:
+        _check_replicas(replicas)
+        return {**current, "replicas": replicas, "min_replicas": replicas, "max_replicas": replicas}
+    if autoscaling is None:
+        return current
+    unknown = sorted(set(autoscaling) - set(AUTOSCALING_DEFAULTS))
+    if unknown:
+        raise InvalidRequest(
+            f"{unknown[0]} is not an autoscaling setting; give {', '.join(AUTOSCALING_DEFAULTS)}.",
+            field=f"autoscaling.{unknown[0]}",
+        )
+    checked = _check_autoscaling({name: autoscaling.get(name, current[name]) for name in AUTOSCALING_DEFAULTS})
+    return {**checked, "replicas": _clamp(current["replicas"], checked["min_replicas"], checked["max_replicas"])}
+
+
+def _clamp(value: int, least: int, most: int) -> int:
+    return min(max(value, least), most)
+
+
 def _check_network(network: str) -> None:
     if network not in ServiceNetwork.values:
         raise InvalidRequest(f"network must be one of: {', '.join(ServiceNetwork.values)}.", field="network")
@@ -132,7 +201,8 @@ def service_create(
     name: str,
     model_slug: str,
     version: int | None = None,
-    replicas: int = 1,
+    replicas: int | None = None,
+    autoscaling: dict | None = None,
     resources: dict | None = None,
     network: str = ServiceNetwork.NONE,
     timeout_s: int | None = None,
@@ -140,13 +210,17 @@ def service_create(
 ) -> Service:
     """Record the desired service; a worker provisions its instances after commit.
 
-    ``resources`` is what one instance may use (``{"cpu": 2}``); what it leaves out follows
-    the installation's defaults. ``network`` is what its instances may connect to
-    (``ServiceNetwork``): by default nothing at all. ``timeout_s`` is a call's deadline
-    (None: the installation's default).
+    ``replicas`` is a fixed count (default 1); ``autoscaling`` instead lets the load set
+    it between ``min_replicas`` and ``max_replicas`` (keys of ``AUTOSCALING_DEFAULTS``, the
+    defaults for those left out), starting at ``min_replicas``. ``resources`` is what one
+    instance may use (``{"cpu": 2}``); what it leaves out follows the installation's
+    defaults. ``network`` is what its instances may connect to (``ServiceNetwork``): by
+    default nothing at all. ``timeout_s`` is a call's deadline (None: the installation's
+    default).
     """
     slug = _slug_from(name=name, slug=slug, field="name")
-    _check_replicas(replicas)
+    # From one replica, kept within the bounds: an autoscaled service starts at its minimum.
+    scaling = _scaling(current={**AUTOSCALING_DEFAULTS, "replicas": 1}, replicas=replicas, autoscaling=autoscaling)
     _check_network(network)
     if timeout_s is not None:
         _check_timeout(timeout_s)
@@ -165,7 +239,7 @@ def service_create(
                 slug=slug,
                 name=name,
                 model=model,
-                replicas=replicas,
+                **scaling,
                 resources=requested,
                 network=network,
                 timeout_s=timeout_s,
@@ -181,6 +255,7 @@ def service_update(
     *,
     service: Service,
     replicas: int | None = None,
+    autoscaling: dict | None = None,
     resources: dict | None = None,
     network: str | None = None,
     timeout_s: int | None = None,
@@ -189,11 +264,11 @@ def service_update(
     reconcile loop applies it (a new network by starting the instances again). A new
     ``timeout_s`` applies to the next calls.
 
+    ``replicas`` fixes the count (autoscaling off); ``autoscaling`` settings given replace
+    the stored ones (the others stay), and the desired count is kept within the bounds.
     The resources given replace the stored request key by key (``None`` returns one to the
     default); the others stay as they are. What is not given stays as it is.
     """
-    if replicas is not None:
-        _check_replicas(replicas)
     if network is not None:
         _check_network(network)
     if timeout_s is not None:
@@ -201,12 +276,14 @@ def service_update(
     checked = resources_.check(resources) if resources is not None else {}
     with transaction.atomic():
         locked = Service.objects.select_for_update().get(pk=service.pk)
-        service.replicas = locked.replicas if replicas is None else replicas
+        current = {name: getattr(locked, name) for name in ("replicas", *AUTOSCALING_DEFAULTS)}
+        for name, value in _scaling(current=current, replicas=replicas, autoscaling=autoscaling).items():
+            setattr(service, name, value)
         service.resources = resources_.merge(locked.resources, checked)
         service.network = locked.network if network is None else network
         service.timeout_s = locked.timeout_s if timeout_s is None else timeout_s
         Service.objects.filter(pk=service.pk).update(
-            replicas=service.replicas,
+            **{name: getattr(service, name) for name in current},
             resources=service.resources,
             network=service.network,
             timeout_s=service.timeout_s,
@@ -216,6 +293,36 @@ def service_update(
         if timeout_s is not None:
             transaction.on_commit(generation.bump)  # the gateways' routing tables carry it
     return service
+
+
+def service_autoscale(*, service_id: int, replicas: int, in_flight: float, mode: str, reason: str) -> bool:
+    """The autoscaler's decision: ``replicas`` wanted for the load ``in_flight`` it saw
+    (``mode``: ``AutoscalerMode``), because of ``reason`` (a short sentence).
+
+    Applied only while the service is live and autoscaled, kept within its bounds, and
+    only when that changes the desired count: then recorded as an ``AutoscalerDecision``
+    and reconciled after commit, and True. Otherwise nothing is written, and False.
+    """
+    mode = AutoscalerMode(mode)
+    with transaction.atomic():
+        # The owner's changes take the same lock: a decision never undoes one it did not see.
+        locked = Service.objects.select_for_update().filter(pk=service_id, deleted_at__isnull=True).first()
+        if locked is None or not locked.is_autoscaled:
+            return False
+        wanted = _clamp(replicas, locked.min_replicas, locked.max_replicas)
+        if wanted == locked.replicas:
+            return False
+        Service.objects.filter(pk=service_id).update(replicas=wanted, updated_at=timezone.now())
+        AutoscalerDecision.objects.create(
+            service=locked,
+            from_replicas=locked.replicas,
+            to_replicas=wanted,
+            in_flight=in_flight,
+            mode=mode,
+            reason=reason,
+        )
+        _enqueue_reconcile(locked)
+    return True
 
 
 def service_delete(*, service: Service) -> None:

@@ -9,9 +9,9 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from controlplane import packages, reconcile, releases
+from controlplane import autoscaler, packages, reconcile, releases
 from controlplane.backends import get_backend, instance_log
-from controlplane.models import Instance, ModelVersion, VersionMetrics
+from controlplane.models import AutoscalerDecision, Instance, ModelVersion, VersionMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +36,18 @@ def advance_releases() -> None:
 
 
 @shared_task
+def autoscale() -> None:
+    """Periodic (beat, every MODELBAY_AUTOSCALE_TICK_S): autoscaled services' replicas from their load."""
+    autoscaler.tick()
+
+
+@shared_task
 def prune_metrics() -> None:
-    """Periodic (beat): drop call metrics older than MODELBAY_METRICS_RETENTION_DAYS."""
+    """Periodic (beat): drop call metrics and autoscaler decisions older than
+    MODELBAY_METRICS_RETENTION_DAYS."""
     cutoff = timezone.now() - timedelta(days=settings.MODELBAY_METRICS_RETENTION_DAYS)
     VersionMetrics.objects.filter(start__lt=cutoff).delete()
+    AutoscalerDecision.objects.filter(at__lt=cutoff).delete()
 
 
 # A log outlives its instance's row by this long, for an operator to read (the API can't).

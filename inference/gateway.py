@@ -30,7 +30,7 @@ from rest_framework import exceptions
 
 from accounts.authentication import WWW_AUTHENTICATE, AuthContext, aauthenticate_key, bearer_key
 from accounts.choices import Scope
-from inference import forwarding, limits, observability, routing
+from inference import forwarding, limits, load, observability, routing
 from modelbay.core import aredis, background, generation
 from modelbay.core.errors import Forbidden, NotFound, PayloadTooLarge, api_exception_handler
 
@@ -105,6 +105,9 @@ class Cap:
     key: tuple
     limit: int  # for the whole site (each process holds its share)
     what: str  # who is held to it, for the error's detail
+    # A service's own cap: from the wait for it to the answer, the call is the service's
+    # load (``inference.load``, what the autoscaler scales on).
+    service_id: int | None = None
 
 
 def organization_cap(organization_id: int) -> Cap:
@@ -112,16 +115,26 @@ def organization_cap(organization_id: int) -> Cap:
 
 
 def service_cap(route: routing.Route) -> Cap:
-    return Cap(("service", route.organization_id, route.slug), settings.MODELBAY_SERVICE_MAX_IN_FLIGHT, "This service")
+    return Cap(
+        ("service", route.organization_id, route.slug),
+        settings.MODELBAY_SERVICE_MAX_IN_FLIGHT,
+        "This service",
+        route.service_id,
+    )
 
 
 @asynccontextmanager
 async def admitted(caps: list[Cap], *, deadline: float):
     """Hold a slot under each cap (in order) for the body, or raise 429 ``too_many_in_flight``:
-    a call waits for a slot at most MODELBAY_IN_FLIGHT_WAIT_S, and never past its deadline."""
+    a call waits for a slot at most MODELBAY_IN_FLIGHT_WAIT_S, and never past its deadline.
+    From the wait for a service's cap on, the call counts as that service's load."""
     held = []
+    loaded = None
     try:
         for cap in caps:
+            if cap.service_id is not None:
+                loaded = cap.service_id
+                load.started(loaded)
             wait_s = min(deadline - time.monotonic(), settings.MODELBAY_IN_FLIGHT_WAIT_S)
             share = limits.process_share(cap.limit)
             queue = settings.MODELBAY_IN_FLIGHT_QUEUE
@@ -131,6 +144,8 @@ async def admitted(caps: list[Cap], *, deadline: float):
     finally:
         for key in reversed(held):
             limits.limiter.release(key)
+        if loaded is not None:
+            load.finished(loaded)
 
 
 # --- the handlers ----------------------------------------------------------------------

@@ -178,6 +178,12 @@ CELERY_BEAT_SCHEDULE = {
     "prune-metrics": {"task": "controlplane.tasks.prune_metrics", "schedule": 3600.0},
     "prune-instance-logs": {"task": "controlplane.tasks.prune_instance_logs", "schedule": 3600.0},
     "prune-storage": {"task": "controlplane.tasks.prune_storage", "schedule": 3600.0},
+    # Autoscaled services get a desired replica count from their load this often.
+    "autoscale": {
+        "task": "controlplane.tasks.autoscale",
+        "schedule": env_float("MODELBAY_AUTOSCALE_TICK_S", 1.0),
+        "options": {"expires": env_float("MODELBAY_AUTOSCALE_TICK_S", 1.0) * 0.9},
+    },
     "prune-usage-batches": {"task": "marketplace.tasks.prune_usage_batches", "schedule": 3600.0},
     # Releases step every interval_s; this tick is how late a step may be.
     "advance-releases": {
@@ -187,8 +193,13 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 MODELBAY_METRICS_RETENTION_DAYS = env_int("MODELBAY_METRICS_RETENTION_DAYS", 8)
+# The autoscaler's stable window (controlplane.autoscaler); its panic window is a tenth of it.
+MODELBAY_AUTOSCALE_STABLE_WINDOW_S = env_float("MODELBAY_AUTOSCALE_STABLE_WINDOW_S", 60.0)
 # Each web process stores the app calls it billed this often (marketplace.metering).
 MODELBAY_USAGE_FLUSH_S = env_float("MODELBAY_USAGE_FLUSH_S", 1.0)
+# Each web process reports its calls in flight per service this often (inference.load,
+# controlplane.load: what the autoscaler scales on); a report three times as old is ignored.
+MODELBAY_LOAD_REPORT_S = env_float("MODELBAY_LOAD_REPORT_S", 1.0)
 
 # --- Auth ------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -251,6 +262,7 @@ SPECTACULAR_SETTINGS = {
         "ServiceNetworkEnum": "controlplane.choices.ServiceNetwork",
         "InstanceStatusEnum": "controlplane.choices.InstanceStatus",
         "ReleaseStatusEnum": "controlplane.choices.ReleaseStatus",
+        "AutoscalerModeEnum": "controlplane.choices.AutoscalerMode",
         "ListingStatusEnum": "marketplace.models.ListingStatus",
         "SubscriptionStatusEnum": "marketplace.models.SubscriptionStatus",
     },
@@ -302,6 +314,9 @@ FILE_UPLOAD_HANDLERS = [
 MODELBAY_MAX_UNPACKED_BYTES = env_int("MODELBAY_MAX_UNPACKED_BYTES", 2 * 1024 * 1024 * 1024)
 MODELBAY_MAX_PREDICT_BYTES = env_int("MODELBAY_MAX_PREDICT_BYTES", 20 * 1024 * 1024)
 MODELBAY_MAX_REPLICAS = env_int("MODELBAY_MAX_REPLICAS", 16)
+# Calls in flight one replica of an autoscaled service should carry, unless the service sets
+# its own target_in_flight.
+MODELBAY_AUTOSCALE_TARGET_IN_FLIGHT = env_int("MODELBAY_AUTOSCALE_TARGET_IN_FLIGHT", 4)
 # A call's deadline, arrival to answer, unless its service sets timeout_s (up to the maximum).
 MODELBAY_PREDICT_TIMEOUT = env_float("MODELBAY_PREDICT_TIMEOUT", 30.0)
 MODELBAY_MAX_TIMEOUT_S = env_int("MODELBAY_MAX_TIMEOUT_S", 900)

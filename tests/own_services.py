@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -131,3 +134,46 @@ class OwnPostgres:
         if (self.data / "postmaster.pid").exists():
             self.stop("immediate")
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Gateway:
+    """The site as production serves it: gunicorn in the repository's root (its
+    gunicorn.conf.py: the ASGI application on uvicorn workers), on a free port of 127.0.0.1,
+    with ``env`` (the test database's, usually ``conftest._worker_env()``)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, workers: int = 2):
+        self.env = {**env, "WEB_CONCURRENCY": str(workers)}
+        self.workers, self.log_path = workers, log_path
+        self.url = ""
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 60) -> str:
+        port = free_port()
+        repo = Path(__file__).resolve().parent.parent
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(self.workers),
+                 "--no-control-socket"],
+                cwd=repo, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not start: {self.log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return self.url
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/accounts/login/", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """A graceful stop (SIGTERM), as gunicorn gets it from a deploy or compose."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+            self.process = None

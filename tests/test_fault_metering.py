@@ -8,10 +8,6 @@ starts again; the test's own process and the worker keep the machine's.
 """
 
 import collections
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,10 +15,10 @@ import httpx
 import pytest
 from django.db.models import Sum
 
-from conftest import REPO, _worker_env, wait_for
+from conftest import _worker_env, wait_for
 from marketplace.models import DailyUsage
 from marketplace.tests.test_app_calls import _predict_key, _subscribe, app  # noqa: F401  (app: a fixture)
-from tests.own_services import free_port
+from tests.own_services import Gateway
 
 pytestmark = pytest.mark.integration
 
@@ -31,40 +27,19 @@ ANSWERED_CODES = {200}
 STATED_REFUSALS = {"quota_exceeded", "rate_limited", "too_many_in_flight"}
 
 
-def _start_web(tmp_path, redis_url: str, **extra_env: str) -> tuple[str, subprocess.Popen]:
+def _web(tmp_path, redis_url: str, **extra_env: str) -> Gateway:
     """One gunicorn, two uvicorn workers, on the test database and the given Redis."""
-    port = free_port()
-    env = {**_worker_env(), "REDIS_URL": redis_url, "WEB_CONCURRENCY": "2", "MODELBAY_CACHE_STALE_S": "5", **extra_env}
-    with open(tmp_path / f"web-{port}.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--no-control-socket"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return httpx.get(url + "/api/v1/marketplace", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(up, timeout_s=60, what="the web processes")
-    return url, process
-
-
-def _stop_web(process: subprocess.Popen) -> None:
-    """A graceful stop (SIGTERM), as gunicorn gets it from a deploy or compose."""
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
+    env = {**_worker_env(), "REDIS_URL": redis_url, "MODELBAY_CACHE_STALE_S": "5", **extra_env}
+    return Gateway(env, tmp_path / "web.log")
 
 
 @pytest.fixture
 def web(app, own_redis, tmp_path):  # noqa: F811
-    url, process = _start_web(tmp_path, own_redis.url())
+    gateway = _web(tmp_path, own_redis.url())
     try:
-        yield url
+        yield gateway.start()
     finally:
-        _stop_web(process)
+        gateway.stop()
 
 
 def _stored(subscription: dict) -> int:
@@ -149,7 +124,8 @@ def test_a_web_process_stopped_stores_the_calls_it_billed_and_had_not_stored(
     subscription = _subscribe(outsider_api, "pro")
     key = _predict_key(make_api_client, outsider_organization)
     # No flush of its own while it runs: what is stored is what its stop stored.
-    url, process = _start_web(tmp_path, _worker_env()["REDIS_URL"], MODELBAY_USAGE_FLUSH_S="3600")
+    gateway = _web(tmp_path, _worker_env()["REDIS_URL"], MODELBAY_USAGE_FLUSH_S="3600")
+    url = gateway.start()
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
             codes = [client.post("/api/v1/apps/echo-app/predict", json={"inputs": [str(i)]}).status_code
@@ -158,5 +134,5 @@ def test_a_web_process_stopped_stores_the_calls_it_billed_and_had_not_stored(
         time.sleep(1)
         assert _stored(subscription) == 0
     finally:
-        _stop_web(process)
+        gateway.stop()  # a graceful stop: what the processes billed is stored as they stop
     assert _stored(subscription) == 30

@@ -1,5 +1,6 @@
-"""The service pages: deploying, a service's page and status block, scaling, resources,
-network, logs, deleting (console.views.service_pages)."""
+"""The service pages: deploying, a service's page and status block, scaling (fixed or
+autoscaled, with the autoscaler's decisions), resources, network, logs, deleting
+(console.views.service_pages)."""
 
 import json
 
@@ -295,3 +296,116 @@ def test_outsider_cannot_read_logs_through_another_service(
     instance = service.deployments.get().instances.create(zone="zone-a", status="ready")
     response = outsider_client.get(url("service_detail", service.slug) + f"?logs={instance.id}")
     assert response.status_code == 404
+
+
+# --- autoscaling ---------------------------------------------------------------------------
+def _autoscaled(service, **bounds):
+    bounds = {"min_replicas": 1, "max_replicas": 8, **bounds}
+    return services.service_update(service=service, autoscaling=bounds)
+
+
+def test_service_page_shows_a_fixed_count(owner_client, service):
+    services.service_update(service=service, replicas=2)
+
+    response = owner_client.get(url("service_detail", service.slug))
+
+    content = response.content.decode()
+    assert "Fixed: 2 replicas" in content
+    assert 'id="autoscaler"' not in content  # nothing to show for a service never autoscaled
+    form = response.context["autoscaling_form"]
+    assert (form["min_replicas"].value(), form["max_replicas"].value()) == (2, 2)
+
+
+def test_service_page_shows_the_autoscaling_settings_and_the_last_decisions(owner_client, service, settings):
+    settings.MODELBAY_AUTOSCALE_TARGET_IN_FLIGHT = 4
+    _autoscaled(service)
+    for replicas in range(2, 14):  # 12 changes, each a decision: 1 -> 3, 3 -> 4, ..., 8 -> 1, ..., 5 -> 6
+        services.service_autoscale(
+            service_id=service.pk, replicas=replicas % 8 + 1, in_flight=2.0, mode="stable", reason=f"step <{replicas}>"
+        )
+
+    response = owner_client.get(url("service_detail", service.slug))
+
+    content = response.content.decode()
+    assert "Autoscaling: 1–8 replicas, 4 calls in flight each, scale down after 60 s" in content
+    decisions = response.context["autoscaler_decisions"]
+    assert len(decisions) == 10 and decisions[0].reason == "step <13>"
+    assert "step &lt;13&gt;" in content and "step &lt;3&gt;" not in content  # escaped; the 10 newest
+    assert f"{decisions[0].from_replicas} → {decisions[0].to_replicas}" in content
+
+
+def test_autoscaled_without_decisions_says_so(owner_client, service):
+    _autoscaled(service, target_in_flight=1)
+
+    content = owner_client.get(url("service_status", service.slug)).content.decode()
+
+    assert "1 call in flight each" in content
+    assert "No change yet" in content
+
+
+def test_setting_autoscaling_from_the_scale_card(owner_client, service, django_capture_on_commit_callbacks):
+    data = {"min_replicas": 2, "max_replicas": 6, "target_in_flight": 10, "scale_down_delay_s": 30}
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = owner_client.post(url("service_autoscaling", service.slug), data)
+
+    assert response.url == url("service_detail", service.slug)
+    service.refresh_from_db()
+    stored = (service.replicas, service.min_replicas, service.max_replicas, service.target_in_flight)
+    assert stored == (2, 2, 6, 10) and service.scale_down_delay_s == 30
+    assert len(callbacks) == 1
+    page = owner_client.get(response.url).content.decode()
+    assert "Autoscaling Digits API between 2 and 6 replicas." in page
+
+
+def test_an_empty_target_is_the_default(owner_client, service):
+    data = {"min_replicas": 1, "max_replicas": 3, "target_in_flight": "", "scale_down_delay_s": 60}
+    owner_client.post(url("service_autoscaling", service.slug), data)
+
+    service.refresh_from_db()
+    assert (service.max_replicas, service.target_in_flight) == (3, None)
+
+
+@pytest.mark.parametrize(
+    "data, field, message",
+    [
+        ({"min_replicas": 0, "max_replicas": 4}, "min_replicas", "Scale to zero is not available yet"),
+        ({"min_replicas": 5, "max_replicas": 4}, "max_replicas", "max_replicas must be between min_replicas (5)"),
+        ({"min_replicas": 1, "max_replicas": 4, "target_in_flight": 1001}, "target_in_flight", "between 1 and 1000"),
+        ({"min_replicas": 1, "max_replicas": 4, "scale_down_delay_s": 4000}, "scale_down_delay_s", "between 0 and 3600"),
+    ],
+)  # fmt: skip
+def test_bad_autoscaling_is_a_form_error_and_changes_nothing(owner_client, service, data, field, message):
+    response = owner_client.post(url("service_autoscaling", service.slug), {"scale_down_delay_s": 60, **data})
+
+    assert response.status_code == 400
+    assert message in response.context["autoscaling_form"].errors[field][0]
+    service.refresh_from_db()
+    assert (service.replicas, service.min_replicas, service.max_replicas) == (1, 1, 1)
+
+
+def test_a_fixed_count_turns_autoscaling_off(owner_client, service):
+    _autoscaled(service)
+
+    owner_client.post(url("service_scale", service.slug), {"replicas": 3})
+
+    service.refresh_from_db()
+    assert (service.replicas, service.min_replicas, service.max_replicas) == (3, 3, 3)
+    assert "Fixed: 3 replicas" in owner_client.get(url("service_detail", service.slug)).content.decode()
+
+
+def test_outsider_can_neither_set_autoscaling_nor_see_the_decisions(
+    outsider_client, service, outsider_organization, make_digits_upload
+):
+    _autoscaled(service)
+    services.service_autoscale(service_id=service.pk, replicas=4, in_flight=20.0, mode="panic", reason="owner's burst")
+    data = {"min_replicas": 1, "max_replicas": 16, "scale_down_delay_s": 0}
+
+    assert outsider_client.post(url("service_autoscaling", service.slug), data).status_code == 404
+    assert outsider_client.get(url("service_detail", service.slug)).status_code == 404
+    # A service of its own under the same name shows only its own record.
+    model = services.model_create(organization=outsider_organization, name="Digits", upload=make_digits_upload())
+    services.service_create(organization=outsider_organization, name=service.name, model_slug=model.slug)
+    content = outsider_client.get(url("service_detail", service.slug)).content.decode()
+    assert "owner's burst" not in content and "owner&#x27;s burst" not in content
+    service.refresh_from_db()
+    assert service.max_replicas == 8

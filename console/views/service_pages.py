@@ -1,6 +1,7 @@
 """The organization's services: list, deploy, a service's page and its polled status block,
-scale, resources, network, delete. The page's other forms (versions, traffic, releases) post to the
-views in ``service_versions`` and ``service_releases``, which answer through ``apply_form``."""
+scale (fixed or autoscaled), resources, network, delete. The page's other forms (versions,
+traffic, releases) post to the views in ``service_versions`` and ``service_releases``, which
+answer through ``apply_form``."""
 
 from datetime import datetime, timedelta
 
@@ -13,6 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from console import examples
 from console.forms import (
+    AutoscalingForm,
     DeployForm,
     NetworkForm,
     ReleaseForm,
@@ -29,6 +31,7 @@ from modelbay.core.errors import DomainError
 
 POLLED_STATUSES = (ServiceStatus.PROVISIONING, ServiceStatus.DEGRADED)
 EARLIER_RELEASES_SHOWN = 10
+AUTOSCALER_DECISIONS_SHOWN = 10
 STATS_WINDOW = timedelta(minutes=5)
 
 
@@ -83,6 +86,13 @@ def service_status(request, slug):
 def service_scale(request, slug):
     service = selectors.service_get(organization_id=organization_id(request), slug=slug)
     return apply_form(request, service, ScaleForm(request.POST), services.service_update, "scale_form")
+
+
+@require_POST
+@organization_required
+def service_autoscaling(request, slug):
+    service = selectors.service_get(organization_id=organization_id(request), slug=slug)
+    return apply_form(request, service, AutoscalingForm(request.POST), services.service_update, "autoscaling_form")
 
 
 @require_POST
@@ -152,6 +162,7 @@ def _render_service_detail(request, service, *, status=200, **bound_forms):
         **_status_context(service),
         **_logs_context(request, service),
         "scale_form": ScaleForm(initial={"replicas": service.replicas}),
+        "autoscaling_form": AutoscalingForm.for_service(service),
         "resources_form": ResourcesForm(initial=service.resources),
         "network_form": NetworkForm(initial={"network": service.network}),
         "version_form": VersionAddForm(service=service),
@@ -179,6 +190,7 @@ def _status_context(service) -> dict:
         "next_step_at": _next_step_at(release),
         "timeline": _timeline(release),
         "earlier_releases": recent[1:],
+        "autoscaler_decisions": selectors.autoscaler_decisions(service=service, limit=AUTOSCALER_DECISIONS_SHOWN),
         "release_form": ReleaseForm(service=service),
         "polling": active or _settling(service, instances),
     }

@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from controlplane import resources, selectors
 from controlplane.choices import ServiceNetwork
-from controlplane.models import Instance, Model, ModelVersion, Release, Service
+from controlplane.models import AutoscalerDecision, Instance, Model, ModelVersion, Release, Service
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -91,6 +91,20 @@ class EffectiveResourcesSerializer(serializers.Serializer):
     memory_mb = serializers.IntegerField()
 
 
+class AutoscalingStateSerializer(serializers.Serializer):
+    """How the desired replicas are set: by the load within the bounds when ``enabled``,
+    else fixed (min = max = replicas)."""
+
+    enabled = serializers.BooleanField(source="is_autoscaled", help_text="max_replicas > min_replicas.")
+    min_replicas = serializers.IntegerField()
+    max_replicas = serializers.IntegerField()
+    target_in_flight = serializers.IntegerField(
+        source="effective_target_in_flight",
+        help_text="Calls in flight one replica should carry: the service's own, or the installation's default.",
+    )
+    scale_down_delay_s = serializers.IntegerField()
+
+
 class ServiceSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model.slug")
     traffic = serializers.SerializerMethodField()
@@ -99,14 +113,18 @@ class ServiceSerializer(serializers.ModelSerializer):
     predict_url = serializers.SerializerMethodField()
     resources = serializers.SerializerMethodField()
     timeout_s = serializers.SerializerMethodField()
+    autoscaling = AutoscalingStateSerializer(source="*", read_only=True)
 
     class Meta:
         model = Service
         fields = [
-            "slug", "name", "model", "replicas", "resources", "network", "timeout_s", "status", "error",
-            "traffic", "shadow", "instances", "predict_url", "created_at", "updated_at",
+            "slug", "name", "model", "replicas", "autoscaling", "resources", "network", "timeout_s", "status",
+            "error", "traffic", "shadow", "instances", "predict_url", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
+        extra_kwargs = {
+            "replicas": {"help_text": "The desired replicas per version now (the autoscaler's, when enabled)."}
+        }
 
     def get_shadow(self, service) -> dict[str, int]:
         """Versions that get a mirrored share of the calls (answers discarded): version -> percent."""
@@ -145,12 +163,58 @@ TIMEOUT_HELP = (
 )
 
 
+REPLICAS_HELP = "A fixed number of replicas, 1 to MODELBAY_MAX_REPLICAS (16 by default): autoscaling off."
+
+
+class AutoscalingSerializer(serializers.Serializer):
+    """Autoscaling settings asked for; the limits are checked by the service functions."""
+
+    min_replicas = serializers.IntegerField(
+        required=False, help_text="At least 1 (scale to zero is not available yet). Default 1."
+    )
+    max_replicas = serializers.IntegerField(
+        required=False, help_text="From min_replicas to MODELBAY_MAX_REPLICAS (16 by default)."
+    )
+    target_in_flight = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text=f"Calls in flight one replica should carry, 1 to {Service.MAX_TARGET_IN_FLIGHT}. "
+        "null: the installation's default (MODELBAY_AUTOSCALE_TARGET_IN_FLIGHT, 4).",
+    )
+    scale_down_delay_s = serializers.IntegerField(
+        required=False,
+        help_text=f"How long, in seconds (0 to {Service.MAX_SCALE_DOWN_DELAY_S}), the load must ask for fewer "
+        "replicas before they are removed. Default 60.",
+    )
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                given = f"Unknown autoscaling setting; give {', '.join(self.fields)}."
+                # API.md's contract names it already; it comes with scale to zero.
+                later = "Scale to zero is not available yet."
+                raise serializers.ValidationError(
+                    {name: [later if name == "scale_to_zero_after_s" else given] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+AUTOSCALING_HELP = (
+    "Let the load set the replicas between min_replicas and max_replicas (enabled when max_replicas > "
+    "min_replicas). Not with replicas."
+)
+
+
 class ServiceCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     slug = serializers.SlugField(max_length=64, required=False)
     model = serializers.SlugField(max_length=64, help_text="The model's slug.")
     version = serializers.IntegerField(min_value=1, required=False, help_text="Default: the latest version.")
-    replicas = serializers.IntegerField(default=1)
+    replicas = serializers.IntegerField(required=False, help_text=REPLICAS_HELP + " Default 1; not with autoscaling.")
+    autoscaling = AutoscalingSerializer(
+        required=False, help_text=AUTOSCALING_HELP + " Settings left out get their defaults; starts at min_replicas."
+    )
     resources = ResourcesSerializer(required=False, help_text="Default: the installation's defaults.")
     network = serializers.ChoiceField(
         choices=ServiceNetwork.choices,
@@ -162,7 +226,12 @@ class ServiceCreateSerializer(serializers.Serializer):
 
 
 class ServiceUpdateSerializer(serializers.Serializer):
-    replicas = serializers.IntegerField(required=False)
+    replicas = serializers.IntegerField(required=False, help_text=REPLICAS_HELP + " Not with autoscaling.")
+    autoscaling = AutoscalingSerializer(
+        required=False,
+        help_text=AUTOSCALING_HELP + " The settings given replace the service's, the others stay; "
+        "the desired replicas are kept within the new bounds.",
+    )
     resources = ResourcesSerializer(
         required=False, help_text="The resources given replace the service's; the others stay as they are."
     )
@@ -176,7 +245,7 @@ class ServiceUpdateSerializer(serializers.Serializer):
 
     def validate(self, attrs):
         if not attrs:
-            raise serializers.ValidationError("Give replicas, resources, network and/or timeout_s.")
+            raise serializers.ValidationError("Give replicas, autoscaling, resources, network and/or timeout_s.")
         return attrs
 
 
@@ -288,3 +357,15 @@ class LogsSerializer(serializers.Serializer):
     status = serializers.CharField()
     tail = serializers.IntegerField()
     logs = serializers.CharField(help_text="The instance's recent output, oldest line first.")
+
+
+class AutoscalerDecisionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AutoscalerDecision
+        fields = ["at", "from_replicas", "to_replicas", "in_flight", "mode", "reason"]
+        read_only_fields = fields
+        extra_kwargs = {"in_flight": {"help_text": "The calls in flight the decision was based on."}}
+
+
+class AutoscalerSerializer(serializers.Serializer):
+    decisions = AutoscalerDecisionSerializer(many=True, help_text="Newest first.")

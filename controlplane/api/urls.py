@@ -8,6 +8,7 @@ urlpatterns = [
     path("models/<slug:slug>/versions", views.ModelVersionListView.as_view(), name="api-model-versions"),
     path("services", views.ServiceListView.as_view(), name="api-services"),
     path("services/<slug:slug>", views.ServiceDetailView.as_view(), name="api-service-detail"),
+    path("services/<slug:slug>/autoscaler", views.ServiceAutoscalerView.as_view(), name="api-service-autoscaler"),
     path("services/<slug:slug>/logs", views.ServiceLogsView.as_view(), name="api-service-logs"),
     path("services/<slug:slug>/metrics", views.ServiceMetricsView.as_view(), name="api-service-metrics"),
     path("services/<slug:slug>/releases", views.ServiceReleaseListView.as_view(), name="api-service-releases"),

@@ -109,7 +109,8 @@ class ServiceListView(APIView):
             slug=data.get("slug"),
             model_slug=data["model"],
             version=data.get("version"),
-            replicas=data["replicas"],
+            replicas=data.get("replicas"),
+            autoscaling=data.get("autoscaling"),
             resources=data.get("resources"),
             network=data["network"],
             timeout_s=data.get("timeout_s"),
@@ -129,7 +130,7 @@ class ServiceDetailView(APIView):
     @extend_schema(
         request=s.ServiceUpdateSerializer,
         responses={202: s.ServiceSerializer},
-        summary="Scale a service, or change what one instance may use or connect to",
+        summary="Scale a service (fixed or autoscaled), or change what one instance may use or connect to",
     )
     def patch(self, request, slug: str):
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
@@ -139,6 +140,7 @@ class ServiceDetailView(APIView):
         services.service_update(
             service=service,
             replicas=data.get("replicas"),
+            autoscaling=data.get("autoscaling"),
             resources=data.get("resources"),
             network=data.get("network"),
             timeout_s=data.get("timeout_s"),
@@ -151,6 +153,17 @@ class ServiceDetailView(APIView):
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         services.service_delete(service=service)
         return Response(status=status.HTTP_202_ACCEPTED)
+
+
+class ServiceAutoscalerView(APIView):
+    permission_classes = [CanManage]
+    decisions_listed = 50
+
+    @extend_schema(responses=s.AutoscalerSerializer, summary="The autoscaler's latest decisions, newest first")
+    def get(self, request, slug: str):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        decisions = selectors.autoscaler_decisions(service=service, limit=self.decisions_listed)
+        return Response(s.AutoscalerSerializer({"decisions": decisions}).data)
 
 
 class ServiceLogsView(APIView):

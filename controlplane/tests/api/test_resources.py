@@ -155,7 +155,7 @@ def test_patch_with_neither_replicas_nor_resources_answers_400(api, service, bod
 
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_request"
-    assert "replicas, resources" in response.json()["detail"]
+    assert "replicas, autoscaling, resources" in response.json()["detail"]
 
 
 def test_another_organizations_service_answers_404(outsider_api, service):
@@ -187,4 +187,5 @@ def test_openapi_schema_describes_resources(client):
     assert set(schemas["EffectiveResources"]["required"]) == {"cpu", "memory_mb"}
     assert set(schemas["ResourcesRequest"]["properties"]) == {"cpu", "memory_mb"}
     assert "resources" in schemas["ServiceCreateRequest"]["properties"]
-    assert set(schemas["PatchedServiceUpdateRequest"]["properties"]) == {"replicas", "resources", "network", "timeout_s"}
+    patchable = {"replicas", "autoscaling", "resources", "network", "timeout_s"}
+    assert set(schemas["PatchedServiceUpdateRequest"]["properties"]) == patchable

@@ -298,7 +298,7 @@ class LocalCounts:
         period = _period(plan)
         with self._lock:
             base, delta = self._base[period], self._delta.get(period, 0)
-            if base + delta >= base + math.ceil((plan.quota - base) / self._processes):
+            if delta >= math.ceil((plan.quota - base) / self._processes):  # its share of what was left
                 raise _quota_exceeded(plan)
             second = int(time.time())
             rate_second, rate_calls = self._rates.get(_rate_owner(plan), (second, 0))

@@ -269,8 +269,9 @@ def _use_backend(name: str, zones: dict[str, str] | None = None) -> None:
 
 def _delete_all_services() -> None:
     """Delete every service (and the listings that protect them) while the worker may be in
-    a pass over one: a deadlock between the two is retried, as the database asks."""
-    from django.db import OperationalError, transaction
+    a pass over one: a deadlock between the two is retried, as the database asks, and so is
+    a row the worker added meanwhile (an autoscaler decision: the foreign key refuses the commit)."""
+    from django.db import IntegrityError, OperationalError, transaction
 
     from controlplane.models import Service
     from marketplace.models import Listing
@@ -281,7 +282,7 @@ def _delete_all_services() -> None:
                 Listing.objects.all().delete()
                 Service.objects.all().delete()
             return
-        except OperationalError:
+        except (OperationalError, IntegrityError):
             if attempt == 4:
                 raise
             time.sleep(0.5)
@@ -396,8 +397,7 @@ def docker_worker(celery_worker_process, transactional_db, docker_zones):
     """Like ``worker``, with every instance a container of the Docker engine."""
 
     _use_backend("docker", docker_zones)
-    zones = ",".join(f"{zone}={endpoint}" for zone, endpoint in docker_zones.items())
-    celery_worker_process.ensure("docker", MODELBAY_ZONES=zones)
+    celery_worker_process.ensure("docker", MODELBAY_ZONES=zones_setting(docker_zones))
     yield celery_worker_process
     _delete_all_services()
     _stop_all_runtimes()
@@ -409,7 +409,8 @@ class OwnDockerEngine:
     own API socket, data root, exec root, pid file, containerd (and containerd namespace)
     and bridge, all under one temporary folder. A test may stop it (SIGTERM: it stops its
     containers and exits, as an engine restart does) and start it again on the same data
-    root without ever signalling the machine's engine or touching its containers.
+    root without ever signalling the machine's engine or touching its containers, or kill
+    it as a zone is lost (``kill()``: everything it runs dies at once).
 
     Its containers publish ports on 127.0.0.1 like the machine's (docker-proxy, over the
     engine's own bridge); it leaves iptables alone (``--iptables=false``), so the machine's
@@ -567,6 +568,25 @@ class OwnDockerEngine:
                 process.wait()
                 raise AssertionError(f"the test engine's dockerd did not stop within {timeout_s:.0f} s")
 
+    def kill(self) -> None:
+        """SIGKILL to the engine and everything it runs, all frozen first so that none sees
+        another die: dockerd, its containerd, the shims and the containers' processes. The
+        containers' sockets and mounts are left as they were; ``start()`` brings the engine
+        back on the same data root, where it finds its containers dead."""
+        import psutil
+
+        process, self.process = self.process, None
+        assert process is not None and process.poll() is None, "the test engine is not running"
+        victims = self._processes()
+        for signalled in (psutil.Process.suspend, psutil.Process.kill):
+            for victim in victims:
+                try:
+                    signalled(victim)
+                except psutil.Error:
+                    pass
+        psutil.wait_procs(victims, timeout=10)
+        process.wait(timeout=10)
+
     def load_image(self, image: str, *, source: str) -> None:
         """``docker -H source save image | docker -H <this engine> load``."""
         docker_cli = shutil.which("docker")
@@ -593,9 +613,22 @@ class OwnDockerEngine:
                 print(f"removing the test engine: {error}", file=sys.stderr)
 
     def _kill_leftovers(self) -> None:
-        """Processes this engine started that outlived it: its containerd and shims (their
-        command lines name this engine's own folder) and docker-proxies (they name an
-        address on this engine's own bridge)."""
+        """Processes this engine started that outlived it."""
+        import psutil
+
+        leftovers = self._processes()
+        for process in leftovers:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(leftovers, timeout=10)
+
+    def _processes(self) -> list:
+        """This engine's processes (``psutil.Process``): dockerd, its containerd and shims
+        (their command lines name this engine's own folder), docker-proxies (they name an
+        address on this engine's own bridge), and all their descendants (the containers'
+        processes)."""
         import psutil
 
         def ours(cmdline: list[str]) -> bool:
@@ -608,13 +641,13 @@ class OwnDockerEngine:
                     return False
             return False
 
-        leftovers = [p for p in psutil.process_iter(["cmdline"]) if ours(p.info["cmdline"] or [])]
-        for process in leftovers:
+        found = {p.pid: p for p in psutil.process_iter(["cmdline"]) if ours(p.info["cmdline"] or [])}
+        for process in list(found.values()):
             try:
-                process.kill()
+                found.update((child.pid, child) for child in process.children(recursive=True))
             except psutil.Error:
                 pass
-        psutil.wait_procs(leftovers, timeout=10)
+        return list(found.values())
 
     def _unmount_leftovers(self) -> None:
         root = str(self.root)
@@ -703,16 +736,28 @@ def _own_engine(*, tls: bool):
 def own_engine_worker(celery_worker_process, transactional_db, own_docker_engine):
     """Like ``docker_worker``, with both zones on the test's own engine, which the test may
     stop and start: an outage of a whole engine, this machine's engine untouched."""
-    zones = {"zone-a": own_docker_engine.url, "zone-b": own_docker_engine.url}
+    yield from worker_on_zones(
+        celery_worker_process, {"zone-a": own_docker_engine.url, "zone-b": own_docker_engine.url}
+    )
+
+
+def worker_on_zones(process: WorkerProcess, zones: dict[str, str], **extra_env: str):
+    """The worker (and this process) on the docker backend with these zones; afterwards every
+    service and runtime gone, and the worker stopped, since a zone's engine is about to go."""
     _use_backend("docker", zones)
-    celery_worker_process.ensure("docker", MODELBAY_ZONES=",".join(f"{zone}={url}" for zone, url in zones.items()))
-    yield celery_worker_process
+    process.ensure("docker", MODELBAY_ZONES=zones_setting(zones), **extra_env)
+    yield process
     try:
         _delete_all_services()
         _stop_all_runtimes()
     finally:
-        celery_worker_process.stop()  # its zones point at an engine that is about to go
+        process.stop()
         _use_backend("local")
+
+
+def zones_setting(zones: dict[str, str]) -> str:
+    """MODELBAY_ZONES for these zones: ``zone=endpoint`` pairs."""
+    return ",".join(f"{zone}={endpoint}" for zone, endpoint in zones.items())
 
 
 def wait_for(condition, *, timeout_s: float = 90, interval_s: float = 0.25, what: str = "condition"):

@@ -2,7 +2,7 @@
 the share each version took at each step, and the time from `promote` to every call
 reaching the new version.
 
-    .venv/bin/python bench/release.py [--backend local] [--interval 5]
+    .venv/bin/python bench/release.py [--backend local] [--interval 10]
 
 A fresh embedded Modelbay (bench/deploy.py's Stack) with the demo's digits model; its
 second version is the same ONNX file uploaded again (what is measured is the platform,
@@ -105,7 +105,7 @@ def summarize(title: str, calls: list, history: list) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="local")
-    parser.add_argument("--interval", type=int, default=5)
+    parser.add_argument("--interval", type=int, default=10)
     args = parser.parse_args()
     stack = Stack(args.backend)
     try:

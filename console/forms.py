@@ -6,10 +6,11 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from accounts.choices import ALL_SCOPES, Scope
+from console.errors import user_message
 from controlplane import resources
 from controlplane.choices import ServiceNetwork
-from controlplane.models import Service
-from marketplace.models import Plan
+from controlplane.models import Release, Service
+from marketplace.models import AppIcon, Plan
 from modelbay.core.errors import DomainError
 
 _PACKAGE_HELP = "A bare .onnx file, or a .zip / .tar.gz package holding modelbay.yaml."
@@ -25,7 +26,7 @@ def add_api_error(form: forms.Form, error: DomainError) -> None:
     """Show a service's error on the form field it concerns (``resources.cpu`` on ``cpu``),
     else above the form."""
     field = (getattr(error, "field", None) or "").rpartition(".")[2]
-    form.add_error(field if field in form.fields else None, str(error.detail))
+    form.add_error(field if field in form.fields else None, user_message(error))
 
 
 def oversized_upload_error(request) -> str | None:
@@ -148,13 +149,15 @@ class AutoscalingForm(forms.Form):
     max_replicas = forms.IntegerField(label="Max replicas")
     target_in_flight = forms.IntegerField(required=False, label="Calls in flight per replica")
     scale_down_delay_s = forms.IntegerField(label="Scale-down delay (s)")
+    scale_to_zero_after_s = forms.IntegerField(required=False, label="Scale to zero after (s)")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         most = settings.MODELBAY_MAX_REPLICAS
         default_target = settings.MODELBAY_AUTOSCALE_TARGET_IN_FLIGHT
-        for name in ("min_replicas", "max_replicas"):
-            self.fields[name].widget.attrs.update(min=1, max=most)
+        self.fields["min_replicas"].widget.attrs.update(min=0, max=most)
+        self.fields["min_replicas"].help_text = "0: no instance runs while no call comes (scale to zero)."
+        self.fields["max_replicas"].widget.attrs.update(min=1, max=most)
         self.fields["max_replicas"].help_text = f"Up to {most}. Equal to min: a fixed count."
         target = self.fields["target_in_flight"]
         target.widget.attrs.update(min=1, max=Service.MAX_TARGET_IN_FLIGHT, placeholder=default_target)
@@ -164,19 +167,28 @@ class AutoscalingForm(forms.Form):
         delay = self.fields["scale_down_delay_s"]
         delay.widget.attrs.update(min=0, max=Service.MAX_SCALE_DOWN_DELAY_S)
         delay.help_text = "How long the load must ask for fewer replicas before they are removed."
+        idle = self.fields["scale_to_zero_after_s"]
+        idle.widget.attrs.update(min=Service.MIN_SCALE_TO_ZERO_AFTER_S, max=Service.MAX_SCALE_TO_ZERO_AFTER_S)
+        idle.help_text = (
+            "With min 0: how long without a call before no instance runs. The next call waits while one starts."
+        )
 
     @classmethod
     def for_service(cls, service):
         return cls(initial={name: getattr(service, name) for name in cls.base_fields})
 
     def changes(self) -> dict:
-        """The keyword arguments for ``service_update``."""
-        return {"autoscaling": dict(self.cleaned_data)}
+        """The keyword arguments for ``service_update`` (an empty idle time keeps the service's)."""
+        autoscaling = dict(self.cleaned_data)
+        if autoscaling["scale_to_zero_after_s"] is None:
+            del autoscaling["scale_to_zero_after_s"]
+        return {"autoscaling": autoscaling}
 
     def done_message(self, service) -> str:
         if not service.is_autoscaled:
             return f"Scaling {service.name} to {service.replicas} replicas."
-        return f"Autoscaling {service.name} between {service.min_replicas} and {service.max_replicas} replicas."
+        zero = f", to zero after {service.scale_to_zero_after_s} s without a call" if not service.min_replicas else ""
+        return f"Autoscaling {service.name} between {service.min_replicas} and {service.max_replicas} replicas{zero}."
 
 
 class NetworkForm(forms.Form):
@@ -208,7 +220,7 @@ class VersionAddForm(forms.Form):
         return {"version": self.cleaned_data["version"]}
 
     def done_message(self, service) -> str:
-        return f"Version {self.cleaned_data['version']} is starting beside the others, without traffic."
+        return f"Version {self.cleaned_data['version']} added beside the others, without traffic."
 
 
 class TrafficForm(forms.Form):
@@ -239,8 +251,8 @@ class TrafficForm(forms.Form):
 
 
 class ReleaseForm(forms.Form):
-    """A gray release of another version (``release_start``, which checks the steps and
-    the version); the error rate is asked in percent."""
+    """A gray release of another version (``release_start``, which checks the steps, the
+    interval and the version); error rates are asked in percent."""
 
     version = forms.IntegerField(widget=forms.Select)
     steps = forms.CharField(
@@ -257,6 +269,27 @@ class ReleaseForm(forms.Form):
     max_p99_ms = forms.FloatField(
         label="Max p99 (ms)", min_value=1, required=False, help_text="Empty for no latency bound."
     )
+    max_error_rate_increase = forms.FloatField(
+        label="Max error rate rise (points)",
+        min_value=0,
+        max_value=100,
+        initial=Release.DEFAULT_MAX_ERROR_RATE_INCREASE * 100,
+        help_text="How far its error rate may exceed the running version's, in percentage points.",
+    )
+    max_p99_ratio = forms.FloatField(
+        label="Max p99 ratio",
+        min_value=1,
+        max_value=100,
+        initial=Release.DEFAULT_MAX_P99_RATIO,
+        help_text="How many times the running version's p99 its p99 may be.",
+    )
+    min_calls = forms.IntegerField(
+        label="Min calls to judge",
+        min_value=1,
+        max_value=1_000_000,
+        initial=Release.DEFAULT_MIN_CALLS,
+        help_text="Calls each version needs in a step before it is judged; short of them it waits, then pauses.",
+    )
 
     def __init__(self, *args, service, **kwargs):
         super().__init__(*args, **kwargs)
@@ -272,7 +305,12 @@ class ReleaseForm(forms.Form):
 
     def changes(self) -> dict:
         """The keyword arguments for ``release_start``."""
-        return {**self.cleaned_data, "max_error_rate": self.cleaned_data["max_error_rate"] / 100}
+        data = self.cleaned_data
+        return {
+            **data,
+            "max_error_rate": data["max_error_rate"] / 100,
+            "max_error_rate_increase": data["max_error_rate_increase"] / 100,
+        }
 
     def done_message(self, service) -> str:
         return (
@@ -320,39 +358,51 @@ class SubscribeForm(forms.Form):
     plan = forms.SlugField(max_length=40, error_messages={"required": "Pick a plan."})
 
 
-class ListingForm(forms.Form):
-    """A draft listing of one of the organization's services, with its first plan."""
+class ExampleField(forms.JSONField):
+    """A JSON example in a text box: an empty box when there is none (not ``null``)."""
 
-    service = forms.ChoiceField()
+    def __init__(self, **kwargs):
+        widget = forms.Textarea(attrs={"rows": 3, "class": "mono", "spellcheck": "false"})
+        super().__init__(required=False, widget=widget, **kwargs)
+
+    def prepare_value(self, value):
+        return "" if value is None else super().prepare_value(value)
+
+
+class ListingPageForm(forms.Form):
+    """What a listing's page shows: its title, text, category, icon and examples."""
+
     title = forms.CharField(max_length=120)
-    slug = forms.SlugField(max_length=64, help_text="The app's address in the marketplace, unique across it.")
     summary = forms.CharField(max_length=300, required=False)
     description = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 5}), help_text="Markdown: headings, lists, links, code."
     )
     category = forms.SlugField(max_length=40, required=False, help_text="One word, like vision or text.")
-    icon = forms.CharField(max_length=16, required=False, help_text="An emoji.")
-    example_input = forms.JSONField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 3, "class": "mono", "spellcheck": "false"}),
-        help_text='A request body, like {"inputs": [[0, 1]]}.',
-    )
-    example_output = forms.JSONField(
-        required=False, widget=forms.Textarea(attrs={"rows": 3, "class": "mono", "spellcheck": "false"})
-    )
-    plan_name = forms.SlugField(max_length=40, initial="free", label="Plan name")
-    monthly_quota = forms.IntegerField(min_value=1, max_value=2**31 - 1, initial=1000, label="Calls a month")
-    rate_limit_per_s = forms.IntegerField(min_value=1, max_value=2**31 - 1, initial=5, label="Calls a second")
+    icon = forms.ChoiceField(choices=[("", "Default (puzzle piece)"), *AppIcon.choices], required=False)
+    example_input = ExampleField(help_text='A request body, like {"inputs": [[0, 1]]}.')
+    example_output = ExampleField()
+
+    def page(self) -> dict:
+        """The page's fields, as ``listing_create`` and ``listing_update`` take them."""
+        return {name: self.cleaned_data[name] for name in ListingPageForm.base_fields}
+
+
+PLAN_TERMS = ("monthly_quota", "rate_limit_per_s", "max_in_flight", "price_per_1k")
+
+
+class PlanForm(forms.Form):
+    """One plan of a listing: its name and terms."""
+
+    plan_name = forms.SlugField(max_length=40, label="Plan name")
+    monthly_quota = forms.IntegerField(min_value=1, max_value=2**31 - 1, label="Calls a month")
+    rate_limit_per_s = forms.IntegerField(min_value=1, max_value=2**31 - 1, label="Calls a second")
     max_in_flight = forms.IntegerField(
         required=False, min_value=1, max_value=Plan.MAX_IN_FLIGHT_LIMIT, label="Calls in flight per subscriber"
     )
-    price_per_1k = forms.DecimalField(
-        min_value=0, max_digits=10, decimal_places=2, initial=0, label="Price per 1,000 calls"
-    )
+    price_per_1k = forms.DecimalField(min_value=0, max_digits=10, decimal_places=2, label="Price per 1,000 calls")
 
-    def __init__(self, *args, services, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["service"].choices = [(service.slug, service.name) for service in services]
         default = settings.MODELBAY_APP_MAX_IN_FLIGHT
         in_flight = self.fields["max_in_flight"]
         in_flight.help_text = (
@@ -361,14 +411,52 @@ class ListingForm(forms.Form):
         )
         in_flight.widget.attrs["placeholder"] = str(default)
 
+    def plan(self) -> dict:
+        """The plan's name and terms, as ``listing_create`` and ``listing_update`` take them."""
+        terms = {name: self.cleaned_data[name] for name in PLAN_TERMS}
+        return {"name": self.cleaned_data["plan_name"], **terms}
+
+
+class ListingForm(ListingPageForm, PlanForm):
+    """A draft listing of one of the organization's services, with its first plan."""
+
+    service = forms.ChoiceField()
+    slug = forms.SlugField(max_length=64, help_text="The app's address in the marketplace, unique across it.")
+    field_order = ["service", "title", "slug", *ListingPageForm.base_fields]
+
+    def __init__(self, *args, services, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["service"].choices = [(service.slug, service.name) for service in services]
+        self.fields["plan_name"].initial = "free"
+        self.fields["monthly_quota"].initial = 1000
+        self.fields["rate_limit_per_s"].initial = 5
+        self.fields["price_per_1k"].initial = 0
+
     def listing(self) -> dict:
         """The keyword arguments for ``listing_create``."""
-        data = dict(self.cleaned_data)
-        plan = {
-            "name": data.pop("plan_name"),
-            "monthly_quota": data.pop("monthly_quota"),
-            "rate_limit_per_s": data.pop("rate_limit_per_s"),
-            "max_in_flight": data.pop("max_in_flight"),
-            "price_per_1k": data.pop("price_per_1k"),
-        }
-        return {"service_slug": data.pop("service"), "plans": [plan], **data}
+        data = self.cleaned_data
+        return {"service_slug": data["service"], "slug": data["slug"], "plans": [self.plan()], **self.page()}
+
+
+class PlanEditForm(PlanForm):
+    """A plan in the listing's edit form: left blank (the extra row) or marked, it is dropped."""
+
+    remove = forms.BooleanField(required=False, label="Stop offering")
+
+
+class BasePlanFormSet(forms.BaseFormSet):
+    def plans(self) -> list[dict]:
+        """The plans to offer: the filled rows not marked to stop (a blank extra row has no data)."""
+        return [form.plan() for form in self.forms if form.cleaned_data and not form.cleaned_data["remove"]]
+
+
+PlanFormSet = forms.formset_factory(PlanEditForm, formset=BasePlanFormSet, extra=1)
+
+
+def listing_edit_forms(listing, data=None) -> tuple[ListingPageForm, BasePlanFormSet]:
+    """The listing's page form and its plans' forms, filled with what it offers now."""
+    page = ListingPageForm(data, initial={name: getattr(listing, name) for name in ListingPageForm.base_fields})
+    initial = [
+        {"plan_name": plan.name, **{name: getattr(plan, name) for name in PLAN_TERMS}} for plan in listing.offered_plans
+    ]
+    return page, PlanFormSet(data, initial=initial, prefix="plans")

@@ -26,6 +26,8 @@ urlpatterns = [
     path("services/", service_pages.service_list, name="service_list"),
     path("services/<slug:slug>/", service_pages.service_detail, name="service_detail"),
     path("services/<slug:slug>/status/", service_pages.service_status, name="service_status"),
+    path("services/<slug:slug>/logs/", service_pages.service_logs, name="service_logs"),
+    path("services/<slug:slug>/controls/", service_pages.service_controls, name="service_controls"),
     path("services/<slug:slug>/scale/", service_pages.service_scale, name="service_scale"),
     path("services/<slug:slug>/autoscaling/", service_pages.service_autoscaling, name="service_autoscaling"),
     path("services/<slug:slug>/resources/", service_pages.service_resources, name="service_resources"),
@@ -58,6 +60,7 @@ urlpatterns = [
     ),
     path("publisher/", publisher.publisher_listing_list, name="publisher_listing_list"),
     path("publisher/<slug:slug>/", publisher.publisher_listing_detail, name="publisher_listing_detail"),
+    path("publisher/<slug:slug>/edit/", publisher.publisher_listing_edit, name="publisher_listing_edit"),
     path(
         "publisher/<slug:slug>/publish/",
         publisher.publisher_listing_publish,

@@ -13,7 +13,10 @@ Then:
   used, and nothing scales down until the burst has been over for a stable window;
 - **scale-down delay**: the replicas wanted are the most asked for over the last
   ``scale_down_delay_s`` of the service, so a scale-down happens only after that long;
-- never below ``min_replicas`` nor above ``max_replicas``.
+- never below ``min_replicas`` nor above ``max_replicas``;
+- **scale to zero**: with ``min_replicas`` 0, a service keeps at least one replica until it
+  has had no call in flight for ``scale_to_zero_after_s``; then none (the gateway holds the
+  next call while an instance starts: ``inference.coldstart``).
 
 A decision that changes the count goes through ``services.service_autoscale``, which
 records it with its reason; reconcile starts or stops the instances (new ones spread over
@@ -54,6 +57,7 @@ class Windows:
     panic_since: float | None = None  # when the current panic began
     panic_until: float = 0.0  # panic lasts until then (a stable window after the last burst)
     panic_replicas: int = 0  # the most asked for during this panic
+    active_at: float | None = None  # the last sample with a call in flight (or the first sample)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class Policy:
     target_in_flight: int
     scale_down_delay_s: float
     stable_window_s: float
+    scale_to_zero_after_s: float = 300.0
 
     @property
     def panic_window_s(self) -> float:
@@ -87,6 +92,8 @@ def decide(windows: Windows, policy: Policy, *, now: float, in_flight: float, re
     the service should have. ``ready``: its instances ready now."""
     windows.samples = [(at, v) for at, v in windows.samples if at > now - policy.stable_window_s]
     windows.samples.append((now, in_flight))
+    if in_flight > 0 or windows.active_at is None:
+        windows.active_at = now
     stable = _average(windows.samples, now - policy.stable_window_s)
     panic = _average(windows.samples, now - policy.panic_window_s)
     target = policy.target_in_flight
@@ -119,6 +126,13 @@ def decide(windows: Windows, policy: Policy, *, now: float, in_flight: float, re
     if replicas != held:
         bound = "min_replicas" if replicas > held else "max_replicas"
         why += f"; {bound} {replicas}"
+    if replicas == 0:
+        idle_s = now - windows.active_at
+        if idle_s < policy.scale_to_zero_after_s:
+            replicas = 1
+            why += f"; keeping 1 until no call for {policy.scale_to_zero_after_s:.0f} s (none for {idle_s:.0f} s)"
+        else:
+            why = f"No call for {idle_s:.0f} s (scale_to_zero_after_s {policy.scale_to_zero_after_s:.0f}): scaling to zero"
     return Decision(replicas=replicas, in_flight=seen, mode=mode, reason=why)
 
 
@@ -129,6 +143,7 @@ def policy_of(service: Service) -> Policy:
         target_in_flight=service.target_in_flight or settings.MODELBAY_AUTOSCALE_TARGET_IN_FLIGHT,
         scale_down_delay_s=float(service.scale_down_delay_s),
         stable_window_s=settings.MODELBAY_AUTOSCALE_STABLE_WINDOW_S,
+        scale_to_zero_after_s=float(service.scale_to_zero_after_s),
     )
 
 
@@ -158,7 +173,14 @@ def tick(*, now: float | None = None) -> list[Decision]:
 def _tick(now: float) -> list[Decision]:
     autoscaled = list(
         Service.objects.filter(deleted_at__isnull=True, max_replicas__gt=F("min_replicas")).only(
-            "id", "slug", "replicas", "min_replicas", "max_replicas", "target_in_flight", "scale_down_delay_s"
+            "id",
+            "slug",
+            "replicas",
+            "min_replicas",
+            "max_replicas",
+            "target_in_flight",
+            "scale_down_delay_s",
+            "scale_to_zero_after_s",
         )
     )
     if not autoscaled:

@@ -22,10 +22,15 @@ class InstanceStatus(models.TextChoices):
     UNHEALTHY = "unhealthy"
     STOPPED = "stopped"
     FAILED = "failed"
+    # Out of the routing table (a scale-down): it finishes the calls it has, then stops at
+    # its ``drain_until``.
+    DRAINING = "draining"
 
 
 # Instances the control plane keeps running (the others are finished with).
 LIVE_INSTANCE_STATUSES = (InstanceStatus.STARTING, InstanceStatus.READY, InstanceStatus.UNHEALTHY)
+# Instances whose process or container must not be taken for an orphan.
+OWNED_INSTANCE_STATUSES = LIVE_INSTANCE_STATUSES + (InstanceStatus.DRAINING,)
 
 
 class ReleaseStatus(models.TextChoices):
@@ -45,3 +50,4 @@ class AutoscalerMode(models.TextChoices):
 
     STABLE = "stable"  # the load averaged over the stable window
     PANIC = "panic"  # a burst, seen over the short panic window
+    COLD_START = "cold_start"  # a call arrived while the service ran no instance

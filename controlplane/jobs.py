@@ -1,7 +1,7 @@
-"""Starting the worker's tasks from services: by name, after commit.
+"""Starting the worker's tasks from services, by name.
 
-Services enqueue work without importing ``controlplane.tasks`` (which imports them), and
-the worker sees the rows the task is about, since it starts only once they are committed.
+Services enqueue work without importing ``controlplane.tasks`` (which imports them), after
+their transaction commits, so that the worker sees the rows the task is about.
 
 A task is a nudge, not the record: the desired state is already committed when it is
 sent, and beat's periodic reconcile (MODELBAY_RECONCILE_INTERVAL) acts on it whether or
@@ -12,7 +12,6 @@ the desired state; the work starts at the first reconcile after the broker is ba
 import logging
 
 from celery import current_app
-from django.db import transaction
 from kombu.exceptions import OperationalError
 
 logger = logging.getLogger(__name__)
@@ -26,6 +25,3 @@ def send(task_name: str, *args) -> None:
     except OperationalError as error:
         logger.warning("broker unavailable, %s%r left to the periodic reconcile: %s", task_name, args, error)
 
-
-def enqueue_after_commit(task_name: str, *args) -> None:
-    transaction.on_commit(lambda: send(task_name, *args))

@@ -1,8 +1,10 @@
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from accounts.models import Organization
 from controlplane.choices import (
@@ -63,6 +65,8 @@ class Service(models.Model):
 
     MAX_TARGET_IN_FLIGHT = 1000
     MAX_SCALE_DOWN_DELAY_S = 3600
+    MIN_SCALE_TO_ZERO_AFTER_S = 5
+    MAX_SCALE_TO_ZERO_AFTER_S = 7 * 24 * 3600
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="services")
     slug = models.SlugField(max_length=64)
@@ -75,6 +79,9 @@ class Service(models.Model):
     target_in_flight = models.PositiveIntegerField(null=True, blank=True)
     # How long the load must have asked for fewer replicas before they are removed.
     scale_down_delay_s = models.PositiveIntegerField(default=60)
+    # With min_replicas 0: how long the service must have had no call before it runs no
+    # instance at all; the next call is held by the gateway while one starts (a cold start).
+    scale_to_zero_after_s = models.PositiveIntegerField(default=300)
     # Per-instance limits the owner asked for ({"cpu": 1, "memory_mb": 1024}); see resources.py.
     resources = models.JSONField(default=dict, blank=True)
     # "none": instances can open no connection at all; "egress": they may call out to the
@@ -139,6 +146,43 @@ class AutoscalerDecision(models.Model):
         return f"{self.service.slug}: {self.from_replicas} -> {self.to_replicas} ({self.mode})"
 
 
+class ColdStart(models.Model):
+    """A service at zero woken by a call: when an instance was asked for, and when the
+    first one was ready (None while it starts, or if it never was)."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="cold_starts")
+    requested_at = models.DateTimeField(default=timezone.now, db_index=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        indexes = [models.Index(fields=["service", "-requested_at"], name="cold_start_recent")]
+
+    @property
+    def seconds(self) -> float | None:
+        """From the call's request to a ready instance."""
+        return (self.ready_at - self.requested_at).total_seconds() if self.ready_at else None
+
+    def __str__(self):
+        return f"{self.service.slug} at {self.requested_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Zone(models.Model):
+    """A zone's engine as the worker last found it (every reconcile pass): whether it answers."""
+
+    name = models.CharField(max_length=64, unique=True)
+    reachable = models.BooleanField(default=True)
+    reason = models.TextField(blank=True)  # why not, while it is not
+    checked_at = models.DateTimeField(default=timezone.now)
+    changed_at = models.DateTimeField(default=timezone.now)  # since when it is as it is
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.name} ({'reachable' if self.reachable else 'unreachable'})"
+
+
 class Deployment(models.Model):
     """One model version running in a service, with its share of the traffic (0-100)."""
 
@@ -191,6 +235,8 @@ class Instance(models.Model):
     network = models.CharField(max_length=16, choices=ServiceNetwork.choices, default=ServiceNetwork.NONE)
     started_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
+    # A draining instance (a scale-down) is stopped then: its calls in flight have ended.
+    drain_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -243,6 +289,22 @@ class VersionMetrics(models.Model):
         return [f"le_{bound}ms" for bound in cls.BUCKETS_MS] + [f"over_{cls.BUCKETS_MS[-1]}ms"]
 
 
+class ServiceSample(models.Model):
+    """A service's calls in flight and replicas during one interval, for its charts (the
+    worker records one per live service every ``INTERVAL_S``: ``controlplane.series``)."""
+
+    INTERVAL_S = 10
+
+    service_id = models.BigIntegerField()  # a plain number, as in VersionMetrics: never a lock
+    start = models.DateTimeField()
+    in_flight = models.FloatField(null=True)  # None: the load reports could not be read
+    desired = models.PositiveIntegerField()
+    ready = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["service_id", "start"], name="unique_service_sample")]
+
+
 class Release(models.Model):
     """A gray release: a new version takes a growing share of a service's calls, step by
     step, while its error rate and latency stay within bounds; otherwise it is rolled back.
@@ -251,6 +313,10 @@ class Release(models.Model):
     ``history`` with the figures it used.
     """
 
+    DEFAULT_MIN_CALLS = 100
+    DEFAULT_MAX_ERROR_RATE_INCREASE = 0.01
+    DEFAULT_MAX_P99_RATIO = 1.5
+
     service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="releases")
     from_version = models.PositiveIntegerField()
     version = models.PositiveIntegerField()
@@ -258,12 +324,21 @@ class Release(models.Model):
     interval_s = models.PositiveIntegerField()
     max_error_rate = models.FloatField()
     max_p99_ms = models.FloatField(null=True, blank=True)
+    # Compared with the version it replaces: the new version's error rate may exceed the old
+    # one's by this much (0.01: one point), its p99 may be this many times the old one's;
+    # max_error_rate and max_p99_ms stay the ceilings.
+    max_error_rate_increase = models.FloatField(default=DEFAULT_MAX_ERROR_RATE_INCREASE)
+    max_p99_ratio = models.FloatField(default=DEFAULT_MAX_P99_RATIO)
+    # A step is judged only once each version has this many calls in it; until then it waits.
+    min_calls = models.PositiveIntegerField(default=DEFAULT_MIN_CALLS)
     # Before its first step, the new version gets this share of the calls as shadow
     # traffic for one interval, and is judged on it (0: no shadow phase).
     shadow_percent = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=16, choices=ReleaseStatus.choices, default=ReleaseStatus.STARTING)
     step = models.IntegerField(default=-1)  # index into steps; -1 until the first step
     step_started_at = models.DateTimeField(null=True, blank=True)
+    # Intervals the current step has waited beyond its first for enough calls to judge.
+    waits = models.PositiveSmallIntegerField(default=0)
     reason = models.TextField(blank=True)
     history = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -281,6 +356,13 @@ class Release(models.Model):
 
     def __str__(self):
         return f"{self.service.slug} v{self.from_version} -> v{self.version} ({self.status})"
+
+    @property
+    def next_check_at(self):
+        """When beat next looks at the calls of a rolling release (to judge or wait on)."""
+        if self.status != ReleaseStatus.ROLLING or self.step_started_at is None:
+            return None
+        return self.step_started_at + timedelta(seconds=self.interval_s * (self.waits + 1))
 
     @property
     def weight(self) -> int:

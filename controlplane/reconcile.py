@@ -18,12 +18,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from controlplane import packages, resources
+from controlplane import events, packages, resources
 from controlplane.backends import BackendError, InstanceSpec, Inventory, RunningInstance, get_backend
-from controlplane.choices import LIVE_INSTANCE_STATUSES, InstanceStatus, ServiceStatus
-from controlplane.models import Deployment, Instance, Service, new_credential
+from controlplane.choices import LIVE_INSTANCE_STATUSES, OWNED_INSTANCE_STATUSES, InstanceStatus, ServiceStatus
+from controlplane.models import ColdStart, Deployment, Instance, Service, new_credential
+from controlplane.zones import zone_health_record
 from modelbay.core import generation
 from runtime.client import ConnectFailed, Dropped, TimedOut, UpstreamPool, WrongInstance, auth_header
 
@@ -247,26 +249,84 @@ def _apply_resources(instance: Instance) -> bool:
 
 
 # --- one deployment, one service ------------------------------------------------------
-def _least_used_zone(instances: list[Instance], unreachable: dict[str, str]) -> str:
-    """The zone with fewest of these instances, preferring zones whose engine answers."""
+def _least_used_zone(instances: list[Instance], unreachable: dict[str, str]) -> str | None:
+    """The zone whose engine answers with fewest of these instances; None when none answers."""
     used = Counter(instance.zone for instance in instances)
-    return min(settings.MODELBAY_ZONES, key=lambda zone: (zone in unreachable, used[zone]))
+    reachable = [zone for zone in settings.MODELBAY_ZONES if zone not in unreachable]
+    return min(reachable, key=lambda zone: used[zone], default=None)
 
 
 def _scale(deployment: Deployment, replicas: int, inventory: Inventory) -> None:
-    """Add instances spread over the zones, or stop the newest extra ones."""
-    instances = list(deployment.instances.exclude(status=InstanceStatus.STOPPED).order_by("created_at"))
-    for _ in range(replicas - len(instances)):
-        zone = _least_used_zone(instances, inventory.unreachable)
+    """Keep ``replicas`` instances in zones whose engine answers: start the missing ones
+    spread over those zones (replacements for the instances of a lost zone among them),
+    drain the extra ones, and stop those drained."""
+    _stop_drained(deployment)
+    instances = deployment.instances.exclude(status__in=(InstanceStatus.STOPPED, InstanceStatus.DRAINING))
+    # A lost zone's instances wait for their engine; when it answers again they start
+    # there again and, once ready, make their replacements extra.
+    placed = [i for i in instances.order_by("created_at") if i.zone not in inventory.unreachable]
+    for _ in range(replicas - len(placed)):
+        zone = _least_used_zone(placed, inventory.unreachable)
+        if zone is None:
+            break  # no engine answers: nowhere to start anything
         instance = Instance.objects.create(deployment=deployment, zone=zone)
-        instances.append(instance)
+        placed.append(instance)
         _start(instance)
-    for instance in reversed(instances[replicas:]):
+    for instance in _extra(placed, replicas):
+        _drain(instance)
+
+
+def _extra(instances: list[Instance], replicas: int) -> list[Instance]:
+    """The instances beyond ``replicas`` to take out: each from the most used zone (the
+    spread comes back after a lost zone returns), one that is not ready before one that
+    is, the newest first; never one whose leaving would leave fewer than ``replicas``
+    ready (a ready one waits until the instances it is traded for are ready)."""
+    staying = list(instances)
+    ready = sum(instance.status == InstanceStatus.READY for instance in staying)
+    extra = []
+    while len(staying) > replicas:
+        used = Counter(instance.zone for instance in staying)
+        victim = max(staying, key=lambda i: (used[i.zone], i.status != InstanceStatus.READY, i.created_at))
+        if victim.status == InstanceStatus.READY:
+            if ready <= replicas:
+                break
+            ready -= 1
+        staying.remove(victim)
+        extra.append(victim)
+    return extra
+
+
+def _drain(instance: Instance) -> None:
+    """Out of the routing table now (it only takes ready instances); stopped once every
+    gateway has stopped sending it calls and those it has are answered."""
+    instance.status = InstanceStatus.DRAINING
+    instance.drain_until = timezone.now() + timedelta(seconds=settings.MODELBAY_DRAIN_S)
+    instance.save(update_fields=["status", "drain_until"])
+
+
+def _stop_drained(deployment: Deployment) -> None:
+    """Stop and forget the draining instances whose drain time is over (SIGTERM: each
+    finishes the calls it still has, then exits)."""
+    due = Q(drain_until__isnull=True) | Q(drain_until__lte=timezone.now())
+    for instance in deployment.instances.filter(due, status=InstanceStatus.DRAINING):
         get_backend().stop(instance.id)
         instance.delete()
 
 
-def _status_of(service: Service, instances: list[Instance]) -> tuple[str, str | None]:
+def _lost_zone_reason(instances: list[Instance], unreachable: dict[str, str]) -> str | None:
+    """Why the service is short of a zone, when one of its zones' engines does not answer."""
+    zone = next((instance.zone for instance in instances if instance.zone in unreachable), None)
+    if zone is None:
+        return None
+    return f"Zone {zone} is lost: its instances are replaced in the zones that answer. {unreachable[zone]}"
+
+
+def _status_of(
+    service: Service, instances: list[Instance], unreachable: dict[str, str] | None = None
+) -> tuple[str, str | None]:
+    # Draining instances are on their way out: neither capacity nor trouble.
+    instances = [instance for instance in instances if instance.status != InstanceStatus.DRAINING]
+    lost_zone = _lost_zone_reason(instances, unreachable or {})
     counts = Counter(instance.status for instance in instances)
     failed = [instance.error for instance in instances if instance.status == InstanceStatus.FAILED]
     desired = service.replicas * service.deployments.filter(retired_at__isnull=True).count()
@@ -275,10 +335,11 @@ def _status_of(service: Service, instances: list[Instance]) -> tuple[str, str | 
     # a restart after a crash, an unhealthy or a failed instance is.
     troubled = (
         failed
+        or lost_zone
         or counts[InstanceStatus.UNHEALTHY]
         or any(instance.status == InstanceStatus.STARTING and instance.restarts for instance in instances)
     )
-    if ready >= desired and not failed:
+    if ready >= desired and not failed and not lost_zone:
         return ServiceStatus.READY, None
     if failed and ready == 0 and counts[InstanceStatus.STARTING] == 0:
         return ServiceStatus.FAILED, failed[0]
@@ -287,8 +348,9 @@ def _status_of(service: Service, instances: list[Instance]) -> tuple[str, str | 
             ServiceStatus.READY if service.status == ServiceStatus.READY and ready else ServiceStatus.PROVISIONING
         ), None
     if ready > 0 or service.status in (ServiceStatus.READY, ServiceStatus.DEGRADED):
-        # Say why: a failed instance's error, else an unhealthy one's (an engine out of reach).
-        reasons = failed or [i.error for i in instances if i.status == InstanceStatus.UNHEALTHY and i.error]
+        # Say why: a failed instance's error, else a lost zone, else an unhealthy instance's.
+        unhealthy = [i.error for i in instances if i.status == InstanceStatus.UNHEALTHY and i.error]
+        reasons = failed or ([lost_zone] if lost_zone else unhealthy)
         return ServiceStatus.DEGRADED, reasons[0] if reasons else None
     return ServiceStatus.PROVISIONING, None
 
@@ -315,7 +377,12 @@ _pass_locks: dict[int, threading.Lock] = {}
 _pass_locks_guard = threading.Lock()
 
 
-def _seen_running(running: RunningInstance | None, instance: Instance) -> bool:
+def _seen_running(inventory: Inventory, instance: Instance) -> bool:
+    """Whether the snapshot shows the instance as its row says; one in a zone the snapshot
+    could not ask is as seen (asking again would wait on the same engine)."""
+    if instance.zone in inventory.unreachable:
+        return True
+    running = inventory.get(instance.id)
     return running is not None and running.alive and running.endpoint == instance.endpoint
 
 
@@ -370,9 +437,10 @@ def service_reconcile(service_id: int, *, running: Inventory | None = None) -> b
         if service.deleted_at is not None:
             _teardown(service)
             generation.bump()
+            events.service_changed(service.organization_id, service.slug)
             return False
         live = list(Instance.objects.filter(deployment__service=service, status__in=LIVE_INSTANCE_STATUSES))
-        if running is None or not all(_seen_running(running.get(i.id), i) for i in live):
+        if running is None or not all(_seen_running(running, i) for i in live):
             # A snapshot taken before this pass may predate an instance another pass just
             # (re)started: look again before calling anything dead or probing an old address.
             running = get_backend().list()
@@ -386,26 +454,47 @@ def service_reconcile(service_id: int, *, running: Inventory | None = None) -> b
                 _converge_instance(instance, running.get(instance.id), running)
             _scale(deployment, service.replicas, running)
         instances = list(Instance.objects.filter(deployment__service=service, deployment__retired_at__isnull=True))
-        status, error = _status_of(service, instances)
-        if (status, error) != (service.status, service.error):
+        status, error = _status_of(service, instances, running.unreachable)
+        status_before = (service.status, service.error)
+        if (status, error) != status_before:
             service.status, service.error = status, error
             service.save(update_fields=["status", "error", "updated_at"])
+        _complete_cold_starts(service, instances)
         after = [(i.id, i.status, i.endpoint) for i in instances]
         if sorted(after) != sorted(before):
             generation.bump()
-        return draining or any(instance.status == InstanceStatus.STARTING for instance in instances)
+        if sorted(after) != sorted(before) or (status, error) != status_before:
+            events.service_changed(service.organization_id, service.slug)
+        # A draining instance needs the pass after its drain time: still converging.
+        return draining or any(i.status in (InstanceStatus.STARTING, InstanceStatus.DRAINING) for i in instances)
+
+
+def _complete_cold_starts(service: Service, instances: list[Instance]) -> None:
+    """A start from zero under way is over when an instance is ready: the one that just was."""
+    ready_at = [i.ready_at for i in instances if i.status == InstanceStatus.READY and i.ready_at]
+    if ready_at:
+        open_starts = ColdStart.objects.filter(service=service, ready_at__isnull=True)
+        if open_starts.exists():  # a read first: on SQLite even an UPDATE of no row takes the write lock
+            open_starts.update(ready_at=max(ready_at))
+
+
+# Passes come this often for the first seconds of a convergence (a runtime that loads its
+# model in a few hundred milliseconds is seen ready soon after: cold starts), then every poll_s.
+EARLY_POLL_S = 0.05
+EARLY_S = 2.0
 
 
 def service_converge(service_id: int, *, poll_s: float = 0.2) -> None:
     """Pass after pass until no instance is starting (bounded by the ready timeout)."""
-    deadline = time.monotonic() + settings.MODELBAY_READY_TIMEOUT + 30
+    started = time.monotonic()
+    deadline = started + settings.MODELBAY_READY_TIMEOUT + 30
     while service_reconcile(service_id) and time.monotonic() < deadline:
-        time.sleep(poll_s)
+        time.sleep(EARLY_POLL_S if time.monotonic() - started < EARLY_S else poll_s)
 
 
 def remove_orphans(running: Inventory) -> list[str]:
-    """Stop processes or containers that no live instance owns."""
-    owned = set(Instance.objects.filter(status__in=LIVE_INSTANCE_STATUSES).values_list("id", flat=True))
+    """Stop processes or containers that no live or draining instance owns."""
+    owned = set(Instance.objects.filter(status__in=OWNED_INSTANCE_STATUSES).values_list("id", flat=True))
     now = time.time()
     orphans = [
         instance_id
@@ -419,8 +508,10 @@ def remove_orphans(running: Inventory) -> list[str]:
 
 
 def reconcile_all() -> list[int]:
-    """One pass over every service; returns the services still converging."""
+    """One pass over every service; returns the services still converging. Records
+    which zones answer first (the zones' health, on the API and the console)."""
     running = get_backend().list()
+    zone_health_record(unreachable=running.unreachable)
     converging = [
         service_id
         for service_id in Service.objects.values_list("pk", flat=True)

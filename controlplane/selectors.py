@@ -4,16 +4,20 @@ A missing object and another organization's object raise the same Http404.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet, Sum
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
+from controlplane import load
 from controlplane.backends import get_backend
-from controlplane.choices import LIVE_INSTANCE_STATUSES
+from controlplane.choices import LIVE_INSTANCE_STATUSES, InstanceStatus
 from controlplane.models import (
     AutoscalerDecision,
+    ColdStart,
     Deployment,
     Instance,
     Model,
@@ -70,6 +74,84 @@ def autoscaler_decisions(*, service: Service, limit: int) -> list[AutoscalerDeci
     """The autoscaler's latest changes of the service's replicas, newest first (the
     service comes from ``service_get``, scoped to its organization)."""
     return list(AutoscalerDecision.objects.filter(service=service).order_by("-at", "-id")[:limit])
+
+
+def cold_starts(*, service: Service, limit: int) -> list[ColdStart]:
+    """The service's latest starts from zero, newest first."""
+    return list(ColdStart.objects.filter(service=service).order_by("-requested_at", "-id")[:limit])
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """A service's replicas as they are: desired per version, ready, and per zone."""
+
+    desired: int
+    ready: int
+    by_zone: dict[str, dict[str, int]]  # zone -> {"desired": instances placed there, "ready": ...}
+
+
+def service_replicas(*, service: Service) -> Replicas:
+    """From the instances of the versions it runs (prefetched by ``service_list``)."""
+    by_zone: dict[str, dict[str, int]] = {}
+    ready = 0
+    for deployment in service.live_deployments():
+        for instance in deployment.instances.all():
+            if instance.status not in LIVE_INSTANCE_STATUSES:
+                continue
+            zone = by_zone.setdefault(instance.zone, {"desired": 0, "ready": 0})
+            zone["desired"] += 1
+            if instance.status == InstanceStatus.READY:
+                zone["ready"] += 1
+                ready += 1
+    return Replicas(desired=service.replicas, ready=ready, by_zone=dict(sorted(by_zone.items())))
+
+
+def service_in_flight(*, service: Service) -> int | None:
+    """The service's calls in flight now, over every gateway process (their last reports);
+    None when the reports cannot be read."""
+    try:
+        reported = load.read(service.pk)
+    except load.LoadUnknown:
+        return None
+    return reported.now if reported else 0
+
+
+@dataclass(frozen=True)
+class ColdStarts:
+    """A service's recent starts from zero: how many, and how long they took."""
+
+    count: int
+    starting: bool  # one is under way
+    last_at: datetime | None
+    last_s: float | None
+    p50_s: float | None
+    p95_s: float | None
+
+
+COLD_STARTS_SUMMED = 100
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
+def service_cold_starts(*, service: Service) -> ColdStarts:
+    """Its cold starts kept (MODELBAY_METRICS_RETENTION_DAYS); the times over the last
+    ``COLD_STARTS_SUMMED`` that completed."""
+    starts = cold_starts(service=service, limit=COLD_STARTS_SUMMED)
+    count = ColdStart.objects.filter(service=service).count() if len(starts) == COLD_STARTS_SUMMED else len(starts)
+    times = sorted(start.seconds for start in starts if start.seconds is not None)
+    last = starts[0] if starts else None
+    # One that is not ready within an instance's ready timeout has failed: not under way.
+    timeout = timedelta(seconds=settings.MODELBAY_READY_TIMEOUT)
+    return ColdStarts(
+        count=count,
+        starting=bool(last and last.ready_at is None and last.requested_at > timezone.now() - timeout),
+        last_at=last.requested_at if last else None,
+        last_s=last.seconds if last else None,
+        p50_s=_percentile(times, 0.5),
+        p95_s=_percentile(times, 0.95),
+    )
 
 
 def release_get(*, organization_id: int, slug: str, release_id: int) -> Release:
@@ -143,15 +225,15 @@ def version_stats(*, service: Service, since: datetime, until: datetime | None =
                 version=row["version"],
                 requests=row["n"] or 0,
                 errors=row["e"] or 0,
-                p50_ms=_quantile_ms(histogram, 0.50),
-                p95_ms=_quantile_ms(histogram, 0.95),
-                p99_ms=_quantile_ms(histogram, 0.99),
+                p50_ms=quantile_ms(histogram, 0.50),
+                p95_ms=quantile_ms(histogram, 0.95),
+                p99_ms=quantile_ms(histogram, 0.99),
             )
         )
     return stats
 
 
-def _quantile_ms(histogram: list[int], q: float) -> float | None:
+def quantile_ms(histogram: list[int], q: float) -> float | None:
     """The q-quantile of a latency histogram, interpolated inside its bucket (as
     Prometheus' histogram_quantile does); calls over the last bound count as that bound."""
     total = sum(histogram)

@@ -1,5 +1,7 @@
 """Writes for models, versions and services. Views, API views and tasks call these."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -7,7 +9,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import Organization
-from controlplane import jobs, packages, selectors
+from controlplane import events, jobs, packages, selectors
 from controlplane import resources as resources_
 from controlplane.choices import (
     ACTIVE_RELEASE_STATUSES,
@@ -16,7 +18,7 @@ from controlplane.choices import (
     ServiceNetwork,
     ServiceStatus,
 )
-from controlplane.models import AutoscalerDecision, Deployment, Model, ModelVersion, Service
+from controlplane.models import AutoscalerDecision, ColdStart, Deployment, Model, ModelVersion, Service
 from modelbay.core import generation
 from modelbay.core.errors import (
     Conflict,
@@ -116,23 +118,32 @@ def _check_replicas(replicas: int) -> None:
         )
 
 
-AUTOSCALING_DEFAULTS = {"min_replicas": 1, "max_replicas": 1, "target_in_flight": None, "scale_down_delay_s": 60}
+AUTOSCALING_DEFAULTS = {
+    "min_replicas": 1,
+    "max_replicas": 1,
+    "target_in_flight": None,
+    "scale_down_delay_s": 60,
+    "scale_to_zero_after_s": 300,
+}
 
 
 def _check_autoscaling(autoscaling: dict) -> dict:
-    """The four settings (``AUTOSCALING_DEFAULTS``' keys), checked; a bad one raises
-    ``InvalidRequest`` naming it, e.g. ``autoscaling.max_replicas``."""
+    """The settings (``AUTOSCALING_DEFAULTS``' keys), checked; a bad one raises
+    ``InvalidRequest`` naming it, e.g. ``autoscaling.max_replicas``. ``min_replicas`` 0
+    scales the service to zero after ``scale_to_zero_after_s`` without a call."""
     most = settings.MODELBAY_MAX_REPLICAS
     least, highest = autoscaling["min_replicas"], autoscaling["max_replicas"]
-    if least == 0:
+    if not 0 <= least <= most:
+        raise InvalidRequest(f"min_replicas must be between 0 and {most}.", field="autoscaling.min_replicas")
+    if not max(least, 1) <= highest <= most:
+        lowest = f"min_replicas ({least})" if least else "1"
+        raise InvalidRequest(f"max_replicas must be between {lowest} and {most}.", field="autoscaling.max_replicas")
+    idle = autoscaling["scale_to_zero_after_s"]
+    if not Service.MIN_SCALE_TO_ZERO_AFTER_S <= idle <= Service.MAX_SCALE_TO_ZERO_AFTER_S:
         raise InvalidRequest(
-            "Scale to zero is not available yet: min_replicas must be at least 1.", field="autoscaling.min_replicas"
-        )
-    if not 1 <= least <= most:
-        raise InvalidRequest(f"min_replicas must be between 1 and {most}.", field="autoscaling.min_replicas")
-    if not least <= highest <= most:
-        raise InvalidRequest(
-            f"max_replicas must be between min_replicas ({least}) and {most}.", field="autoscaling.max_replicas"
+            f"scale_to_zero_after_s must be between {Service.MIN_SCALE_TO_ZERO_AFTER_S} and "
+            f"{Service.MAX_SCALE_TO_ZERO_AFTER_S} seconds.",
+            field="autoscaling.scale_to_zero_after_s",
         )
     target = autoscaling["target_in_flight"]
     if target is not None and not 1 <= target <= Service.MAX_TARGET_IN_FLIGHT:
@@ -191,8 +202,14 @@ def _check_timeout(timeout_s: int) -> None:
         )
 
 
-def _enqueue_reconcile(service: Service) -> None:
-    jobs.enqueue_after_commit(jobs.PROVISION_SERVICE, service.pk)
+def _desired_state_changed(service: Service) -> None:
+    """After commit: a worker reconciles the service, and the console's open pages show the change."""
+
+    def after_commit() -> None:
+        jobs.send(jobs.PROVISION_SERVICE, service.pk)
+        events.publish(service.organization_id, service.slug)
+
+    transaction.on_commit(after_commit)
 
 
 def service_create(
@@ -245,7 +262,7 @@ def service_create(
                 timeout_s=timeout_s,
             )
             Deployment.objects.create(service=service, model_version=model_version, weight=100)
-            _enqueue_reconcile(service)
+            _desired_state_changed(service)
     except IntegrityError:
         raise Conflict(f"A service with the slug '{slug}' already exists.") from None
     return service
@@ -289,7 +306,7 @@ def service_update(
             timeout_s=service.timeout_s,
             updated_at=timezone.now(),
         )
-        _enqueue_reconcile(service)
+        _desired_state_changed(service)
         if timeout_s is not None:
             transaction.on_commit(generation.bump)  # the gateways' routing tables carry it
     return service
@@ -312,6 +329,8 @@ def service_autoscale(*, service_id: int, replicas: int, in_flight: float, mode:
         wanted = _clamp(replicas, locked.min_replicas, locked.max_replicas)
         if wanted == locked.replicas:
             return False
+        if wanted == 0 and _woken_lately(locked):
+            return False  # a call woke it after the load the autoscaler saw: not idle
         Service.objects.filter(pk=service_id).update(replicas=wanted, updated_at=timezone.now())
         AutoscalerDecision.objects.create(
             service=locked,
@@ -321,7 +340,36 @@ def service_autoscale(*, service_id: int, replicas: int, in_flight: float, mode:
             mode=mode,
             reason=reason,
         )
-        _enqueue_reconcile(locked)
+        _desired_state_changed(locked)
+    return True
+
+
+def _woken_lately(service: Service) -> bool:
+    since = timezone.now() - timedelta(seconds=service.scale_to_zero_after_s)
+    return service.cold_starts.filter(requested_at__gt=since).exists()
+
+
+def service_wake(*, service_id: int) -> bool:
+    """A call arrived for a service that runs no instance (scaled to zero): ask for one
+    now. Recorded as a cold start (``ColdStart``, completed by reconcile when an instance
+    is ready) and an autoscaler decision; True when this call woke the service, False
+    when it was awake already (another call, or another gateway process, woke it) or
+    cannot be woken (deleted, or not scaled to zero)."""
+    with transaction.atomic():
+        locked = Service.objects.select_for_update().filter(pk=service_id, deleted_at__isnull=True).first()
+        if locked is None or locked.min_replicas != 0 or locked.replicas > 0:
+            return False
+        Service.objects.filter(pk=service_id).update(replicas=1, updated_at=timezone.now())
+        ColdStart.objects.create(service=locked)
+        AutoscalerDecision.objects.create(
+            service=locked,
+            from_replicas=0,
+            to_replicas=1,
+            in_flight=1,
+            mode=AutoscalerMode.COLD_START,
+            reason="A call arrived while the service ran no instance: starting one (a cold start); the call waits.",
+        )
+        _desired_state_changed(locked)
     return True
 
 
@@ -334,7 +382,7 @@ def service_delete(*, service: Service) -> None:
             deleted_at=timezone.now(), status=ServiceStatus.STOPPED, updated_at=timezone.now()
         )
         generation.bump()
-        _enqueue_reconcile(service)
+        _desired_state_changed(service)
 
 
 # --- versions and traffic -------------------------------------------------------------
@@ -354,7 +402,7 @@ def version_deploy(*, service: Service, version: int) -> Deployment:
             state = "is still draining" if existing.retired_at else "already runs in this service"
             raise Conflict(f"Version {version} {state}.")
         deployment = Deployment.objects.create(service=service, model_version=model_version, weight=0)
-        _enqueue_reconcile(service)
+        _desired_state_changed(service)
     return deployment
 
 
@@ -374,7 +422,7 @@ def version_retire(*, service: Service, version: int) -> None:
             raise Conflict(f"Version {version} still takes {deployment.weight}% of the calls; move them first.")
         Deployment.objects.filter(pk=deployment.pk).update(retired_at=timezone.now())
         generation.bump()
-        _enqueue_reconcile(service)
+        _desired_state_changed(service)
 
 
 def traffic_set(*, service: Service, weights: dict[int, int], shadow: dict[int, int] | None = None) -> None:
@@ -426,6 +474,7 @@ def shadow_write(*, service: Service, shadow: dict[int, int]) -> None:
         percent = shadow.get(deployment.model_version.version, 0)
         Deployment.objects.filter(pk=deployment.pk).update(shadow_percent=percent)
     generation.bump()
+    events.service_changed(service.organization_id, service.slug)
 
 
 def _refuse_during_release(service: Service) -> None:
@@ -440,3 +489,4 @@ def weights_write(*, service: Service, weights: dict[int, int]) -> None:
         Deployment.objects.filter(pk=deployment.pk).update(weight=weights.get(deployment.model_version.version, 0))
     Service.objects.filter(pk=service.pk).update(updated_at=timezone.now())
     generation.bump()
+    events.service_changed(service.organization_id, service.slug)

@@ -9,9 +9,9 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from controlplane import autoscaler, packages, reconcile, releases
+from controlplane import autoscaler, packages, reconcile, releases, series
 from controlplane.backends import get_backend, instance_log
-from controlplane.models import AutoscalerDecision, Instance, ModelVersion, VersionMetrics
+from controlplane.models import AutoscalerDecision, ColdStart, Instance, ModelVersion, ServiceSample, VersionMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +42,21 @@ def autoscale() -> None:
 
 
 @shared_task
+def record_samples() -> None:
+    """Periodic (beat, every ServiceSample.INTERVAL_S): each live service's calls in flight
+    and replicas, for its charts."""
+    series.record_samples()
+
+
+@shared_task
 def prune_metrics() -> None:
-    """Periodic (beat): drop call metrics and autoscaler decisions older than
-    MODELBAY_METRICS_RETENTION_DAYS."""
+    """Periodic (beat): drop call metrics, samples, autoscaler decisions and cold starts older
+    than MODELBAY_METRICS_RETENTION_DAYS."""
     cutoff = timezone.now() - timedelta(days=settings.MODELBAY_METRICS_RETENTION_DAYS)
     VersionMetrics.objects.filter(start__lt=cutoff).delete()
     AutoscalerDecision.objects.filter(at__lt=cutoff).delete()
+    ColdStart.objects.filter(requested_at__lt=cutoff).delete()
+    ServiceSample.objects.filter(start__lt=cutoff).delete()
 
 
 # A log outlives its instance's row by this long, for an operator to read (the API can't).

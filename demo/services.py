@@ -134,12 +134,8 @@ For each example:
 
 ## Call it
 
-```shell
-curl -X POST http://127.0.0.1:8000/api/v1/apps/digits/predict \\
-  -H "Authorization: Bearer $MODELBAY_KEY" \\
-  -H "Content-Type: application/json" \\
-  -d '{"inputs": [[0, 0, 12, 10, 0, 0, 0, 0, ... 64 numbers]]}'
-```
+The *Call it from code* card on this page has the call in curl and Python, with this
+Modelbay's address; send your organization's API key as a Bearer token.
 
 ## The model
 
@@ -171,12 +167,8 @@ For each image:
 
 ## Call it
 
-```shell
-curl -X POST http://127.0.0.1:8000/api/v1/apps/face-detect/predict \\
-  -H "Authorization: Bearer $MODELBAY_KEY" \\
-  -H "Content-Type: image/jpeg" \\
-  --data-binary @photo.jpg
-```
+The *Call it from code* card on this page has the call in curl and Python, with this
+Modelbay's address: send a photo as the body with its content type (`image/jpeg`, ...).
 
 ## The model
 
@@ -205,12 +197,8 @@ For each image:
 
 ## Call it
 
-```shell
-curl -X POST http://127.0.0.1:8000/api/v1/apps/text-ocr/predict \\
-  -H "Authorization: Bearer $MODELBAY_KEY" \\
-  -H "Content-Type: image/png" \\
-  --data-binary @receipt.png
-```
+The *Call it from code* card on this page has the call in curl and Python, with this
+Modelbay's address: send a scan as the body with its content type (`image/png`, ...).
 
 ## The model
 
@@ -228,7 +216,7 @@ APPS = [
             "summary": "Tells which digit, 0 to 9, an 8×8 handwritten image shows, with the probability of each.",
             "description": _DIGITS_DESCRIPTION,
             "category": "classification",
-            "icon": "✍️",
+            "icon": "pen-line",
             "example_input": {"inputs": [_DIGITS_INPUT]},
             "example_output": {
                 "outputs": [{"label": 5, "probabilities": [0.0, 0.002, 0.0, 0.0, 0.0, 0.908, 0.0, 0.0, 0.0, 0.09]}],
@@ -245,7 +233,7 @@ APPS = [
             "summary": "Finds the faces in a photo and returns their boxes: check that an avatar shows exactly one face.",
             "description": _FACE_DESCRIPTION,
             "category": "vision",
-            "icon": "🙂",
+            "icon": "smile",
             "example_output": {
                 "outputs": [
                     {"faces": [{"x": 15, "y": 15, "width": 38, "height": 38}], "count": 1, "single_face": True}
@@ -264,7 +252,7 @@ APPS = [
             "summary": "Reads the printed text in an image: each line with its position and confidence.",
             "description": _OCR_DESCRIPTION,
             "category": "ocr",
-            "icon": "📄",
+            "icon": "scan-text",
             "example_output": {
                 "outputs": [
                     {
@@ -297,7 +285,8 @@ def listing_fields(app: DemoApp) -> dict:
 
 def demo_apps_load(*, owner: User) -> list[str]:
     """Publish the demo apps under "Modelbay Labs", an organization ``owner`` owns
-    (idempotent: what exists already is left as it is); returns the listings' slugs."""
+    (idempotent: what exists already is left as it is, but for the listings' descriptions,
+    which take the demo's current text); returns the listings' slugs."""
     publisher = _publisher(owner)
     for app in APPS:
         if not Model.objects.filter(organization=publisher, slug=app.slug).exists():
@@ -318,6 +307,8 @@ def demo_apps_load(*, owner: User) -> list[str]:
                 publisher=publisher, service_slug=app.slug, plans=PLANS, slug=app.slug, **listing_fields(app)
             )
             marketplace_services.listing_set_status(listing=listing, status=ListingStatus.PUBLISHED)
+        else:  # an earlier demo's text (which named a port of its own) gives way to this one's
+            Listing.objects.filter(slug=app.slug, publisher=publisher).update(description=app.listing["description"])
     return [app.slug for app in APPS]
 
 

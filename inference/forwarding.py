@@ -4,7 +4,8 @@ A connection that cannot be made, or that the instance drops (it died), is retri
 another instance, another zone first: predictions are stateless, so sending one again
 is safe. A call has one deadline in all, its service's ``timeout_s``: past it, 504, the
 connection to the runtime is hung up, and the call is not retried. An answer larger than
-MODELBAY_MAX_RESPONSE_BYTES is cut off: 502 ``model_error``.
+MODELBAY_MAX_RESPONSE_BYTES is cut off: 502 ``model_error``. A call to a service at zero is held while an instance
+starts (``inference.coldstart``).
 
 Every call carries the target instance's credential, and an answer must name that
 instance (``X-Modelbay-Instance``): an answer from another runtime (a port reused by
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from inference import metrics, observability, routing
+from inference import coldstart, metrics, observability, routing
 from modelbay.core.errors import ModelError, NotFound, Unavailable, UpstreamTimeout
 from runtime.aclient import AsyncUpstreamPool
 from runtime.client import ConnectFailed, Dropped, TimedOut, TooLarge, WrongInstance
@@ -100,14 +101,17 @@ async def forward(
 
     ``deadline``: when the whole call must be answered, on ``time.monotonic()`` (default:
     its service's ``timeout_s`` from now)."""
+    if deadline is None:
+        deadline = time.monotonic() + route.timeout_s  # the whole call's, failovers included
     version_route = route.pick_version(version, route_key=route_key)
     if version_route is None:
         if version is not None and not any(v.version == version for v in route.versions):
             raise NotFound(f"This service does not run version {version}.")
-        raise Unavailable()
+        if not route.scales_to_zero:
+            raise Unavailable()
+        route = await coldstart.held(route, version=version, deadline=deadline)
+        version_route = route.pick_version(version, route_key=route_key)
     started = time.monotonic()
-    if deadline is None:
-        deadline = started + route.timeout_s  # the whole call's, failovers included
     organization = str(route.organization_id)
     in_flight = observability.IN_FLIGHT.labels(organization, route.slug)
 

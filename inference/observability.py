@@ -16,6 +16,10 @@ organization by its id and a service by its slug (unique within its organization
 - ``modelbay_gateway_rejections_total{route_kind, code}``: the gateway's own error answers by
   their ``code`` (``quota_exceeded``, ``rate_limited``, ``unavailable``, ``upstream_timeout``,
   ``not_found``, ...); a model's own 4xx answers are calls, not rejections.
+- ``modelbay_cold_starts_total{organization, service}``: services at zero woken by a call
+  (counted by the process whose call woke it).
+- ``modelbay_gateway_held_seconds{organization, service}``: how long calls were held while
+  their service started from zero (``inference.coldstart``).
 - ``modelbay_instances_ready{organization, service, zone}``: read from the database at
   each scrape.
 """
@@ -76,6 +80,17 @@ REJECTIONS = Counter(
     "modelbay_gateway_rejections",
     "Calls the gateway answered with an error of its own, by the error's code.",
     ["route_kind", "code"],
+)
+COLD_STARTS = Counter(
+    "modelbay_cold_starts",
+    "Services at zero woken by a call.",
+    ["organization", "service"],
+)
+HELD_SECONDS = Histogram(
+    "modelbay_gateway_held_seconds",
+    "Time a call was held while its service started from zero.",
+    ["organization", "service"],
+    buckets=LATENCY_BUCKETS,
 )
 
 

@@ -60,6 +60,8 @@ class Route:
     slug: str
     versions: tuple[VersionRoute, ...]
     timeout_s: float = 30.0  # a call's deadline (Service.call_timeout_s)
+    # min_replicas 0: with no ready instance, a call is held while one starts (inference.coldstart).
+    scales_to_zero: bool = False
 
     def pick_version(self, version: int | None = None, *, route_key: str | None = None) -> VersionRoute | None:
         """The version a call goes to: the one asked for; else, with a route key, the
@@ -111,7 +113,9 @@ def _load(organization_id: int, slug: str) -> Route | None:
         VersionRoute(d.model_version.version, d.weight, tuple(targets.get(d.pk, ())), d.shadow_percent)
         for d in Deployment.objects.filter(service=service, retired_at__isnull=True).select_related("model_version")
     )
-    return Route(organization_id, service.pk, service.slug, versions, service.call_timeout_s())
+    return Route(
+        organization_id, service.pk, service.slug, versions, service.call_timeout_s(), service.min_replicas == 0
+    )
 
 
 def _load_key(key: tuple[int, str]) -> Route | None:

@@ -13,6 +13,32 @@ class ListingStatus(models.TextChoices):
     UNPUBLISHED = "unpublished"
 
 
+class AppIcon(models.TextChoices):
+    """The icons an app may show: SVG files in ``static/img/icons`` (vendored from Lucide)."""
+
+    PUZZLE = "puzzle", "Puzzle piece"
+    BRAIN = "brain", "Brain"
+    SPARKLES = "sparkles", "Sparkles"
+    IMAGE = "image", "Image"
+    EYE = "eye", "Eye"
+    SMILE = "smile", "Face"
+    SCAN_TEXT = "scan-text", "Scanned text"
+    FILE_TEXT = "file-text", "Document"
+    TYPE = "type", "Text"
+    PEN_LINE = "pen-line", "Handwriting"
+    HASH = "hash", "Number"
+    CHART_COLUMN = "chart-column", "Chart"
+    MESSAGE_SQUARE = "message-square", "Chat"
+    LANGUAGES = "languages", "Translation"
+    MIC = "mic", "Microphone"
+    AUDIO_LINES = "audio-lines", "Audio"
+    SEARCH = "search", "Search"
+    SHIELD_CHECK = "shield-check", "Check"
+
+
+DEFAULT_APP_ICON = AppIcon.PUZZLE
+
+
 class Listing(models.Model):
     """A publisher's service offered as an app; subscribers call it by the listing's slug.
 
@@ -27,7 +53,7 @@ class Listing(models.Model):
     summary = models.CharField(max_length=300, blank=True)
     description = models.TextField(blank=True)  # Markdown, rendered safely
     category = models.SlugField(max_length=40, blank=True)
-    icon = models.CharField(max_length=16, blank=True)  # an emoji
+    icon = models.CharField(max_length=16, blank=True, choices=AppIcon.choices)
     example_input = models.JSONField(null=True, blank=True)
     example_output = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=ListingStatus.choices, default=ListingStatus.DRAFT)
@@ -40,10 +66,21 @@ class Listing(models.Model):
     def __str__(self):
         return self.slug
 
+    @property
+    def offered_plans(self) -> list["Plan"]:
+        """The plans a subscriber may pick now (not the retired ones some still use); read
+        from the prefetched plans when there are."""
+        return [plan for plan in self.plans.all() if plan.retired_at is None]
+
 
 class Plan(models.Model):
     """What a subscription allows: calls a month, calls a second, calls in flight at once,
-    and the price."""
+    and the price.
+
+    A plan's terms never change under its subscribers: when the publisher changes or drops
+    a plan that subscriptions use, it is retired (``retired_at``) and a new plan of that name
+    takes its place; they keep the retired one until they pick another.
+    """
 
     MAX_IN_FLIGHT_LIMIT = 1000
 
@@ -59,10 +96,15 @@ class Plan(models.Model):
         "null means the platform's default (the setting MODELBAY_APP_MAX_IN_FLIGHT).",
     )
     price_per_1k = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["price_per_1k", "name"]
-        constraints = [models.UniqueConstraint(fields=["listing", "name"], name="unique_plan_name")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["listing", "name"], condition=Q(retired_at__isnull=True), name="unique_offered_plan_name"
+            )
+        ]
 
     def __str__(self):
         return f"{self.listing.slug}/{self.name}"

@@ -20,13 +20,7 @@ def listing_create(*, publisher: Organization, service_slug: str, plans: list[di
     service = Service.objects.filter(organization=publisher, slug=service_slug, deleted_at__isnull=True).first()
     if service is None:
         raise InvalidRequest(f"No service '{service_slug}' in this organization.", field="service")
-    if not plans:
-        raise InvalidRequest("A listing needs at least one plan.", field="plans")
-    names = [plan["name"] for plan in plans]
-    if len(set(names)) != len(names):
-        raise InvalidRequest("Plan names must differ.", field="plans")
-    for name in ("example_input", "example_output"):
-        _check_example_size(fields.get(name), name)
+    _check_listing(plans, fields)
     try:
         with transaction.atomic():
             listing = Listing.objects.create(publisher=publisher, service=service, **fields)
@@ -34,6 +28,64 @@ def listing_create(*, publisher: Organization, service_slug: str, plans: list[di
     except IntegrityError:
         raise Conflict(f"The listing slug '{fields['slug']}' is taken.") from None
     return listing
+
+
+# What editing a listing may change besides its plans.
+LISTING_PAGE_FIELDS = frozenset(
+    {"title", "summary", "description", "category", "icon", "example_input", "example_output"}
+)
+
+
+def listing_update(*, listing: Listing, plans: list[dict], **fields) -> Listing:
+    """Change a listing's page (title, description, category, examples, ...) and its plans.
+
+    ``plans`` are the plans offered from now on, by name. A plan whose terms change, or that
+    is left out, is retired rather than changed when subscriptions or billed calls refer to
+    it: its subscribers keep its terms (and their calls its price) until they pick another
+    plan; a plan nobody used is changed or deleted in place."""
+    unknown = set(fields) - LISTING_PAGE_FIELDS
+    if unknown:  # its slug, service, publisher and status are not a page's to change
+        raise TypeError(f"listing_update() cannot change {sorted(unknown)}")
+    _check_listing(plans, fields)
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(listing, name, value)
+        listing.save()
+        offered = {plan.name: plan for plan in listing.plans.select_for_update().filter(retired_at__isnull=True)}
+        for terms in plans:
+            current = offered.pop(terms["name"], None)
+            if current is not None and _same_terms(current, terms):
+                continue
+            if current is not None:
+                _plan_withdraw(current)
+            Plan.objects.create(listing=listing, **terms)
+        for dropped in offered.values():
+            _plan_withdraw(dropped)
+    generation.bump()  # gateways reload the apps and their plans
+    return listing
+
+
+def _check_listing(plans: list[dict], fields: dict) -> None:
+    if not plans:
+        raise InvalidRequest("A listing needs at least one plan.", field="plans")
+    names = [plan["name"] for plan in plans]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("Plan names must differ.", field="plans")
+    for name in ("example_input", "example_output"):
+        _check_example_size(fields.get(name), name)
+
+
+def _same_terms(plan: Plan, terms: dict) -> bool:
+    return all(getattr(plan, name) == value for name, value in terms.items())
+
+
+def _plan_withdraw(plan: Plan) -> None:
+    """Take a plan off the offer: retired while anything refers to it, else deleted."""
+    if plan.subscriptions.exists() or plan.daily_usage.exists():
+        plan.retired_at = timezone.now()
+        plan.save(update_fields=["retired_at"])
+    else:
+        plan.delete()
 
 
 # A listing's examples are shown on its page and stored with it: a sample, not a data set.
@@ -59,7 +111,7 @@ def subscribe(*, subscriber: Organization, listing: Listing, plan_name: str) -> 
     period runs, so the calls made in it still count toward the quota."""
     if listing.status != ListingStatus.PUBLISHED:
         raise NotFound(f"No app '{listing.slug}' in the marketplace.")
-    plan = listing.plans.filter(name=plan_name).first()
+    plan = listing.plans.filter(name=plan_name, retired_at__isnull=True).first()
     if plan is None:
         raise InvalidRequest(f"The app has no plan '{plan_name}'.", field="plan")
     with transaction.atomic():

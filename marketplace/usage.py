@@ -71,37 +71,42 @@ def _revenue(calls: int, price_per_1k: Decimal) -> Decimal:
 
 def listing_usage(listing: Listing, *, days: int = 30) -> dict:
     """A publisher's figures for one listing over the last ``days`` days (UTC):
-    totals, and calls and revenue per subscriber organization, per plan and per day."""
+    totals, and calls and revenue per subscriber organization, per plan and per day.
+
+    The plans are the offered ones, then the retired ones still in use or with calls in
+    the window (``retired``: their subscribers keep them until they change plan)."""
     since = datetime.now(UTC).date() - timedelta(days=days - 1)
     rows = (
         DailyUsage.objects.filter(subscription__listing=listing, day__gte=since)
-        .values("day", "plan__name", "plan__price_per_1k", "subscription__subscriber__slug")
+        .values("day", "plan_id", "plan__price_per_1k", "subscription__subscriber__slug")
         .annotate(calls=Sum("calls"))
     )
     totals = {"calls": 0, "revenue": Decimal(0)}
     by_subscriber: dict[str, dict] = defaultdict(lambda: {"calls": 0, "revenue": Decimal(0)})
-    by_plan: dict[str, dict] = defaultdict(lambda: {"calls": 0, "revenue": Decimal(0)})
+    by_plan: dict[int, dict] = defaultdict(lambda: {"calls": 0, "revenue": Decimal(0)})
     by_day: dict[date, dict] = defaultdict(lambda: {"calls": 0, "revenue": Decimal(0)})
     for row in rows:
         revenue = _revenue(row["calls"], row["plan__price_per_1k"])
         for bucket in (
             totals,
             by_subscriber[row["subscription__subscriber__slug"]],
-            by_plan[row["plan__name"]],
+            by_plan[row["plan_id"]],
             by_day[row["day"]],
         ):
             bucket["calls"] += row["calls"]
             bucket["revenue"] += revenue
     active = listing.subscriptions.filter(status=SubscriptionStatus.ACTIVE)
-    subscribers_per_plan = {row["plan__name"]: row["n"] for row in active.values("plan__name").annotate(n=Count("id"))}
+    subscribers_per_plan = {row["plan_id"]: row["n"] for row in active.values("plan_id").annotate(n=Count("id"))}
     plans = [
         {
             "plan": plan.name,
             "price_per_1k": plan.price_per_1k,
-            "subscribers": subscribers_per_plan.get(plan.name, 0),
-            **by_plan.get(plan.name, {"calls": 0, "revenue": Decimal(0)}),
+            "retired": plan.retired_at is not None,
+            "subscribers": subscribers_per_plan.get(plan.pk, 0),
+            **by_plan.get(plan.pk, {"calls": 0, "revenue": Decimal(0)}),
         }
-        for plan in listing.plans.all()
+        for plan in sorted(listing.plans.all(), key=lambda plan: plan.retired_at is not None)
+        if plan.retired_at is None or plan.pk in subscribers_per_plan or plan.pk in by_plan
     ]
     return {
         "listing": listing.slug,

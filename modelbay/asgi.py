@@ -8,19 +8,20 @@ console's own predict calls on its session); WebSockets are for the console's li
 
 import os
 
-from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.routing import ProtocolTypeRouter
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelbay.settings")
 django_asgi_app = get_asgi_application()
 
-from inference import gateway  # noqa: E402  (after Django is set up)
+from console.routing import websocket_application  # noqa: E402  (after Django is set up)
+from inference import gateway  # noqa: E402
 from marketplace import app_calls  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": gateway.GatewayApp([*gateway.ENDPOINTS, app_calls.ENDPOINT], fallback=django_asgi_app),
-        "websocket": URLRouter([]),
+        "websocket": websocket_application,  # the console's live pages
         "lifespan": gateway.lifespan,
     }
 )

@@ -185,6 +185,8 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": env_float("MODELBAY_AUTOSCALE_TICK_S", 1.0) * 0.9},
     },
     "prune-usage-batches": {"task": "marketplace.tasks.prune_usage_batches", "schedule": 3600.0},
+    # Each service's calls in flight and replicas, for its charts (ServiceSample.INTERVAL_S).
+    "record-samples": {"task": "controlplane.tasks.record_samples", "schedule": 10.0, "options": {"expires": 9.0}},
     # Releases step every interval_s; this tick is how late a step may be.
     "advance-releases": {
         "task": "controlplane.tasks.advance_releases",
@@ -193,6 +195,8 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 MODELBAY_METRICS_RETENTION_DAYS = env_int("MODELBAY_METRICS_RETENTION_DAYS", 8)
+# The shortest interval_s a release may take: call figures are stored in 10-second rows.
+MODELBAY_RELEASE_MIN_INTERVAL_S = env_int("MODELBAY_RELEASE_MIN_INTERVAL_S", 10)
 # The autoscaler's stable window (controlplane.autoscaler); its panic window is a tenth of it.
 MODELBAY_AUTOSCALE_STABLE_WINDOW_S = env_float("MODELBAY_AUTOSCALE_STABLE_WINDOW_S", 60.0)
 # Each web process stores the app calls it billed this often (marketplace.metering).
@@ -336,6 +340,9 @@ MODELBAY_IN_FLIGHT_WAIT_S = env_float("MODELBAY_IN_FLIGHT_WAIT_S", 10.0)
 MODELBAY_GATEWAY_PROCESSES = env_int("WEB_CONCURRENCY", 1)
 MODELBAY_CONNECT_TIMEOUT = env_float("MODELBAY_CONNECT_TIMEOUT", 1.0)
 MODELBAY_READY_TIMEOUT = env_float("MODELBAY_READY_TIMEOUT", 60.0)
+# A call to a service at zero is held while an instance starts, at most this long (and never
+# past the call's own deadline); then 503 unavailable with Retry-After.
+MODELBAY_COLD_START_TIMEOUT_S = env_float("MODELBAY_COLD_START_TIMEOUT_S", 60.0)
 MODELBAY_RUNTIME_PYTHON = env_str("MODELBAY_RUNTIME_PYTHON", sys.executable)
 # The local backend runs each instance in a bubblewrap sandbox (controlplane.backends.sandbox)
 # and refuses to start instances where none can be made. MODELBAY_UNSANDBOXED_LOCAL=1 runs

@@ -2,6 +2,11 @@
 shares, and small python models."""
 
 import math
+import threading
+import time
+
+import httpx
+from django.db import connection
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -111,3 +116,79 @@ def runtime_http(endpoint: str):
         transport = httpx.HTTPTransport(uds=endpoint[len(UNIX_SCHEME) :])
         return httpx.Client(transport=transport, base_url="http://runtime")
     return httpx.Client(base_url=endpoint)
+
+
+CALL_S = 0.05
+# A python model that takes CALL_S a call.
+SLEEPY_MODEL = f"""
+import time
+
+class Model:
+    def load(self, model_dir):
+        pass
+
+    def predict(self, inputs):
+        time.sleep({CALL_S})
+        return inputs
+"""
+
+
+class Load:
+    """``callers`` threads calling the service without pause until stopped."""
+
+    def __init__(self, url: str, key: str, slug: str, callers: int):
+        self.url, self.key, self.slug = url, key, slug
+        self.ok, self.failed = 0, []
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(callers)]
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post(f"/api/v1/services/{self.slug}/predict", json={"inputs": [1]})
+                    failure = None if response.status_code == 200 else f"{response.status_code} {response.text[:200]}"
+                except httpx.TransportError as error:
+                    failure = repr(error)
+                with self._lock:
+                    if failure is None:
+                        self.ok += 1
+                    else:
+                        self.failed.append(failure)
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
+class Caller:
+    """A client (the test client: in this process) calling the service continuously from a thread, keeping (time sent, status,
+    version): the gateway routes a call when it arrives, so its send time is what counts."""
+
+    def __init__(self, api, slug: str = "m"):
+        self.api, self.slug, self.calls, self.stop = api, slug, [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        try:
+            while not self.stop.is_set():
+                sent = time.time()
+                response = self.api.post(f"/api/v1/services/{self.slug}/predict", {"inputs": [1]}, format="json")
+                self.calls.append((sent, response.status_code, response.get("X-Model-Version")))
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=30)

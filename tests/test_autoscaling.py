@@ -7,7 +7,6 @@ With ``target_in_flight: 4`` the replicas reach at least 6 within 20 s of the st
 back down to ``min_replicas`` after the load and the delay, and no call fails.
 """
 
-import threading
 import time
 
 import httpx
@@ -15,21 +14,10 @@ import pytest
 
 from conftest import _delete_all_services, _stop_all_runtimes, _use_backend, _worker_env, python_package, wait_for
 from tests.own_services import Gateway
+from tests.support import CALL_S, SLEEPY_MODEL, Load
 
 pytestmark = pytest.mark.integration
 
-CALL_S = 0.05
-MODEL = f"""
-import time
-
-class Model:
-    def load(self, model_dir):
-        pass
-
-    def predict(self, inputs):
-        time.sleep({CALL_S})
-        return inputs
-"""
 # The worker's autoscaler, with windows short enough for a test: a 10 s stable window (so a
 # 1 s panic window), one tick a second.
 WORKER_ENV = {"MODELBAY_AUTOSCALE_STABLE_WINDOW_S": "10", "MODELBAY_AUTOSCALE_TICK_S": "1"}
@@ -56,45 +44,12 @@ def gateway(autoscaling_worker, tmp_path):
         gateway.stop()
 
 
-class Load:
-    """``callers`` threads calling the service without pause until stopped."""
-
-    def __init__(self, url: str, key: str, slug: str, callers: int):
-        self.url, self.key, self.slug = url, key, slug
-        self.ok, self.failed = 0, []
-        self._lock, self._stop = threading.Lock(), threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(callers)]
-
-    def _run(self) -> None:
-        headers = {"Authorization": f"Bearer {self.key}"}
-        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.post(f"/api/v1/services/{self.slug}/predict", json={"inputs": [1]})
-                    failure = None if response.status_code == 200 else f"{response.status_code} {response.text[:200]}"
-                except httpx.TransportError as error:
-                    failure = repr(error)
-                with self._lock:
-                    if failure is None:
-                        self.ok += 1
-                    else:
-                        self.failed.append(failure)
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-
 @pytest.mark.timeout(300)
 def test_replicas_follow_a_stepped_load_up_and_back_down_and_no_call_fails(gateway, api):
     client = httpx.Client(base_url=gateway, headers={"Authorization": f"Bearer {api.full_key}"}, timeout=30)
-    upload = client.post("/api/v1/models", data={"name": "sleepy"}, files={"file": ("m.zip", python_package(MODEL))})
+    upload = client.post(
+        "/api/v1/models", data={"name": "sleepy"}, files={"file": ("m.zip", python_package(SLEEPY_MODEL))}
+    )
     assert upload.status_code == 201, upload.text
     body = {"name": "sleepy", "model": "sleepy", "autoscaling": AUTOSCALING}
     assert client.post("/api/v1/services", json=body).status_code == 202
@@ -111,13 +66,13 @@ def test_replicas_follow_a_stepped_load_up_and_back_down_and_no_call_fails(gatew
     def watch(since: float, until, every_s: float = 0.5):
         while not until():
             data = service()
-            timeline.append((round(time.monotonic() - since, 1), data["replicas"], ready_instances(data)))
+            timeline.append((round(time.monotonic() - since, 1), data["replicas"]["desired"], ready_instances(data)))
             time.sleep(every_s)
 
     # 1 caller: one replica is enough.
     with Load(gateway, api.full_key, "sleepy", 1) as one:
         time.sleep(5)
-    assert service()["replicas"] == 1
+    assert service()["replicas"]["desired"] == 1
 
     # 32 callers at once: at least 6 replicas within 20 s.
     step = time.monotonic()
@@ -130,7 +85,9 @@ def test_replicas_follow_a_stepped_load_up_and_back_down_and_no_call_fails(gatew
     stopped = time.monotonic()
     watch(
         stopped,
-        lambda: service()["replicas"] == 1 and ready_instances(service()) == 1 or time.monotonic() - stopped > 90,
+        lambda: service()["replicas"]["desired"] == 1
+        and ready_instances(service()) == 1
+        or time.monotonic() - stopped > 90,
     )
     down_s = time.monotonic() - stopped
     decisions = client.get("/api/v1/services/sleepy/autoscaler").json()["decisions"]
@@ -146,5 +103,5 @@ def test_replicas_follow_a_stepped_load_up_and_back_down_and_no_call_fails(gatew
     assert not failed, failed[:5]
     assert reached is not None and reached <= 20, timeline
     assert peak <= AUTOSCALING["max_replicas"]
-    assert service()["replicas"] == 1 and ready_instances(service()) == 1
+    assert service()["replicas"]["desired"] == 1 and ready_instances(service()) == 1
     assert decisions and {d["mode"] for d in decisions} <= {"stable", "panic"}

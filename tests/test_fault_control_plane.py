@@ -26,7 +26,7 @@ from controlplane.backends import get_backend
 from controlplane.backends.local import _is_wrapper
 from controlplane.models import Deployment, Instance, Release, Service
 from tests.own_services import OwnPostgres, OwnRedis
-from tests.support import deploy, upload, wait_status
+from tests.support import Caller, deploy, upload, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -189,52 +189,58 @@ def _release(release_id: int) -> Release:
 
 
 @pytest.mark.timeout(150)
-def test_worker_killed_at_each_stage_of_a_release_resumes_it_where_it_was(worker, api):
+def test_worker_killed_at_each_stage_of_a_release_resumes_it_where_it_was(worker, api, settings):
+    settings.MODELBAY_RELEASE_MIN_INTERVAL_S = 1  # steps of seconds, for a test
     upload(api, "m", "m.zip", _package("v1", load_s=0))
     _add_version(api, _package("v2", load_s=4))
     deploy(api, "m", "m", version=1, replicas=2)
     wait_status(api, "m")
+    # The analysis judges a step on calls to both versions: a caller throughout. What is
+    # tested is where the release resumes, not the judging: any latency passes.
+    judged_on = {"min_calls": 1, "max_p99_ratio": 100}
     body = api.post(
-        "/api/v1/services/m/releases", {"version": 2, "steps": [10, 50, 100], "interval_s": 3}, format="json"
+        "/api/v1/services/m/releases",
+        {"version": 2, "steps": [10, 50, 100], "interval_s": 3, **judged_on},
+        format="json",
     ).json()
     release_id = body["id"]
     seen = []
+    with Caller(api, "m"):
+        # a) while version 2's instances load (the release is starting)
+        wait_for(
+            lambda: Instance.objects.filter(deployment__model_version__version=2, status="starting").count() == 2,
+            timeout_s=30, what="version 2's instances starting",
+        )  # fmt: skip
+        _sigkill(worker)
+        assert _release(release_id).status == "starting"
+        time.sleep(1)
+        killed_at = time.monotonic()
+        worker.start("local")
+        wait_for(lambda: _release(release_id).step == 0, timeout_s=40, what="the release's first step")
+        seen.append(f"starting -> step 0 (10 %) {time.monotonic() - killed_at:.1f} s after the restart")
 
-    # a) while version 2's instances load (the release is starting)
-    wait_for(
-        lambda: Instance.objects.filter(deployment__model_version__version=2, status="starting").count() == 2,
-        timeout_s=30, what="version 2's instances starting",
-    )  # fmt: skip
-    _sigkill(worker)
-    assert _release(release_id).status == "starting"
-    time.sleep(1)
-    killed_at = time.monotonic()
-    worker.start("local")
-    wait_for(lambda: _release(release_id).step == 0, timeout_s=40, what="the release's first step")
-    seen.append(f"starting -> step 0 (10 %) {time.monotonic() - killed_at:.1f} s after the restart")
+        # b) at its first step, past the step's interval while the worker is down
+        _sigkill(worker)
+        step_started_at = _release(release_id).step_started_at
+        time.sleep(4)  # longer than interval_s: the step is due when the worker comes back
+        release = _release(release_id)
+        assert (release.status, release.step, release.step_started_at) == ("rolling", 0, step_started_at)
+        killed_at = time.monotonic()
+        worker.start("local")
+        wait_for(lambda: _release(release_id).step == 1, timeout_s=30, what="the release's second step")
+        release = _release(release_id)
+        assert release.status == "rolling"  # one step on, not to the end
+        seen.append(f"step 0 -> step 1 (50 %) {time.monotonic() - killed_at:.1f} s after the restart")
 
-    # b) at its first step, past the step's interval while the worker is down
-    _sigkill(worker)
-    step_started_at = _release(release_id).step_started_at
-    time.sleep(4)  # longer than interval_s: the step is due when the worker comes back
-    release = _release(release_id)
-    assert (release.status, release.step, release.step_started_at) == ("rolling", 0, step_started_at)
-    killed_at = time.monotonic()
-    worker.start("local")
-    wait_for(lambda: _release(release_id).step == 1, timeout_s=30, what="the release's second step")
-    release = _release(release_id)
-    assert release.status == "rolling"  # one step on, not to the end
-    seen.append(f"step 0 -> step 1 (50 %) {time.monotonic() - killed_at:.1f} s after the restart")
-
-    # c) promoted, the old version's instances draining
-    wait_for(lambda: _release(release_id).status == "promoted", timeout_s=30, what="the release promoted")
-    _sigkill(worker)
-    assert Deployment.objects.filter(model_version__version=1).exclude(retired_at=None).exists()
-    time.sleep(3)  # past MODELBAY_DRAIN_S
-    killed_at = time.monotonic()
-    worker.start("local")
-    seconds, rows = _wait_converged("m", 2, since=killed_at)
-    seen.append(f"promoted, draining -> version 1 stopped {seconds:.1f} s after the restart")
+        # c) promoted, the old version's instances draining
+        wait_for(lambda: _release(release_id).status == "promoted", timeout_s=30, what="the release promoted")
+        _sigkill(worker)
+        assert Deployment.objects.filter(model_version__version=1).exclude(retired_at=None).exists()
+        time.sleep(3)  # past MODELBAY_DRAIN_S
+        killed_at = time.monotonic()
+        worker.start("local")
+        seconds, rows = _wait_converged("m", 2, since=killed_at)
+        seen.append(f"promoted, draining -> version 1 stopped {seconds:.1f} s after the restart")
 
     assert list(Deployment.objects.values_list("model_version__version", "weight")) == [(2, 100)]
     history = [(entry["action"], entry["weight"]) for entry in _release(release_id).history]

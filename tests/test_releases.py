@@ -1,6 +1,7 @@
 """Gray releases on real runtimes with a real worker and beat: a client keeps calling
-through a whole rollout and through a rollback without one failed call, and a bad
-version is rolled back by the analysis alone."""
+through a whole rollout and through a rollback without one failed call, a bad version
+(or one worse than the version it replaces) is rolled back by the analysis alone, and a
+release without calls is never promoted by it."""
 
 import threading
 import time
@@ -11,7 +12,8 @@ import pytest
 from django.db import connection
 
 from conftest import make_zip, python_package, wait_for
-from tests.support import assert_share, deploy, upload, wait_status
+from controlplane import releases
+from tests.support import Caller, assert_share, deploy, upload, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -49,30 +51,11 @@ def _add_version(api, content: bytes) -> None:
     assert response.status_code == 201, response.content
 
 
-class Caller:
-    """A client calling the service continuously from a thread, keeping (time sent, status,
-    version): the gateway routes a call when it arrives, so its send time is what counts."""
-
-    def __init__(self, api):
-        self.api, self.calls, self.stop = api, [], threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        try:
-            while not self.stop.is_set():
-                sent = time.time()
-                response = self.api.post("/api/v1/services/m/predict", {"inputs": [1]}, format="json")
-                self.calls.append((sent, response.status_code, response.get("X-Model-Version")))
-        finally:
-            connection.close()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=30)
+@pytest.fixture(autouse=True)
+def short_steps(settings):
+    """Steps of a few seconds: shorter than a release may have outside the tests (they are
+    started in this process, through the test client)."""
+    settings.MODELBAY_RELEASE_MIN_INTERVAL_S = 1
 
 
 @pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
@@ -105,7 +88,7 @@ def _wait_release(api, release_id: int, statuses: tuple[str, ...], timeout_s: fl
 def test_a_full_rollout_fails_no_call_and_splits_like_each_step(service, api):
     with Caller(api) as caller:
         body = api.post(
-            "/api/v1/services/m/releases", {"version": 2, "steps": [10, 50, 100], "interval_s": 5}, format="json"
+            "/api/v1/services/m/releases", {"version": 2, "steps": [10, 50, 100], "interval_s": 10}, format="json"
         ).json()
         release = _wait_release(api, body["id"], ("promoted", "rolled_back", "failed"))
         time.sleep(1)
@@ -114,8 +97,8 @@ def test_a_full_rollout_fails_no_call_and_splits_like_each_step(service, api):
     assert statuses == {200: len(caller.calls)}, statuses
 
     # At each step the observed share of version 2 is its weight, within 4 standard
-    # deviations of a weighted-random split over that step's calls (about 1,000 to 2,000:
-    # ±3.8 points at 10 %, ±6.3 at 50 % over 1,000).
+    # deviations of a weighted-random split over that step's calls (10 s of them, at least
+    # 1,000 even on a busy machine: ±3.8 points at 10 %, ±6.3 at 50 % over 1,000).
     steps = [e for e in release["history"] if e["action"] in ("step", "promoted")]
     for step, following in zip(steps, steps[1:]):
         begin = datetime.fromisoformat(step["at"]).timestamp() + 0.2  # every gateway has the new table
@@ -169,14 +152,17 @@ def test_a_version_that_fails_calls_is_rolled_back_by_itself(service, api):
 def test_a_release_continues_across_a_worker_restart(service, api, backend_worker):
     worker = backend_worker
     body = api.post(
-        "/api/v1/services/m/releases", {"version": 2, "steps": [10, 50, 100], "interval_s": 3}, format="json"
+        "/api/v1/services/m/releases",
+        {"version": 2, "steps": [10, 50, 100], "interval_s": 3, "min_calls": 20},
+        format="json",
     ).json()
-    _wait_release(api, body["id"], ("rolling",))
-    worker.stop()
-    time.sleep(4)  # a step falls due while no worker runs
-    assert api.get(f"/api/v1/services/m/releases/{body['id']}").json()["weights"]["2"] == 10
-    worker.ensure(worker.backend, **worker.extra_env)
-    release = _wait_release(api, body["id"], ("promoted",))
+    with Caller(api):  # calls to judge each step on
+        _wait_release(api, body["id"], ("rolling",))
+        worker.stop()
+        time.sleep(4)  # a step falls due while no worker runs
+        assert api.get(f"/api/v1/services/m/releases/{body['id']}").json()["weights"]["2"] == 10
+        worker.ensure(worker.backend, **worker.extra_env)
+        release = _wait_release(api, body["id"], ("promoted",))
     assert [e["weight"] for e in release["history"] if e["action"] == "step"] == [10, 50]
 
 
@@ -195,10 +181,57 @@ class Model:
 
 @pytest.mark.parametrize("backend_worker", ["local"], indirect=True)
 def test_a_slow_version_is_rolled_back_by_itself(service, api):
-    release = _release_of_a_new_version(api, SLOW_MODEL, {"steps": [50, 100], "interval_s": 3, "max_p99_ms": 100})
+    release = _release_of_a_new_version(
+        api, SLOW_MODEL, {"steps": [50, 100], "interval_s": 3, "max_p99_ms": 100, "min_calls": 10}
+    )
     assert release["status"] == "rolled_back"
     assert "p99 latency" in release["reason"] and "max_p99_ms 100 ms" in release["reason"]
     assert release["history"][-1]["figures"]["new"]["p99_ms"] > 100
+
+
+@pytest.mark.parametrize("backend_worker", ["local"], indirect=True)
+def test_a_version_failing_more_calls_than_the_old_one_is_rolled_back_under_the_ceiling(service, api):
+    # One call in 4 fails: under a ceiling of 50 %, and beyond chance over version 1's none
+    # on 100 calls or more (the bound is then 15 % at most).
+    release = _release_of_a_new_version(
+        api, FAILING_SOMETIMES, {"steps": [50, 100], "interval_s": 3, "max_error_rate": 0.5}
+    )
+    assert release["status"] == "rolled_back", release["reason"]
+    assert "is worse than version 1's 0.00%" in release["reason"]
+    assert "max_error_rate_increase 1.00%" in release["reason"]
+    figures = release["history"][-1]["figures"]
+    assert figures["old"]["errors"] == 0 and figures["new"]["error_rate"] > figures["limits"]["error_rate"]
+    assert figures["limits"]["error_rate"] < 0.5 and figures["new"]["requests"] >= 100
+    assert wait_status(api, "m")["traffic"] == [{"version": 1, "weight": 100}]
+
+
+@pytest.mark.parametrize("backend_worker", ["local"], indirect=True)
+def test_a_version_slower_than_the_old_one_is_rolled_back_under_the_ceiling(service, api):
+    release = _release_of_a_new_version(
+        api, SLOW_MODEL, {"steps": [50, 100], "interval_s": 3, "max_p99_ms": 5000, "min_calls": 10}
+    )
+    assert release["status"] == "rolled_back", release["reason"]
+    assert "max_p99_ratio 1.5 times version 1's" in release["reason"]
+    figures = release["history"][-1]["figures"]
+    assert figures["limits"]["p99_ms"] < 300 < figures["new"]["p99_ms"] < 5000
+
+
+@pytest.mark.parametrize("backend_worker", ["local"], indirect=True)
+def test_a_release_without_calls_is_never_promoted_by_the_analysis(service, api):
+    body = api.post(
+        "/api/v1/services/m/releases", {"version": 2, "steps": [50, 100], "interval_s": 1}, format="json"
+    ).json()
+    release = _wait_release(api, body["id"], ("paused", "promoted", "rolled_back", "failed"), timeout_s=180)
+
+    assert release["status"] == "paused"
+    assert release["reason"].startswith("Paused: not enough traffic to judge: 0 calls on version 2 and 0 on version 1")
+    waits = [entry for entry in release["history"] if entry["action"] == "waiting"]
+    assert len(waits) == releases.MAX_WAITS
+    assert all(entry["message"].startswith("Not enough traffic to judge") for entry in waits)
+    assert all(entry["figures"]["new"]["requests"] == 0 for entry in waits)
+    assert "promoted" not in {entry["action"] for entry in release["history"]}
+    assert release["weights"] == {"1": 50, "2": 50}  # where it waited: the operator decides
+    assert sorted((t["version"], t["weight"]) for t in wait_status(api, "m")["traffic"]) == [(1, 50), (2, 50)]
 
 
 @pytest.mark.parametrize("backend_worker", ["local"], indirect=True)

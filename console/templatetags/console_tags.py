@@ -1,12 +1,35 @@
 from datetime import timedelta
 
 from django import template
+from django.templatetags.static import static
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince, timeuntil
 
+from console.errors import without_server_paths
+from marketplace.models import DEFAULT_APP_ICON, AppIcon
+
 register = template.Library()
+
+_KNOWN_ICONS = frozenset(AppIcon.values)
+
+register.filter("without_server_paths", without_server_paths)
+
+
+@register.simple_tag
+def app_icon(listing, size=""):
+    """An app's icon: one of the vendored SVG files (the default for none or an unknown name)."""
+    name = listing.icon if listing.icon in _KNOWN_ICONS else DEFAULT_APP_ICON
+    pixels = 32 if size == "large" else 24
+    return format_html(
+        '<span class="app-icon {}" aria-hidden="true" data-icon="{}"><img src="{}" alt="" width="{}" height="{}"></span>',
+        size,
+        name,
+        static(f"img/icons/{name}.svg"),
+        pixels,
+        pixels,
+    )
 
 
 @register.simple_tag

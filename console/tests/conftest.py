@@ -102,7 +102,7 @@ def listing(service):
         summary="Reads a handwritten digit from an 8x8 image.",
         description="## How it works\n\nSend **64** grey levels, get the digit.",
         category="vision",
-        icon="🔢",
+        icon="hash",
         example_input={"inputs": [[0.0] * 64]},
         example_output={"outputs": [{"label": 0}]},
     )

@@ -2,6 +2,7 @@
 a ready instance and the live traffic split of a service, subscribing and stored usage."""
 
 from django.urls import reverse
+from playwright.sync_api import expect
 
 from controlplane.choices import InstanceStatus
 from controlplane.models import Instance
@@ -48,3 +49,12 @@ def store_usage(subscription, plan_name, day, calls):
     DailyUsage.objects.create(
         subscription=subscription, plan=plan, period_start=subscription.period_start, day=day, calls=calls
     )
+
+
+def log_in(page, user, password="correct-horse-battery"):
+    """Sign in in the browser as ``user`` (the fixtures' users share one password)."""
+    page.goto("/accounts/login/")
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".user-menu")).to_be_attached()

@@ -108,7 +108,7 @@ def second_listing(outsider_organization, digits_upload):
         title="Sentiment",
         summary="Tells whether a sentence is positive.",
         category="text",
-        icon="💬",
+        icon="message-square",
     )
     return marketplace_services.listing_set_status(listing=listing, status=ListingStatus.PUBLISHED)
 
@@ -126,7 +126,7 @@ def test_marketplace_shows_published_apps_with_publisher_and_cheapest_plan(owner
     assert "by Acme" in html and "by Globex" in html
     assert 'From <span class="strong" data-cheapest>free</span>' in html
     assert 'From <span class="strong" data-cheapest>1.25 / 1k calls</span>' in html
-    assert "🔢" in html and "Reads a handwritten digit" in html
+    assert "img/icons/hash.svg" in html and "Reads a handwritten digit" in html
     assert response.context["categories"] == ["text", "vision"]
 
 

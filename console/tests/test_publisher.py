@@ -82,7 +82,7 @@ def test_unpublishing_and_publishing_again(owner_client, listing):
 def test_listing_a_service_creates_a_draft_with_one_plan(owner_client, organization, service):
     data = {
         "service": service.slug, "title": "Digits", "slug": "digits-app", "summary": "s", "description": "# D",
-        "category": "vision", "icon": "🔢", "example_input": '{"inputs": [[1, 2]]}', "example_output": "",
+        "category": "vision", "icon": "hash", "example_input": '{"inputs": [[1, 2]]}', "example_output": "",
         "plan_name": "starter", "monthly_quota": 200, "rate_limit_per_s": 3, "price_per_1k": "0.25",
     }  # fmt: skip
 

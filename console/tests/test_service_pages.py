@@ -3,13 +3,15 @@ autoscaled, with the autoscaler's decisions), resources, network, logs, deleting
 (console.views.service_pages)."""
 
 import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from console.tests.helpers import url
 from controlplane import services
 from controlplane.choices import ServiceStatus
-from controlplane.models import Service
+from controlplane.models import ColdStart, Instance, Service
 
 pytestmark = pytest.mark.django_db
 
@@ -63,14 +65,15 @@ def test_deploying_under_a_taken_name_is_a_form_error(owner_client, service):
     assert Service.objects.count() == 1
 
 
-def test_service_page_shows_status_traffic_try_it_and_curl(owner_client, service):
+def test_service_page_shows_status_traffic_try_it_and_curl(owner_client, service, settings):
+    settings.SITE_URL = "https://models.example.com"  # the one address the console shows, whatever the Host
     response = owner_client.get(url("service_detail", service.slug))
 
     content = response.content.decode()
     assert 'data-status="provisioning"' in content
     assert "v1 · 100%" in content
     assert json.loads(response.context["example"]) == {"inputs": [[0.0] * 64]}
-    assert f"http://testserver/api/v1/services/{service.slug}/predict" in content
+    assert f"https://models.example.com/api/v1/services/{service.slug}/predict" in content
     assert 'data-polling="on"' in content
 
 
@@ -357,6 +360,34 @@ def test_setting_autoscaling_from_the_scale_card(owner_client, service, django_c
     assert "Autoscaling Digits API between 2 and 6 replicas." in page
 
 
+def test_scale_to_zero_from_the_scale_card_and_a_service_at_zero(owner_client, service):
+    data = {"min_replicas": 0, "max_replicas": 3, "scale_down_delay_s": 0, "scale_to_zero_after_s": 120}
+    response = owner_client.post(url("service_autoscaling", service.slug), data)
+
+    service.refresh_from_db()
+    assert (service.min_replicas, service.max_replicas, service.scale_to_zero_after_s) == (0, 3, 120)
+    page = owner_client.get(response.url).content.decode()
+    assert "Autoscaling Digits API between 0 and 3 replicas, to zero after 120 s without a call." in page
+    assert "to zero after 120 s without a call" in page
+
+    services.service_autoscale(service_id=service.pk, replicas=0, in_flight=0.0, mode="stable", reason="idle")
+    Instance.objects.filter(deployment__service=service).delete()
+    services.service_wake(service_id=service.pk)
+    ColdStart.objects.update(requested_at=timezone.now() - timedelta(seconds=1))  # a start under way
+    page = owner_client.get(url("service_detail", service.slug)).content.decode()
+    assert "starting from zero: calls are held" in page
+    status = owner_client.get(url("service_status", service.slug))
+    assert status.context["polling"] is True  # the page follows the start
+
+    # Started in 0.5 s, then idle again long enough: back at zero.
+    long_ago = timezone.now() - timedelta(seconds=300)
+    ColdStart.objects.update(requested_at=long_ago, ready_at=long_ago + timedelta(seconds=0.5))
+    services.service_autoscale(service_id=service.pk, replicas=0, in_flight=0.0, mode="stable", reason="idle")
+    content = owner_client.get(url("service_status", service.slug)).content.decode()
+    assert "No instance runs: scaled to zero after 120 s without a call." in content
+    assert "p50 0.50 s" in content
+
+
 def test_an_empty_target_is_the_default(owner_client, service):
     data = {"min_replicas": 1, "max_replicas": 3, "target_in_flight": "", "scale_down_delay_s": 60}
     owner_client.post(url("service_autoscaling", service.slug), data)
@@ -368,7 +399,8 @@ def test_an_empty_target_is_the_default(owner_client, service):
 @pytest.mark.parametrize(
     "data, field, message",
     [
-        ({"min_replicas": 0, "max_replicas": 4}, "min_replicas", "Scale to zero is not available yet"),
+        ({"min_replicas": -1, "max_replicas": 4}, "min_replicas", "min_replicas must be between 0 and"),
+        ({"min_replicas": 0, "max_replicas": 4, "scale_to_zero_after_s": 1}, "scale_to_zero_after_s", "between 5 and"),
         ({"min_replicas": 5, "max_replicas": 4}, "max_replicas", "max_replicas must be between min_replicas (5)"),
         ({"min_replicas": 1, "max_replicas": 4, "target_in_flight": 1001}, "target_in_flight", "between 1 and 1000"),
         ({"min_replicas": 1, "max_replicas": 4, "scale_down_delay_s": 4000}, "scale_down_delay_s", "between 0 and 3600"),
@@ -409,3 +441,14 @@ def test_outsider_can_neither_set_autoscaling_nor_see_the_decisions(
     assert "owner's burst" not in content and "owner&#x27;s burst" not in content
     service.refresh_from_db()
     assert service.max_replicas == 8
+
+
+def test_the_controls_column_alone_shows_the_service_as_it_is_now(owner_client, outsider_client, service):
+    services.service_update(service=service, replicas=3)
+
+    response = owner_client.get(url("service_controls", service.slug))
+
+    assert response.status_code == 200
+    assert response.context["scale_form"]["replicas"].value() == 3
+    assert 'id="service-controls"' in response.content.decode() and "data-edited" not in response.content.decode()
+    assert outsider_client.get(url("service_controls", service.slug)).status_code == 404

@@ -14,7 +14,10 @@ from controlplane.models import Release, Service, VersionMetrics
 pytestmark = pytest.mark.django_db
 
 
-RELEASE_FORM = {"version": 2, "steps": "10, 50, 100", "interval_s": 60, "max_error_rate": 5, "max_p99_ms": ""}
+RELEASE_FORM = {
+    "version": 2, "steps": "10, 50, 100", "interval_s": 60, "max_error_rate": 5, "max_p99_ms": "",
+    "max_error_rate_increase": 1, "max_p99_ratio": 1.5, "min_calls": 100,
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -85,6 +88,9 @@ def test_starting_a_release(owner_client, releasable):
         ({"steps": "ten, 100"}, "steps", "Write whole percentages separated by commas"),
         ({"version": 1}, "version", "Version 1 is the one running now."),
         ({"interval_s": 0}, "interval_s", "greater than or equal to 1"),
+        ({"interval_s": 9}, "interval_s", "interval_s is at least 10 s"),
+        ({"min_calls": 0}, "min_calls", "greater than or equal to 1"),
+        ({"max_p99_ratio": 0.5}, "max_p99_ratio", "greater than or equal to 1"),
         ({"max_error_rate": 150}, "max_error_rate", "less than or equal to 100"),
         ({"max_p99_ms": 0}, "max_p99_ms", "greater than or equal to 1"),
     ],
@@ -97,6 +103,30 @@ def test_a_refused_release_is_a_form_error(owner_client, releasable, data, field
     assert message in response.content.decode()
     assert "data-edited" in response.content.decode()  # polling leaves the form as it is
     assert not releasable.releases.exists()
+
+
+def test_a_release_is_judged_against_the_running_version_by_the_bounds_of_the_form(owner_client, releasable):
+    data = {**RELEASE_FORM, "max_error_rate_increase": 2, "max_p99_ratio": 3, "min_calls": 40}
+    owner_client.post(url("service_release_start", releasable.slug), data)
+
+    release = releasable.releases.get()
+    assert (release.max_error_rate_increase, release.max_p99_ratio, release.min_calls) == (0.02, 3, 40)
+    content = owner_client.get(url("service_status", releasable.slug)).content.decode()
+    assert "+2.0% errors · p99 ×3.0" in content and "40 calls each" in content
+
+
+def test_a_release_paused_for_want_of_calls_says_so(owner_client, releasable):
+    release = _rolling(releasable)
+    for _ in range(releases.MAX_WAITS + 1):
+        Release.objects.filter(pk=release.pk).update(step_started_at=timezone.now() - timedelta(days=1))
+        releases.advance(release.pk)
+
+    response = owner_client.get(url("service_status", releasable.slug))
+
+    content = response.content.decode()
+    assert "Paused: not enough traffic to judge: 0 calls on version 2 and 0 on version 1" in content
+    assert [entry["action"] for entry in response.context["timeline"]][-2:] == ["waiting", "paused"]
+    assert "resume to go on" in content
 
 
 def test_a_second_release_is_refused_above_the_form(owner_client, releasable, make_digits_upload):
@@ -195,6 +225,7 @@ def test_the_timeline_shows_each_decision_with_its_figures(owner_client, releasa
     assert "Version 2 takes 50 % of the calls." in content
     assert "v2: 100 calls · 1.0% errors · p99 5.0 ms" in content
     assert "v1: 900 calls · 0.0% errors · p99 50 ms" in content
+    assert "bounds: 100 calls each · 2.0% errors · p99 75 ms" in content
 
 
 def test_a_finished_release_leaves_its_timeline_and_the_form_returns(owner_client, releasable):

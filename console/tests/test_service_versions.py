@@ -49,7 +49,7 @@ def test_running_another_version(owner_client, two_versions, make_digits_upload,
     assert response.url == url("service_detail", service.slug)
     assert live_weights(service) == {1: 100, 2: 0, 3: 0}
     assert len(callbacks) == 1
-    assert "Version 3 is starting beside the others" in owner_client.get(response.url).content.decode()
+    assert "Version 3 added beside the others" in owner_client.get(response.url).content.decode()
 
 
 @pytest.mark.parametrize(

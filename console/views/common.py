@@ -2,8 +2,10 @@
 
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect
+from django.urls import reverse
 
 
 def organization_required(view):
@@ -32,3 +34,9 @@ def post_data(request):
 def form_status(form) -> int:
     """400 for a form posted with errors, so tests and tools can tell it did not pass."""
     return 400 if form.is_bound and form.errors else 200
+
+
+def site_url(name: str, *args) -> str:
+    """The address of one of the site's URLs as callers reach it: ``MODELBAY_SITE_URL`` and the
+    path, the one source for every address the console shows (as the API's)."""
+    return settings.SITE_URL + reverse(name, args=args)

@@ -3,15 +3,13 @@ to call it, Try it), and subscribing to it or changing plan."""
 
 import json
 
-from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from console import examples
 from console.forms import MarketplaceSearchForm, SubscribeForm, add_api_error
-from console.views.common import organization_id, organization_required
+from console.views.common import organization_id, organization_required, site_url
 from console.views.subscriptions import with_share
 from marketplace import selectors, services, usage
 from marketplace.markdown import render_markdown
@@ -66,13 +64,13 @@ def _render_app(request, listing, *, subscribe_form=None, status=200):
     body_json = json.dumps(body)
     context = {
         "listing": listing,
-        "plans": list(listing.plans.all()),
+        "plans": listing.offered_plans,
         "description": render_markdown(listing.description),
         "subscription": subscription,
         "usage": with_share(usage.subscription_usage(subscription)) if subscription else None,
         "subscribe_form": subscribe_form or SubscribeForm(),
         "selected_plan": _selected_plan(subscribe_form, subscription, listing),
-        "endpoint": settings.SITE_URL + reverse("api-app-predict", args=[listing.slug]),
+        "endpoint": site_url("api-app-predict", listing.slug),
         "example": body_json,
         "example_shell": examples.shell_quoted(body_json),
         "example_python": examples.python_literal(body, indent=len("    json=")),
@@ -87,7 +85,7 @@ def _selected_plan(form, subscription, listing) -> str:
         return form.data["plan"]
     if subscription is not None:
         return subscription.plan.name
-    first = next(iter(listing.plans.all()), None)
+    first = next(iter(listing.offered_plans), None)
     return first.name if first else ""
 
 

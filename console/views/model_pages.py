@@ -5,6 +5,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from console.errors import user_message
 from console.forms import (
     DeployForm,
     ModelUploadForm,
@@ -107,7 +108,7 @@ def model_delete(request, slug):
     try:
         services.model_delete(model=model)
     except DomainError as error:
-        messages.error(request, str(error.detail))
+        messages.error(request, user_message(error))
         return redirect("console:model_detail", slug=model.slug)
     messages.success(request, f"Model {model.name} deleted.")
     return redirect("console:model_list")

@@ -15,6 +15,7 @@ from console.forms import OrganizationForm, OrganizationSwitchForm
 from console.views.common import organization_id, organization_required, post_data
 from console.views.service_pages import with_instance_counts
 from controlplane import selectors
+from controlplane.zones import zone_list
 
 
 @require_GET
@@ -25,6 +26,7 @@ def home(request):
         "model_count": selectors.model_list(organization_id=org_id).count(),
         "services": with_instance_counts(selectors.service_list(organization_id=org_id)),
         "key_count": account_selectors.api_key_list(organization_id=org_id).count(),
+        "zones": zone_list(),  # the platform's, the same for every organization
     }
     return render(request, "console/home.html", context)
 

@@ -1,11 +1,11 @@
 """The publisher's dashboard: the organization's listings with their figures, listing a
-service as an app, publishing and unpublishing it."""
+service as an app, editing its page and plans, publishing and unpublishing it."""
 
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from console.forms import ListingForm, add_api_error
+from console.forms import ListingForm, add_api_error, listing_edit_forms
 from console.views.common import form_status, organization_id, organization_required, post_data
 from controlplane import selectors as controlplane_selectors
 from marketplace import selectors, services, usage
@@ -46,6 +46,25 @@ def publisher_listing_detail(request, slug):
     most = max((day["calls"] for day in figures["daily"]), default=0)
     context = {"listing": listing, "figures": figures, "most": most, "days": DASHBOARD_DAYS}
     return render(request, "console/publisher_listing_detail.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@organization_required
+def publisher_listing_edit(request, slug):
+    """Change the listing's page and plans; subscribers of a changed plan keep its old terms."""
+    listing = selectors.publisher_listing_get(organization_id=organization_id(request), slug=slug)
+    page_form, plan_forms = listing_edit_forms(listing, post_data(request))
+    if page_form.is_valid() and plan_forms.is_valid():
+        try:
+            services.listing_update(listing=listing, plans=plan_forms.plans(), **page_form.page())
+        except DomainError as error:
+            add_api_error(page_form, error)
+        else:
+            messages.success(request, f"{listing.title} saved.")
+            return redirect("console:publisher_listing_detail", slug=listing.slug)
+    context = {"listing": listing, "form": page_form, "plan_forms": plan_forms}
+    status = 400 if page_form.is_bound else 200  # a post that got here did not pass
+    return render(request, "console/publisher_listing_edit.html", context, status=status)
 
 
 @require_POST

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console import examples
+from console.errors import user_message
 from console.forms import (
     AutoscalingForm,
     DeployForm,
@@ -24,7 +24,7 @@ from console.forms import (
     VersionAddForm,
     add_api_error,
 )
-from console.views.common import form_status, organization_id, organization_required, post_data
+from console.views.common import form_status, organization_id, organization_required, post_data, site_url
 from controlplane import resources, selectors, services
 from controlplane.choices import ACTIVE_RELEASE_STATUSES, InstanceStatus, ReleaseStatus, ServiceStatus
 from modelbay.core.errors import DomainError
@@ -39,6 +39,8 @@ STATS_WINDOW = timedelta(minutes=5)
 @organization_required
 def service_list(request):
     services_ = with_instance_counts(selectors.service_list(organization_id=organization_id(request)))
+    if request.GET.get("fragment") == "table":  # the live page reloads the table alone
+        return render(request, "console/snippets/service_table_card.html", {"services": services_})
     return render(request, "console/service_list.html", {"services": services_})
 
 
@@ -61,7 +63,8 @@ def service_create(request):
         except DomainError as error:
             add_api_error(form, error)
         else:
-            messages.success(request, f"Service {service.name} is being provisioned.")
+            # Said once and true for good: the status block below follows what happens next.
+            messages.success(request, f"Service {service.name} created.")
             return redirect("console:service_detail", slug=service.slug)
     return render(request, "console/service_create.html", {"form": form, "models": models}, status=form_status(form))
 
@@ -79,6 +82,25 @@ def service_status(request, slug):
     """The status block alone: the service page polls it while the service settles."""
     service = selectors.service_get(organization_id=organization_id(request), slug=slug)
     return render(request, "console/snippets/service_status.html", _status_context(service))
+
+
+@require_GET
+@organization_required
+def service_logs(request, slug):
+    """The logs card alone: it follows the status block, as instances come and go."""
+    service = selectors.service_get(organization_id=organization_id(request), slug=slug)
+    context = {"service": service, "instances": selectors.service_instances(service=service)}
+    return render(request, "console/snippets/service_logs.html", {**context, **_logs_context(request, service)})
+
+
+@require_GET
+@organization_required
+def service_controls(request, slug):
+    """The right-hand column alone (its forms show the service as it is now): the live page
+    reloads it when the service changes, unless one of its forms is being filled in."""
+    service = selectors.service_get(organization_id=organization_id(request), slug=slug)
+    context = {**_status_context(service), **_controls_forms(service)}
+    return render(request, "console/snippets/service_controls.html", context)
 
 
 @require_POST
@@ -116,7 +138,7 @@ def service_delete(request, slug):
     try:
         services.service_delete(service=service)
     except DomainError as error:
-        messages.error(request, str(error.detail))
+        messages.error(request, user_message(error))
         return redirect("console:service_detail", slug=service.slug)
     messages.success(request, f"Service {service.name} is being deleted.")
     return redirect("console:service_list")
@@ -146,27 +168,36 @@ def with_instance_counts(services_):
 
 def _logs_context(request, service) -> dict:
     """The output of the instance named by ``?logs=`` (default: the newest), if any."""
+    chosen = request.GET.get("logs") or None
     try:
-        instance = selectors.service_instance_get(service=service, instance_id=request.GET.get("logs"))
+        instance = selectors.service_instance_get(service=service, instance_id=chosen)
     except Http404:
-        if request.GET.get("logs"):
+        if chosen:
             raise
-        return {"log_instance": None, "logs": ""}
-    return {"log_instance": instance, "logs": selectors.instance_logs(instance=instance, tail=200)}
+        return {"log_instance": None, "logs": "", "logs_chosen": False}
+    logs = selectors.instance_logs(instance=instance, tail=200)
+    return {"log_instance": instance, "logs": logs, "logs_chosen": bool(chosen)}
 
 
-def _render_service_detail(request, service, *, status=200, **bound_forms):
-    """The service page; ``bound_forms`` (by context name) replace the blank forms."""
-    predict_url = request.build_absolute_uri(reverse("api-service-predict", args=[service.slug]))
-    context = {
-        **_status_context(service),
-        **_logs_context(request, service),
+def _controls_forms(service) -> dict:
+    """The right-hand column's forms, filled in with the service as it is now."""
+    return {
         "scale_form": ScaleForm(initial={"replicas": service.replicas}),
         "autoscaling_form": AutoscalingForm.for_service(service),
         "resources_form": ResourcesForm(initial=service.resources),
         "network_form": NetworkForm(initial={"network": service.network}),
         "version_form": VersionAddForm(service=service),
         "traffic_form": TrafficForm(service=service),
+    }
+
+
+def _render_service_detail(request, service, *, status=200, **bound_forms):
+    """The service page; ``bound_forms`` (by context name) replace the blank forms."""
+    predict_url = site_url("api-service-predict", service.slug)
+    context = {
+        **_status_context(service),
+        **_logs_context(request, service),
+        **_controls_forms(service),
         **bound_forms,
         "example": examples.example_body(examples.main_version(service)),
         "predict_url": predict_url,
@@ -180,6 +211,7 @@ def _status_context(service) -> dict:
     recent = list(service.releases.all()[: EARLIER_RELEASES_SHOWN + 1])
     release = recent[0] if recent else None
     active = release is not None and release.status in ACTIVE_RELEASE_STATUSES
+    cold_starts = selectors.service_cold_starts(service=service)
     return {
         "service": service,
         "deployments": _with_stats(service, _with_instance_states(service.live_deployments())),
@@ -191,8 +223,11 @@ def _status_context(service) -> dict:
         "timeline": _timeline(release),
         "earlier_releases": recent[1:],
         "autoscaler_decisions": selectors.autoscaler_decisions(service=service, limit=AUTOSCALER_DECISIONS_SHOWN),
+        "replicas": selectors.service_replicas(service=service),
+        "in_flight": selectors.service_in_flight(service=service),
+        "cold_starts": cold_starts,
         "release_form": ReleaseForm(service=service),
-        "polling": active or _settling(service, instances),
+        "polling": active or cold_starts.starting or _settling(service, instances),
     }
 
 

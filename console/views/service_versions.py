@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
+from console.errors import user_message
 from console.forms import TrafficForm, VersionAddForm
 from console.views.common import organization_id, organization_required
 from console.views.service_pages import apply_form
@@ -35,7 +36,7 @@ def service_version_remove(request, slug, version):
     try:
         services.version_retire(service=service, version=version)
     except DomainError as error:
-        messages.error(request, str(error.detail))
+        messages.error(request, user_message(error))
     else:
         messages.success(request, f"Version {version} is being removed; it finishes the calls it has.")
     return redirect("console:service_detail", slug=service.slug)

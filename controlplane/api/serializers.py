@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from controlplane import resources, selectors
 from controlplane.choices import ServiceNetwork
-from controlplane.models import AutoscalerDecision, Instance, Model, ModelVersion, Release, Service
+from controlplane.models import AutoscalerDecision, ColdStart, Instance, Model, ModelVersion, Release, Service
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -103,6 +103,31 @@ class AutoscalingStateSerializer(serializers.Serializer):
         help_text="Calls in flight one replica should carry: the service's own, or the installation's default.",
     )
     scale_down_delay_s = serializers.IntegerField()
+    scale_to_zero_after_s = serializers.IntegerField(
+        help_text="With min_replicas 0: seconds without a call before the service runs no instance."
+    )
+
+
+class ZoneReplicasSerializer(serializers.Serializer):
+    desired = serializers.IntegerField(help_text="Instances placed in the zone (starting, ready or unhealthy).")
+    ready = serializers.IntegerField()
+
+
+class ReplicasSerializer(serializers.Serializer):
+    desired = serializers.IntegerField(
+        help_text="The desired replicas per version now (the autoscaler's when enabled; 0: scaled to zero)."
+    )
+    ready = serializers.IntegerField(help_text="Ready instances, over the versions the service runs.")
+    by_zone = serializers.DictField(child=ZoneReplicasSerializer(), help_text="Zone -> its instances.")
+
+
+class ColdStartsSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Starts from zero kept (MODELBAY_METRICS_RETENTION_DAYS).")
+    starting = serializers.BooleanField(help_text="A start from zero is under way: calls are being held.")
+    last_at = serializers.DateTimeField(allow_null=True)
+    last_s = serializers.FloatField(allow_null=True, help_text="From the call that woke it to a ready instance.")
+    p50_s = serializers.FloatField(allow_null=True, help_text="Over the last 100 completed starts.")
+    p95_s = serializers.FloatField(allow_null=True)
 
 
 class ServiceSerializer(serializers.ModelSerializer):
@@ -114,17 +139,30 @@ class ServiceSerializer(serializers.ModelSerializer):
     resources = serializers.SerializerMethodField()
     timeout_s = serializers.SerializerMethodField()
     autoscaling = AutoscalingStateSerializer(source="*", read_only=True)
+    replicas = serializers.SerializerMethodField()
+    in_flight = serializers.SerializerMethodField()
+    cold_starts = serializers.SerializerMethodField()
 
     class Meta:
         model = Service
         fields = [
-            "slug", "name", "model", "replicas", "autoscaling", "resources", "network", "timeout_s", "status",
-            "error", "traffic", "shadow", "instances", "predict_url", "created_at", "updated_at",
+            "slug", "name", "model", "replicas", "in_flight", "autoscaling", "cold_starts", "resources", "network",
+            "timeout_s", "status", "error", "traffic", "shadow", "instances", "predict_url", "created_at",
+            "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
-        extra_kwargs = {
-            "replicas": {"help_text": "The desired replicas per version now (the autoscaler's, when enabled)."}
-        }
+
+    @extend_schema_field(ReplicasSerializer)
+    def get_replicas(self, service) -> dict:
+        return ReplicasSerializer(selectors.service_replicas(service=service)).data
+
+    def get_in_flight(self, service) -> int | None:
+        """Calls in flight now over every gateway process (null: the load reports cannot be read)."""
+        return selectors.service_in_flight(service=service)
+
+    @extend_schema_field(ColdStartsSerializer)
+    def get_cold_starts(self, service) -> dict:
+        return ColdStartsSerializer(selectors.service_cold_starts(service=service)).data
 
     def get_shadow(self, service) -> dict[str, int]:
         """Versions that get a mirrored share of the calls (answers discarded): version -> percent."""
@@ -170,10 +208,12 @@ class AutoscalingSerializer(serializers.Serializer):
     """Autoscaling settings asked for; the limits are checked by the service functions."""
 
     min_replicas = serializers.IntegerField(
-        required=False, help_text="At least 1 (scale to zero is not available yet). Default 1."
+        required=False,
+        help_text="0 (scale to zero: after scale_to_zero_after_s without a call the service runs no instance, and "
+        "the next call is held while one starts) up to max_replicas. Default 1.",
     )
     max_replicas = serializers.IntegerField(
-        required=False, help_text="From min_replicas to MODELBAY_MAX_REPLICAS (16 by default)."
+        required=False, help_text="From min_replicas (at least 1) to MODELBAY_MAX_REPLICAS (16 by default)."
     )
     target_in_flight = serializers.IntegerField(
         required=False,
@@ -186,17 +226,18 @@ class AutoscalingSerializer(serializers.Serializer):
         help_text=f"How long, in seconds (0 to {Service.MAX_SCALE_DOWN_DELAY_S}), the load must ask for fewer "
         "replicas before they are removed. Default 60.",
     )
+    scale_to_zero_after_s = serializers.IntegerField(
+        required=False,
+        help_text=f"With min_replicas 0: seconds without a call ({Service.MIN_SCALE_TO_ZERO_AFTER_S} to "
+        f"{Service.MAX_SCALE_TO_ZERO_AFTER_S}) before the service runs no instance. Default 300.",
+    )
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 given = f"Unknown autoscaling setting; give {', '.join(self.fields)}."
-                # API.md's contract names it already; it comes with scale to zero.
-                later = "Scale to zero is not available yet."
-                raise serializers.ValidationError(
-                    {name: [later if name == "scale_to_zero_after_s" else given] for name in unknown}
-                )
+                raise serializers.ValidationError({name: [given] for name in unknown})
         return super().to_internal_value(data)
 
 
@@ -307,6 +348,27 @@ class MetricsSerializer(serializers.Serializer):
     versions = VersionStatsSerializer(many=True)
 
 
+def _column(help_text: str, child=None) -> serializers.ListField:
+    return serializers.ListField(child=child or serializers.FloatField(allow_null=True), help_text=help_text)
+
+
+class VersionSeriesSerializer(serializers.Serializer):
+    calls_per_s = _column("Calls per second at each time.")
+    errors_per_s = _column("5xx answers and timeouts per second.")
+    p50_ms = _column("Median latency in milliseconds (null: no call then).")
+    p99_ms = _column("99th percentile latency in milliseconds (null: no call then).")
+
+
+class SeriesSerializer(serializers.Serializer):
+    window_s = serializers.IntegerField()
+    step_s = serializers.IntegerField(help_text="Seconds between points (10 over an hour; coarser beyond).")
+    times = _column("Each point's start, in seconds since the epoch (UTC).", serializers.IntegerField())
+    versions = serializers.DictField(child=VersionSeriesSerializer(), help_text="Version -> its columns.")
+    in_flight = _column("Calls in flight on average over every gateway process.")
+    replicas_desired = _column("The most replicas asked for within the point.", serializers.IntegerField(allow_null=True))
+    replicas_ready = _column("The fewest replicas ready within the point.", serializers.IntegerField(allow_null=True))
+
+
 class ReleaseCreateSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1, help_text="The version to roll out.")
     steps = serializers.ListField(
@@ -314,9 +376,38 @@ class ReleaseCreateSerializer(serializers.Serializer):
         default=[10, 50, 100],
         help_text="The new version's share at each step, rising, ending at 100.",
     )
-    interval_s = serializers.IntegerField(min_value=1, max_value=86_400, default=60, help_text="Seconds per step.")
-    max_error_rate = serializers.FloatField(min_value=0, max_value=1, default=0.05)
-    max_p99_ms = serializers.FloatField(min_value=1, allow_null=True, default=None)
+    interval_s = serializers.IntegerField(
+        min_value=1,
+        max_value=86_400,
+        default=60,
+        help_text="Seconds per step (at least MODELBAY_RELEASE_MIN_INTERVAL_S).",
+    )
+    max_error_rate = serializers.FloatField(
+        min_value=0, max_value=1, default=0.05, help_text="Ceiling on the new version's error rate in a step."
+    )
+    max_p99_ms = serializers.FloatField(
+        min_value=1, allow_null=True, default=None, help_text="Ceiling on the new version's p99 latency (null: none)."
+    )
+    max_error_rate_increase = serializers.FloatField(
+        min_value=0,
+        max_value=1,
+        default=Release.DEFAULT_MAX_ERROR_RATE_INCREASE,
+        help_text="How much the new version's error rate may exceed the old one's in a step (0.01: one point), "
+        "beyond what chance explains on the step's calls.",
+    )
+    max_p99_ratio = serializers.FloatField(
+        min_value=1,
+        max_value=100,
+        default=Release.DEFAULT_MAX_P99_RATIO,
+        help_text="How many times the old version's p99 latency the new one's may be in a step.",
+    )
+    min_calls = serializers.IntegerField(
+        min_value=1,
+        max_value=1_000_000,
+        default=Release.DEFAULT_MIN_CALLS,
+        help_text="Calls each version needs in a step before it is judged; with fewer, the step waits "
+        "(up to a few intervals, then the release pauses: never promoted without them).",
+    )
     shadow_percent = serializers.IntegerField(
         min_value=0,
         max_value=100,
@@ -333,7 +424,8 @@ class ReleaseSerializer(serializers.ModelSerializer):
         model = Release
         fields = [
             "id", "version", "from_version", "status", "step", "weights", "steps", "interval_s",
-            "max_error_rate", "max_p99_ms", "shadow_percent", "reason", "created_at", "finished_at",
+            "max_error_rate", "max_p99_ms", "max_error_rate_increase", "max_p99_ratio", "min_calls",
+            "shadow_percent", "reason", "created_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -342,6 +434,13 @@ class ReleaseSerializer(serializers.ModelSerializer):
 
 
 class ReleaseDetailSerializer(ReleaseSerializer):
+    history = serializers.JSONField(
+        read_only=True,
+        help_text="Every decision, oldest first: at, action (started, shadow, step, waiting, paused, resumed, "
+        "promoted, rolled_back, failed), weight, message, and the figures it used: calls, errors, error_rate and "
+        "p99_ms of the new and the old version, and the limits applied.",
+    )
+
     class Meta(ReleaseSerializer.Meta):
         fields = [*ReleaseSerializer.Meta.fields, "history"]
         read_only_fields = fields
@@ -367,5 +466,15 @@ class AutoscalerDecisionSerializer(serializers.ModelSerializer):
         extra_kwargs = {"in_flight": {"help_text": "The calls in flight the decision was based on."}}
 
 
+class ColdStartSerializer(serializers.ModelSerializer):
+    seconds = serializers.FloatField(allow_null=True, help_text="From the call that woke it to a ready instance.")
+
+    class Meta:
+        model = ColdStart
+        fields = ["requested_at", "ready_at", "seconds"]
+        read_only_fields = fields
+
+
 class AutoscalerSerializer(serializers.Serializer):
     decisions = AutoscalerDecisionSerializer(many=True, help_text="Newest first.")
+    cold_starts = ColdStartSerializer(many=True, help_text="Starts from zero, newest first.")

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from controlplane.api import views
+from controlplane.api import views, zones
 
 urlpatterns = [
     path("models", views.ModelListView.as_view(), name="api-models"),
@@ -11,6 +11,7 @@ urlpatterns = [
     path("services/<slug:slug>/autoscaler", views.ServiceAutoscalerView.as_view(), name="api-service-autoscaler"),
     path("services/<slug:slug>/logs", views.ServiceLogsView.as_view(), name="api-service-logs"),
     path("services/<slug:slug>/metrics", views.ServiceMetricsView.as_view(), name="api-service-metrics"),
+    path("services/<slug:slug>/metrics/series", views.ServiceSeriesView.as_view(), name="api-service-series"),
     path("services/<slug:slug>/releases", views.ServiceReleaseListView.as_view(), name="api-service-releases"),
     path(
         "services/<slug:slug>/releases/<int:release_id>",
@@ -29,4 +30,5 @@ urlpatterns = [
         views.ServiceVersionDetailView.as_view(),
         name="api-service-version-detail",
     ),
+    path("zones", zones.ZoneListView.as_view(), name="api-zones"),
 ]

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from accounts import selectors as account_selectors
 from accounts.models import Organization
 from accounts.permissions import CanManage
-from controlplane import releases, selectors, services
+from controlplane import releases, selectors, series, services
 from controlplane.api import serializers as s
 from modelbay.core.errors import NotFound, PayloadTooLarge
 
@@ -159,11 +159,12 @@ class ServiceAutoscalerView(APIView):
     permission_classes = [CanManage]
     decisions_listed = 50
 
-    @extend_schema(responses=s.AutoscalerSerializer, summary="The autoscaler's latest decisions, newest first")
+    @extend_schema(responses=s.AutoscalerSerializer, summary="The autoscaler's latest decisions and cold starts, newest first")
     def get(self, request, slug: str):
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         decisions = selectors.autoscaler_decisions(service=service, limit=self.decisions_listed)
-        return Response(s.AutoscalerSerializer({"decisions": decisions}).data)
+        cold_starts = selectors.cold_starts(service=service, limit=self.decisions_listed)
+        return Response(s.AutoscalerSerializer({"decisions": decisions, "cold_starts": cold_starts}).data)
 
 
 class ServiceLogsView(APIView):
@@ -247,6 +248,21 @@ class ServiceMetricsView(APIView):
         window_s = query.validated_data["window"]
         stats = selectors.service_version_stats(service=service, since=timezone.now() - timedelta(seconds=window_s))
         return Response(s.MetricsSerializer({"window_s": window_s, "versions": stats}).data)
+
+
+class ServiceSeriesView(APIView):
+    permission_classes = [CanManage]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("window", str, description="How far back, e.g. 1h (default), 24h, 7d.")],
+        responses=s.SeriesSerializer,
+        summary="Figures over time for charts: per version calls, errors, p50/p99; in flight and replicas",
+    )
+    def get(self, request, slug: str):
+        service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
+        query = s.MetricsQuerySerializer(data={"window": "1h", **request.query_params.dict()})
+        query.is_valid(raise_exception=True)
+        return Response(series.service_series(service=service, window_s=query.validated_data["window"]))
 
 
 class ServiceReleaseListView(APIView):

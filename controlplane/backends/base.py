@@ -186,5 +186,6 @@ class RuntimeBackend(Protocol):
 
     def watch(self, on_exit: Callable[[str], None]) -> None:
         """Report instances that stop, as they stop (in background threads), so that they
-        are replaced at once rather than at the next periodic reconcile. Optional: a
-        backend without events does nothing here."""
+        are replaced at once rather than at the next periodic reconcile; an engine that
+        goes away, or answers again, reports the instances it ran. Optional: a backend
+        without events does nothing here."""

@@ -5,7 +5,10 @@ zones). Containers carry labels naming this installation, the instance, its
 organization, service, version and zone; the backend finds them again by those labels
 alone, so a restart of the worker or of the engine loses nothing the database does not
 know. A zone whose engine does not answer is reported as unreachable, not as "all its
-containers died". An engine on another host (``tcp://``) is called over TLS only, with the
+containers died": every zone's engine is listed at once, each call bounded by
+``MODELBAY_DOCKER_TIMEOUT``, so that an engine that does not answer delays the others by
+one timeout at most, and calls about one instance skip the zones the last listing could
+not ask. An engine on another host (``tcp://``) is called over TLS only, with the
 client certificate of its zone's ``MODELBAY_ZONE_TLS`` folder (the settings refuse a tcp
 zone without one). Each container gets its credential as one read-only file mounted at
 ``/run/modelbay/credential`` from ``run/instances/<id>/credential``.
@@ -32,6 +35,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -71,6 +75,7 @@ CREDENTIAL_PATH = "/run/modelbay/credential"  # inside the container
 SOCKET_DIR = "/run/modelbay/sock"  # inside the container
 ENGINE_ERRORS = (DockerException, requests.RequestException, OSError)
 MODEL_IMAGE = "modelbay/model-env"
+WATCH_RETRY_S = 1.0  # how soon a watcher asks an engine it lost again
 
 
 def _label(key: str) -> str:
@@ -89,6 +94,10 @@ class DockerBackend:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._clients: dict[str, docker.DockerClient] = {}
         self._lock = threading.Lock()
+        self._listing = ThreadPoolExecutor(max_workers=max(1, len(settings.MODELBAY_ZONES)), thread_name_prefix="list")
+        # What the last listing found: the zones it could not ask, the instances of each zone.
+        self._unreachable: dict[str, str] = {}
+        self._listed: dict[str, frozenset[str]] = {}
 
     # --- engines ------------------------------------------------------------------
     def _client(self, zone: str) -> docker.DockerClient:
@@ -98,9 +107,19 @@ class DockerBackend:
             raise BackendError(f"Zone {zone!r} is not in MODELBAY_ZONES.", permanent=True)
         key = f"{endpoint} {_tls_dir(zone) or ''}"
         with self._lock:
-            if key not in self._clients:
-                self._clients[key] = _connect_zone(zone, timeout=settings.MODELBAY_DOCKER_TIMEOUT)
-            return self._clients[key]
+            client = self._clients.get(key)
+        if client is None:
+            # Outside the lock: an engine that does not answer holds up no other zone.
+            client = _connect_zone(zone, timeout=settings.MODELBAY_DOCKER_TIMEOUT)
+            with self._lock:
+                kept = self._clients.setdefault(key, client)
+            if kept is not client:
+                client.close()  # another thread connected meanwhile
+        return self._clients[key]
+
+    def _answering_zones(self) -> list[str]:
+        """The zones the last listing could ask (all of them before any listing)."""
+        return [zone for zone in settings.MODELBAY_ZONES if zone not in self._unreachable]
 
     def _publish_host(self, zone: str) -> str:
         """The address the gateway calls a zone's published ports on."""
@@ -155,24 +174,24 @@ class DockerBackend:
         )
 
     def stop(self, instance_id: str) -> None:
-        removed = True
-        for zone in settings.MODELBAY_ZONES:
+        # A zone out of reach is not asked: if the container is there, the orphan sweep
+        # removes it once the engine answers again.
+        found, asked_all = False, not self._unreachable
+        for zone in self._answering_zones():
             try:
-                self._remove(zone, instance_id)
+                found |= self._remove(zone, instance_id)
             except ENGINE_ERRORS as error:
-                # The orphan sweep removes it once the engine answers again.
                 logger.warning("cannot remove %s in %s: %s", instance_id, zone, error)
-                removed = False
-        if removed:
+                asked_all = False
+        if found or asked_all:  # an instance has one container: none is left elsewhere
             remove_credential(self.run_dir, instance_id)
 
     def list(self) -> Inventory:
         inventory = Inventory()
-        for zone in settings.MODELBAY_ZONES:
-            try:
-                listings = self._containers(zone)
-            except ENGINE_ERRORS as error:
-                inventory.unreachable[zone] = f"The Docker engine of {zone} cannot be reached: {error}"
+        zones = list(settings.MODELBAY_ZONES)
+        for zone, listings in zip(zones, self._listing.map(self._list_zone, zones)):
+            if isinstance(listings, str):
+                inventory.unreachable[zone] = listings
                 continue
             for listing in listings:
                 instance_id = listing["Labels"].get(_label("instance"))
@@ -187,10 +206,19 @@ class DockerBackend:
                     zone=zone,
                     created_at=float(listing["Created"]),
                 )
+            self._listed[zone] = frozenset(i.instance_id for i in inventory.values() if i.zone == zone)
+        self._unreachable = dict(inventory.unreachable)
         return inventory
 
+    def _list_zone(self, zone: str) -> list[dict] | str:
+        """A zone's containers, or why its engine cannot be asked."""
+        try:
+            return self._containers(zone)
+        except ENGINE_ERRORS as error:
+            return f"The Docker engine of {zone} cannot be reached: {error}"
+
     def logs(self, instance_id: str, *, tail: int = 200) -> str:
-        for zone in settings.MODELBAY_ZONES:
+        for zone in self._answering_zones():
             try:
                 for listing in self._containers(zone, instance=instance_id):
                     return self._client(zone).api.logs(listing["Id"], tail=tail).decode("utf-8", "replace")
@@ -202,8 +230,11 @@ class DockerBackend:
     def watch(self, on_exit: Callable[[str], None]) -> None:
         """Call ``on_exit(instance_id)`` whenever one of our containers stops, in any zone.
 
-        Runs until the process ends, each zone's engine in its own thread; an engine that
-        goes away is watched again once it answers (the periodic reconcile covers the gap).
+        Runs until the process ends, each zone's engine in its own thread. An engine that
+        goes away (its event stream breaks) takes its containers with it as far as the
+        gateway can tell: each instance it ran when last listed is reported, so that
+        reconcile replaces them in the other zones at once. It is watched again once it
+        answers, and then its instances are reported again, to be started there again.
         """
         for zone in settings.MODELBAY_ZONES:
             threading.Thread(target=self._watch_zone, args=(zone, on_exit), name=f"watch-{zone}", daemon=True).start()
@@ -214,10 +245,17 @@ class DockerBackend:
             "event": ["die"],
             "label": [f"{_label('namespace')}={self.namespace}", f"{_label('zone')}={zone}"],
         }
+        answering = True  # as far as this watcher knows
         while True:
+            pause_s = WATCH_RETRY_S
             try:
                 client = _connect_zone(zone, timeout=None)  # a stream: no read timeout
-                for event in client.api.events(filters=filters, decode=True):
+                events = client.api.events(filters=filters, decode=True)
+                if not answering:
+                    answering = True
+                    logger.info("the Docker engine of %s answers again", zone)
+                    self._report_listed(zone, on_exit)
+                for event in events:
                     instance_id = event.get("Actor", {}).get("Attributes", {}).get(_label("instance"))
                     if not instance_id:
                         continue
@@ -228,13 +266,21 @@ class DockerBackend:
                     except NotFound:
                         pass
                     on_exit(instance_id)
+                pause_s = 0.1  # the stream ended: an engine going away ends it; ask again at once
             except ENGINE_ERRORS as error:
-                logger.info("watching the Docker engine of %s: %s; again in 2 s", zone, error)
-            time.sleep(2)
+                logger.info("watching the Docker engine of %s: %s; again in %.0f s", zone, error, WATCH_RETRY_S)
+                if answering:
+                    answering = False
+                    self._report_listed(zone, on_exit)
+            time.sleep(pause_s)
+
+    def _report_listed(self, zone: str, on_exit: Callable[[str], None]) -> None:
+        for instance_id in self._listed.get(zone, ()):
+            on_exit(instance_id)
 
     def resize(self, instance_id: str, resources: Resources) -> bool:
         """``docker update``: always in place."""
-        for zone in settings.MODELBAY_ZONES:
+        for zone in self._answering_zones():
             try:
                 for listing in self._containers(zone, instance=instance_id):
                     memory = f"{resources.memory_mb}m"
@@ -346,10 +392,12 @@ class DockerBackend:
             port = bindings[0]["HostPort"] if bindings else None
         return f"http://{self._publish_host(zone)}:{port}" if port else ""
 
-    def _remove(self, zone: str, instance_id: str) -> None:
-        """Stop and remove an instance's container, keeping the end of its output."""
+    def _remove(self, zone: str, instance_id: str) -> bool:
+        """Stop and remove an instance's container, keeping the end of its output; whether
+        the zone had one."""
         client = self._client(zone)
-        for listing in self._containers(zone, instance=instance_id):
+        listings = self._containers(zone, instance=instance_id)
+        for listing in listings:
             try:
                 if listing["State"] == "running":
                     # SIGTERM: the runtime finishes the calls in flight, then exits.
@@ -364,6 +412,7 @@ class DockerBackend:
             network = self._own_network(listing)
             if network and network != "none":
                 _remove_network(client, network)
+        return bool(listings)
 
     def _log_path(self, instance_id: str) -> Path:
         return self.log_dir / f"{instance_id}.log"

@@ -69,3 +69,41 @@ def test_never_below_min_nor_above_max():
     low = _run(Windows(), policy, [0.0] * 5, start=1000)
     assert {d.replicas for d in low} == {2}
     assert "min_replicas 2" in low[-1].reason
+
+
+# --- scale to zero --------------------------------------------------------------------------
+TO_ZERO = Policy(
+    min_replicas=0, max_replicas=10, target_in_flight=4, scale_down_delay_s=5, stable_window_s=10,
+    scale_to_zero_after_s=30,
+)  # fmt: skip
+
+
+def test_min_zero_keeps_one_replica_until_idle_for_scale_to_zero_after_s():
+    windows = Windows()
+    _run(windows, TO_ZERO, [2.0] * 5, start=1000)  # a call in flight until 1004
+    decisions = _run(windows, TO_ZERO, [0.0] * 40, start=1005)
+    replicas = [d.replicas for d in decisions]
+    # 1034 is the first tick 30 s after the last one with a call in flight.
+    assert set(replicas[:29]) == {1} and replicas[29:] == [0] * 11
+    assert "keeping 1 until no call for 30 s" in decisions[20].reason
+    assert decisions[29].reason.startswith("No call for 30 s (scale_to_zero_after_s 30): scaling to zero")
+
+
+def test_any_call_in_flight_keeps_a_service_from_zero():
+    windows = Windows()
+    # A short call now and then: a sliver of a call in flight on average, every 20 s.
+    loads = ([0.001] + [0.0] * 19) * 4
+    assert {d.replicas for d in _run(windows, TO_ZERO, loads, start=1000)} == {1}
+
+
+def test_a_new_window_counts_from_its_first_tick_not_from_never():
+    # The autoscaler's memory is lost (a new cache): the service is not taken for idle at once.
+    decisions = _run(Windows(), TO_ZERO, [0.0] * 31, start=1000)
+    assert [d.replicas for d in decisions][-2:] == [1, 0]
+
+
+def test_held_calls_at_zero_scale_out_in_panic():
+    windows = Windows()
+    _run(windows, TO_ZERO, [0.0] * 40, start=1000)
+    burst = decide(windows, TO_ZERO, now=1040, in_flight=30.0, ready=0)
+    assert burst.mode == "panic" and burst.replicas == 8

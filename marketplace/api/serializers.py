@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from marketplace import usage
-from marketplace.models import Listing, Plan, Subscription
+from marketplace.models import AppIcon, Listing, Plan, Subscription
 
 
 class PlanSerializer(serializers.ModelSerializer):
@@ -25,7 +25,7 @@ class PlanSerializer(serializers.ModelSerializer):
 class ListingSerializer(serializers.ModelSerializer):
     """A listing as anyone sees it in the marketplace."""
 
-    plans = PlanSerializer(many=True, read_only=True)
+    plans = PlanSerializer(many=True, read_only=True, source="offered_plans")
     publisher = serializers.CharField(source="publisher.name", read_only=True)
 
     class Meta:
@@ -54,7 +54,13 @@ class ListingCreateSerializer(serializers.Serializer):
     summary = serializers.CharField(max_length=300, required=False, default="")
     description = serializers.CharField(required=False, default="", help_text="Markdown.")
     category = serializers.SlugField(max_length=40, required=False, default="")
-    icon = serializers.CharField(max_length=16, required=False, default="")
+    icon = serializers.ChoiceField(
+        choices=AppIcon.choices,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="An icon of the marketplace's set.",
+    )
     example_input = serializers.JSONField(required=False, default=None)
     example_output = serializers.JSONField(required=False, default=None)
     plans = PlanSerializer(many=True)
@@ -110,6 +116,7 @@ class _PlanFigures(_Figures):
     plan = serializers.CharField()
     price_per_1k = serializers.DecimalField(max_digits=10, decimal_places=2)
     subscribers = serializers.IntegerField(help_text="Active subscriptions on this plan now.")
+    retired = serializers.BooleanField(help_text="No longer offered; its subscribers keep it until they change plan.")
 
 
 class _DayFigures(_Figures):

@@ -9,24 +9,45 @@
     return input ? input.value : "";
   }
 
+  /* A block with a [data-poll-url] fetched again and put in its place; resolves to the
+     fresh block, or null when the page is gone (404, 403). */
+  function refresh(block) {
+    return fetch(block.dataset.pollUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) {
+        if (response.status === 404 || response.status === 403) return null;
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.text();
+      })
+      .then(function (html) {
+        if (html === null) return null;
+        var template = document.createElement("template");
+        template.innerHTML = html.trim();
+        var fresh = template.content.firstElementChild;
+        block.replaceWith(fresh);
+        return fresh;
+      });
+  }
+
+  /* The blocks that show the same service as the status block (the logs card), refreshed
+     with it, so that none of them contradicts it. */
+  function refreshFollowers(block) {
+    document.querySelectorAll("[data-poll-url][data-service]").forEach(function (other) {
+      if (other !== block && other.dataset.service === block.dataset.service && !other.contains(block)) {
+        refresh(other).catch(function () { /* the next refresh tries again */ });
+      }
+    });
+  }
+
   /* The service status block reloads itself while the service is settling, but not under
      a form being filled in (nor one shown with its errors): it waits for the submit. */
   function poll(block) {
     if (block.dataset.polling !== "on") return;
     window.setTimeout(function () {
       if (block.querySelector("form[data-edited]")) { poll(block); return; }
-      fetch(block.dataset.pollUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
-        .then(function (response) {
-          if (response.status === 404 || response.status === 403) return null;
-          if (!response.ok) throw new Error("HTTP " + response.status);
-          return response.text();
-        })
-        .then(function (html) {
-          if (html === null) return;
-          var template = document.createElement("template");
-          template.innerHTML = html.trim();
-          var fresh = template.content.firstElementChild;
-          block.replaceWith(fresh);
+      refresh(block)
+        .then(function (fresh) {
+          if (fresh === null) return;
+          refreshFollowers(fresh);
           poll(fresh);
         })
         .catch(function () { poll(block); });
@@ -148,6 +169,24 @@
     document.querySelectorAll("details.user-menu[open]").forEach(function (menu) {
       if (!menu.contains(event.target)) menu.removeAttribute("open");
     });
+    var toggle = document.querySelector("[data-nav-toggle]");
+    var nav = toggle && document.getElementById(toggle.getAttribute("aria-controls"));
+    if (nav && !nav.contains(event.target) && !toggle.contains(event.target)) setNavOpen(toggle, false);
+  }
+
+  /* On a phone the side navigation opens over the page from the menu button. */
+  function setNavOpen(toggle, open) {
+    document.body.classList.toggle("nav-open", open);
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+  }
+
+  function setUpNavToggle(toggle) {
+    toggle.addEventListener("click", function () {
+      setNavOpen(toggle, toggle.getAttribute("aria-expanded") !== "true");
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") setNavOpen(toggle, false);
+    });
   }
 
   function each(selector, setUp) {
@@ -160,6 +199,7 @@
     each("[data-try-it]", setUpTryIt);
     each("[data-copy]", setUpCopy);
     each("[data-busy-label]", setUpBusy);
+    each("[data-nav-toggle]", setUpNavToggle);
     each("select[data-autosubmit]", function (select) {
       select.addEventListener("change", function () { select.form.submit(); });
     });

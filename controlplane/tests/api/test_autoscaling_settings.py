@@ -13,11 +13,13 @@ from django.apps import apps
 from django.utils import timezone
 
 from controlplane import services
-from controlplane.models import AutoscalerDecision, Service
+from controlplane.models import AutoscalerDecision, ColdStart, Service
 
 pytestmark = pytest.mark.django_db
 
-AUTOSCALING = {"min_replicas": 2, "max_replicas": 8, "target_in_flight": 6, "scale_down_delay_s": 120}
+AUTOSCALING = {
+    "min_replicas": 2, "max_replicas": 8, "target_in_flight": 6, "scale_down_delay_s": 120, "scale_to_zero_after_s": 300,
+}  # fmt: skip
 
 
 def _create(api, **fields):
@@ -49,9 +51,10 @@ def test_a_service_is_fixed_at_one_replica_by_default(api, digits, settings):
 
     body = _create(api).json()
 
-    assert body["replicas"] == 1
+    assert body["replicas"]["desired"] == 1
     assert body["autoscaling"] == {
         "enabled": False, "min_replicas": 1, "max_replicas": 1, "target_in_flight": 4, "scale_down_delay_s": 60,
+        "scale_to_zero_after_s": 300,
     }  # fmt: skip
     assert _stored() == (1, 1, 1, None, 60)
 
@@ -59,7 +62,7 @@ def test_a_service_is_fixed_at_one_replica_by_default(api, digits, settings):
 def test_fixed_replicas_are_min_and_max(api, digits):
     body = _create(api, replicas=3).json()
 
-    assert body["replicas"] == 3
+    assert body["replicas"]["desired"] == 3
     assert body["autoscaling"]["enabled"] is False
     assert (body["autoscaling"]["min_replicas"], body["autoscaling"]["max_replicas"]) == (3, 3)
 
@@ -70,7 +73,7 @@ def test_create_autoscaled_starts_at_min_and_enqueues_provisioning(api, digits, 
 
     assert response.status_code == 202, response.content
     body = response.json()
-    assert body["replicas"] == 2
+    assert body["replicas"]["desired"] == 2
     assert body["autoscaling"] == {"enabled": True, **AUTOSCALING}
     assert _stored() == (2, 2, 8, 6, 120)
     assert len(callbacks) == 1
@@ -84,6 +87,7 @@ def test_settings_left_out_get_their_defaults(api, digits, settings):
 
     assert body["autoscaling"] == {
         "enabled": True, "min_replicas": 1, "max_replicas": 5, "target_in_flight": 7, "scale_down_delay_s": 60,
+        "scale_to_zero_after_s": 300,
     }  # fmt: skip
     assert Service.objects.get(slug="s").target_in_flight is None  # follows the default if it changes
 
@@ -102,20 +106,21 @@ def test_replicas_and_autoscaling_together_answer_400(api, digits):
 @pytest.mark.parametrize(
     "autoscaling, field, message",
     [
-        ({"min_replicas": 0, "max_replicas": 4}, "min_replicas", "Scale to zero is not available yet: min_replicas must be at least 1."),
-        ({"min_replicas": -1}, "min_replicas", "min_replicas must be between 1 and 16."),
-        ({"min_replicas": 17, "max_replicas": 17}, "min_replicas", "min_replicas must be between 1 and 16."),
+        ({"min_replicas": -1}, "min_replicas", "min_replicas must be between 0 and 16."),
+        ({"min_replicas": 17, "max_replicas": 17}, "min_replicas", "min_replicas must be between 0 and 16."),
         ({"min_replicas": 4, "max_replicas": 3}, "max_replicas", "max_replicas must be between min_replicas (4) and 16."),
         ({"min_replicas": 3}, "max_replicas", "max_replicas must be between min_replicas (3) and 16."),
         ({"max_replicas": 17}, "max_replicas", "max_replicas must be between min_replicas (1) and 16."),
+        ({"min_replicas": 0, "max_replicas": 0}, "max_replicas", "max_replicas must be between 1 and 16."),
         ({"max_replicas": 4, "target_in_flight": 0}, "target_in_flight", "target_in_flight must be between 1 and 1000"),
         ({"max_replicas": 4, "target_in_flight": 1001}, "target_in_flight", "target_in_flight must be between 1 and 1000"),
         ({"max_replicas": 4, "scale_down_delay_s": -1}, "scale_down_delay_s", "scale_down_delay_s must be between 0 and 3600 seconds."),
         ({"max_replicas": 4, "scale_down_delay_s": 3601}, "scale_down_delay_s", "scale_down_delay_s must be between 0 and 3600 seconds."),
         ({"max_replicas": "many"}, "max_replicas", "A valid integer is required."),
         ({"max_replicas": True}, "max_replicas", "A valid integer is required."),
-        ({"max_replicas": 4, "target": 2}, "target", "Unknown autoscaling setting; give min_replicas, max_replicas, target_in_flight, scale_down_delay_s."),
-        ({"max_replicas": 4, "scale_to_zero_after_s": 300}, "scale_to_zero_after_s", "Scale to zero is not available yet."),
+        ({"max_replicas": 4, "target": 2}, "target", "Unknown autoscaling setting; give min_replicas, max_replicas, target_in_flight, scale_down_delay_s, scale_to_zero_after_s."),
+        ({"max_replicas": 4, "scale_to_zero_after_s": 4}, "scale_to_zero_after_s", "scale_to_zero_after_s must be between 5 and 604800 seconds."),
+        ({"max_replicas": 4, "scale_to_zero_after_s": 604801}, "scale_to_zero_after_s", "scale_to_zero_after_s must be between 5 and 604800 seconds."),
     ],
 )  # fmt: skip
 def test_bad_settings_answer_400_naming_the_setting(api, digits, settings, autoscaling, field, message):
@@ -174,7 +179,7 @@ def test_patch_replicas_turns_autoscaling_off(api, autoscaled):
     response = api.patch("/api/v1/services/s", {"replicas": 3}, format="json")
 
     assert response.status_code == 202
-    assert response.json()["replicas"] == 3
+    assert response.json()["replicas"]["desired"] == 3
     assert response.json()["autoscaling"]["enabled"] is False
     assert _stored()[:3] == (3, 3, 3)
     assert not _autoscale(autoscaled, 5)
@@ -194,7 +199,7 @@ def test_fixed_replicas_scale_as_before(api, digits, django_capture_on_commit_ca
         response = api.patch("/api/v1/services/s", {"replicas": 3}, format="json")
 
     assert response.status_code == 202
-    assert response.json()["replicas"] == 3
+    assert response.json()["replicas"]["desired"] == 3
     assert _stored()[:3] == (3, 3, 3)
     assert len(callbacks) == 1
     assert api.patch("/api/v1/services/s", {"replicas": 0}, format="json").status_code == 400
@@ -246,7 +251,7 @@ def test_service_autoscale_sets_the_replicas_records_the_decision_and_reconciles
     assert (decision.service_id, decision.from_replicas, decision.to_replicas) == (autoscaled.pk, 1, 3)
     assert (decision.in_flight, decision.mode, decision.reason) == (11.5, "panic", "a burst")
     assert len(callbacks) == 1
-    assert api.get("/api/v1/services/s").json()["replicas"] == 3
+    assert api.get("/api/v1/services/s").json()["replicas"]["desired"] == 3
 
 
 def test_service_autoscale_keeps_within_min_and_max(api, digits):
@@ -325,7 +330,7 @@ def test_at_most_fifty_decisions(api, autoscaled):
 def test_a_service_never_scaled_has_no_decisions(api, digits):
     _create(api)
 
-    assert api.get("/api/v1/services/s/autoscaler").json() == {"decisions": []}
+    assert api.get("/api/v1/services/s/autoscaler").json() == {"decisions": [], "cold_starts": []}
 
 
 def test_another_tenant_gets_404_for_the_decisions(api, outsider_api, autoscaled):
@@ -348,7 +353,7 @@ def test_another_tenants_service_of_the_same_name_shows_only_its_own_decisions(
     assert _create(outsider_api, autoscaling={"max_replicas": 3}).status_code == 202
     _autoscale(autoscaled, 4)
 
-    assert outsider_api.get("/api/v1/services/s/autoscaler").json() == {"decisions": []}
+    assert outsider_api.get("/api/v1/services/s/autoscaler").json() == {"decisions": [], "cold_starts": []}
     assert len(api.get("/api/v1/services/s/autoscaler").json()["decisions"]) == 1
 
 
@@ -386,3 +391,73 @@ def test_the_schema_describes_the_settings_and_the_decisions(client):
     assert set(schemas["AutoscalerDecision"]["properties"]) == {
         "at", "from_replicas", "to_replicas", "in_flight", "mode", "reason"
     }  # fmt: skip
+
+
+# --- scale to zero --------------------------------------------------------------------------
+@pytest.fixture
+def to_zero(api, digits):
+    """Service "s", from 0 to 4 replicas, at 1 (a new service starts with one, to load its model)."""
+    response = _create(api, autoscaling={"min_replicas": 0, "max_replicas": 4, "scale_to_zero_after_s": 30})
+    assert response.status_code == 202, response.content
+    return Service.objects.get(slug="s")
+
+
+def test_min_zero_is_accepted_and_a_new_service_starts_with_one(api, to_zero):
+    body = api.get("/api/v1/services/s").json()
+    assert body["autoscaling"] == {
+        "enabled": True, "min_replicas": 0, "max_replicas": 4, "target_in_flight": 4, "scale_down_delay_s": 60,
+        "scale_to_zero_after_s": 30,
+    }  # fmt: skip
+    assert body["replicas"] == {"desired": 1, "ready": 0, "by_zone": {}}
+    assert body["cold_starts"] == {
+        "count": 0, "starting": False, "last_at": None, "last_s": None, "p50_s": None, "p95_s": None,
+    }  # fmt: skip
+
+
+def test_the_autoscaler_takes_a_service_to_zero(to_zero):
+    assert _autoscale(to_zero, 0, in_flight=0.0, reason="No call for 30 s")
+    assert Service.objects.get(pk=to_zero.pk).replicas == 0
+
+
+def test_a_call_wakes_a_service_at_zero_once(api, to_zero, django_capture_on_commit_callbacks):
+    _autoscale(to_zero, 0, in_flight=0.0)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.service_wake(service_id=to_zero.pk) is True
+    assert services.service_wake(service_id=to_zero.pk) is False  # awake already: another call woke it
+
+    assert Service.objects.get(pk=to_zero.pk).replicas == 1
+    assert len(callbacks) == 1  # provisioning enqueued
+    newest = api.get("/api/v1/services/s/autoscaler").json()
+    assert (newest["decisions"][0]["from_replicas"], newest["decisions"][0]["to_replicas"]) == (0, 1)
+    assert newest["decisions"][0]["mode"] == "cold_start"
+    assert [start["ready_at"] for start in newest["cold_starts"]] == [None]
+    assert api.get("/api/v1/services/s").json()["cold_starts"]["starting"] is True
+
+
+def test_the_autoscaler_does_not_undo_a_wake_it_did_not_see(to_zero):
+    _autoscale(to_zero, 0, in_flight=0.0)
+    services.service_wake(service_id=to_zero.pk)
+
+    assert not _autoscale(to_zero, 0, in_flight=0.0)  # its windows predate the call
+    assert Service.objects.get(pk=to_zero.pk).replicas == 1
+
+
+def test_a_service_not_scaled_to_zero_is_never_woken(autoscaled):
+    assert services.service_wake(service_id=autoscaled.pk) is False
+    assert not autoscaled.cold_starts.exists()
+
+
+def test_cold_start_figures_on_the_service(api, to_zero):
+    now = timezone.now()
+    for seconds in (0.4, 0.6, 2.0):
+        ColdStart.objects.create(
+            service=to_zero, requested_at=now - timedelta(seconds=60), ready_at=now - timedelta(seconds=60 - seconds)
+        )
+    figures = api.get("/api/v1/services/s").json()["cold_starts"]
+    assert (figures["count"], figures["starting"], figures["p50_s"], figures["p95_s"]) == (3, False, 0.6, 2.0)
+
+
+def test_another_tenant_cannot_see_the_cold_starts(outsider_api, to_zero):
+    services.service_wake(service_id=to_zero.pk)
+    assert outsider_api.get("/api/v1/services/s/autoscaler").status_code == 404

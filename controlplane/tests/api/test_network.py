@@ -76,7 +76,7 @@ def test_patch_network_keeps_the_other_settings(api, service):
 
     response = api.patch("/api/v1/services/s", {"network": "egress"}, format="json")
 
-    assert (response.json()["replicas"], response.json()["resources"]["cpu"]) == (2, 2.0)
+    assert (response.json()["replicas"]["desired"], response.json()["resources"]["cpu"]) == (2, 2.0)
 
 
 def test_patch_replicas_alone_keeps_the_network(api, service):

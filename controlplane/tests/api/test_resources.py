@@ -113,7 +113,7 @@ def test_patch_resources_replaces_only_the_keys_given(api, service, django_captu
 
     assert response.status_code == 202, response.content
     assert response.json()["resources"] == {"cpu": 3.0, "memory_mb": 2048}
-    assert response.json()["replicas"] == 1
+    assert response.json()["replicas"]["desired"] == 1
     assert _stored() == {"cpu": 3.0, "memory_mb": 2048}
     assert len(callbacks) == 1  # a reconcile, enqueued after commit
 
@@ -130,7 +130,7 @@ def test_patch_replicas_and_resources_together(api, service):
     response = api.patch("/api/v1/services/s", {"replicas": 2, "resources": {"memory_mb": 4096}}, format="json")
 
     assert response.status_code == 202
-    assert (response.json()["replicas"], response.json()["resources"]) == (2, {"cpu": 2.0, "memory_mb": 4096})
+    assert (response.json()["replicas"]["desired"], response.json()["resources"]) == (2, {"cpu": 2.0, "memory_mb": 4096})
 
 
 def test_patch_replicas_alone_keeps_the_resources(api, service):

@@ -63,7 +63,7 @@ def test_scale_answers_202(api, digits):
     api.post("/api/v1/services", {"name": "s", "model": "digits"}, format="json")
     response = api.patch("/api/v1/services/s", {"replicas": 3}, format="json")
     assert response.status_code == 202
-    assert response.json()["replicas"] == 3
+    assert response.json()["replicas"]["desired"] == 3
     assert api.patch("/api/v1/services/s", {"replicas": -1}, format="json").status_code == 400
 
 

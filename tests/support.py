@@ -169,8 +169,9 @@ class Load:
 
 
 class Caller:
-    """A client (the test client: in this process) calling the service continuously from a thread, keeping (time sent, status,
-    version): the gateway routes a call when it arrives, so its send time is what counts."""
+    """The test client (in this process) calling the service continuously from a thread,
+    keeping (time sent, status, version): the gateway routes a call when it arrives, so its
+    send time is what counts."""
 
     def __init__(self, api, slug: str = "m"):
         self.api, self.slug, self.calls, self.stop = api, slug, [], threading.Event()

@@ -16,12 +16,25 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 
 REPO = Path(__file__).resolve().parent
+
+
+class OneIterationPasswordHasher(PBKDF2PasswordHasher):
+    """The test users' passwords, hashed once rather than Django's million times (0.6 s a
+    user on this machine, paid by nearly every test). The hashes are still
+    ``pbkdf2_sha256``, so the site processes the tests start verify them as they are, and
+    rehash them at full strength at the first sign-in."""
+
+    iterations = 1
+
+
+settings.PASSWORD_HASHERS = [f"{__name__}.OneIterationPasswordHasher"]
 
 # --- markers: what a test uses, whichever file it is in ------------------------------------
 # A test that asks (directly or through another fixture) for one of these carries the

@@ -2,9 +2,11 @@
 session, scoped to the organization the user works in.
 
 The socket tells the page which of the organization's services changed
-(``{"type": "changed", "service": slug}``, from ``controlplane.events``); the page reloads
-what it shows of that service. A page may also follow an instance's output:
-``{"follow": "<instance id>"}`` sends the lines it prints from then on
+(``{"type": "changed", "service": slug}``) and which apps' usage did (``{"type": "changed",
+"app": slug}``: calls stored, for the app's subscribers and its publisher), from
+``controlplane.events``; the page reloads what it shows of that service or app. A page may
+also follow an instance's output: ``{"follow": "<instance id>"}`` sends the lines it prints
+from then on
 (``{"type": "log", "instance", "lines"}``), as ``tail -f`` does. A page whose socket closes
 falls back to polling (``static/js/live.js``).
 """
@@ -77,14 +79,18 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
         """From the organization's group (``controlplane.events``)."""
         await self.send_json({"type": "changed", "service": event["service"]})
 
+    async def app_changed(self, event):
+        """From the organization's group (``controlplane.events``): an app's usage."""
+        await self.send_json({"type": "changed", "app": event["app"]})
+
     async def _read_changes(self):
         """Where the channel layer is this process's alone: the shared cache's entry."""
         since = time.time()
         while True:
             await asyncio.sleep(events.POLL_S)
             changed, since = await database_sync_to_async(events.changed_since)(self.organization_id, since)
-            for slug in changed:
-                await self.send_json({"type": "changed", "service": slug})
+            for kind, slug in changed:
+                await self.send_json({"type": "changed", kind: slug})
 
     async def _follow(self, instance: Instance):
         seen: list[str] = []

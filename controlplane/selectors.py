@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Prefetch, QuerySet, Sum
+from django.db.models import Count, F, Prefetch, QuerySet, Sum, Window
+from django.db.models.functions import RowNumber
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -109,11 +110,20 @@ def service_replicas(*, service: Service) -> Replicas:
 def service_in_flight(*, service: Service) -> int | None:
     """The service's calls in flight now, over every gateway process (their last reports);
     None when the reports cannot be read."""
+    return services_in_flight(services=[service])[service.pk]
+
+
+def services_in_flight(*, services: list[Service]) -> dict[int, int | None]:
+    """``service_in_flight`` of each service, from one read of the reports: service id -> calls."""
     try:
-        reported = load.read(service.pk)
+        if len(services) == 1:  # its own reports only
+            one = load.read(services[0].pk)
+            reported = {services[0].pk: one} if one else {}
+        else:
+            reported = load.read_all()
     except load.LoadUnknown:
-        return None
-    return reported.now if reported else 0
+        return {service.pk: None for service in services}
+    return {service.pk: reported[service.pk].now if service.pk in reported else 0 for service in services}
 
 
 @dataclass(frozen=True)
@@ -138,8 +148,32 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 def service_cold_starts(*, service: Service) -> ColdStarts:
     """Its cold starts kept (MODELBAY_METRICS_RETENTION_DAYS); the times over the last
     ``COLD_STARTS_SUMMED`` that completed."""
-    starts = cold_starts(service=service, limit=COLD_STARTS_SUMMED)
-    count = ColdStart.objects.filter(service=service).count() if len(starts) == COLD_STARTS_SUMMED else len(starts)
+    return services_cold_starts(services=[service])[service.pk]
+
+
+def services_cold_starts(*, services: list[Service]) -> dict[int, ColdStarts]:
+    """``service_cold_starts`` of each service, in two queries: service id -> cold starts."""
+    ids = [service.pk for service in services]
+    newest_first = Window(
+        RowNumber(), partition_by=F("service_id"), order_by=[F("requested_at").desc(), F("id").desc()]
+    )
+    latest = (
+        ColdStart.objects.filter(service_id__in=ids).annotate(rank=newest_first).filter(rank__lte=COLD_STARTS_SUMMED)
+    )
+    starts: dict[int, list[ColdStart]] = {service_id: [] for service_id in ids}
+    for start in latest.order_by("service_id", "rank"):
+        starts[start.service_id].append(start)
+    many = [service_id for service_id, kept in starts.items() if len(kept) == COLD_STARTS_SUMMED]
+    counts = dict(
+        ColdStart.objects.filter(service_id__in=many).values_list("service_id").annotate(n=Count("id")) if many else []
+    )
+    return {
+        service_id: _cold_starts_summary(kept, counts.get(service_id, len(kept))) for service_id, kept in starts.items()
+    }
+
+
+def _cold_starts_summary(starts: list[ColdStart], count: int) -> ColdStarts:
+    """``starts``: the newest first."""
     times = sorted(start.seconds for start in starts if start.seconds is not None)
     last = starts[0] if starts else None
     # One that is not ready within an instance's ready timeout has failed: not under way.

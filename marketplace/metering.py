@@ -15,7 +15,9 @@ Two stores, two jobs:
 - **The ledger is the database** (``DailyUsage``). Each process keeps the calls it billed
   in memory (``Ledger``) and a thread of its own adds them to the rows about once a
   second (``MODELBAY_USAGE_FLUSH_S``), in batches the database takes exactly once
-  (``UsageBatch``): a batch whose answer was lost is sent again and found stored.
+  (``UsageBatch``): a batch whose answer was lost is sent again and found stored. A batch
+  stored tells the console's open pages of the apps' subscribers and publishers
+  (``controlplane.events.app_usage_changed``), once per organization and app.
 - **The quota's running count** lives in Redis when ``REDIS_URL`` is set, shared by every
   gateway process (one script call per app call), and in this process's memory on the
   embedded default (one web process). A count that is missing (a new period, Redis
@@ -48,6 +50,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from controlplane import events
 from marketplace.models import DailyUsage, Subscription, UsageBatch
 from modelbay.core import aredis
 from modelbay.core.background import Flusher
@@ -186,10 +189,21 @@ def store_batch(writer: str, seq: int, calls: dict[Counter, int]) -> bool:
         except IntegrityError:
             return False
         subscriptions = {c.subscription_id for c in calls}
-        existing = set(Subscription.objects.filter(pk__in=subscriptions).values_list("pk", flat=True))
+        existing = {
+            pk: (subscriber_id, publisher_id, slug)
+            for pk, subscriber_id, publisher_id, slug in Subscription.objects.filter(pk__in=subscriptions).values_list(
+                "pk", "subscriber_id", "listing__publisher_id", "listing__slug"
+            )
+        }
+        changed: set[tuple[int, str]] = set()
         for counter, n in sorted(calls.items(), key=lambda item: item[0].encode()):
             if counter.subscription_id in existing and n:  # a subscription deleted since takes nothing
                 _add(counter, n)
+                subscriber_id, publisher_id, slug = existing[counter.subscription_id]
+                changed |= {(subscriber_id, slug), (publisher_id, slug)}
+        # The open pages of the subscribers and the publisher show the calls (after commit,
+        # from a thread of its own: one event per organization and app, whatever the batch).
+        events.app_usage_changed(changed)
     return True
 
 

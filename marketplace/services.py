@@ -36,13 +36,13 @@ LISTING_PAGE_FIELDS = frozenset(
 )
 
 
-def listing_update(*, listing: Listing, plans: list[dict], **fields) -> Listing:
+def listing_update(*, listing: Listing, plans: list[dict] | None = None, **fields) -> Listing:
     """Change a listing's page (title, description, category, examples, ...) and its plans.
 
-    ``plans`` are the plans offered from now on, by name. A plan whose terms change, or that
-    is left out, is retired rather than changed when subscriptions or billed calls refer to
-    it: its subscribers keep its terms (and their calls its price) until they pick another
-    plan; a plan nobody used is changed or deleted in place."""
+    ``plans`` are the plans offered from now on, by name (None: as they are). A plan whose
+    terms change, or that is left out, is retired rather than changed when subscriptions or
+    billed calls refer to it: its subscribers keep its terms (and their calls its price)
+    until they pick another plan; a plan nobody used is changed or deleted in place."""
     unknown = set(fields) - LISTING_PAGE_FIELDS
     if unknown:  # its slug, service, publisher and status are not a page's to change
         raise TypeError(f"listing_update() cannot change {sorted(unknown)}")
@@ -51,24 +51,30 @@ def listing_update(*, listing: Listing, plans: list[dict], **fields) -> Listing:
         for name, value in fields.items():
             setattr(listing, name, value)
         listing.save()
-        offered = {plan.name: plan for plan in listing.plans.select_for_update().filter(retired_at__isnull=True)}
-        for terms in plans:
-            current = offered.pop(terms["name"], None)
-            if current is not None and _same_terms(current, terms):
-                continue
-            if current is not None:
-                _plan_withdraw(current)
-            Plan.objects.create(listing=listing, **terms)
-        for dropped in offered.values():
-            _plan_withdraw(dropped)
+        if plans is not None:
+            _plans_replace(listing, plans)
     generation.bump()  # gateways reload the apps and their plans
     return listing
 
 
-def _check_listing(plans: list[dict], fields: dict) -> None:
-    if not plans:
+def _plans_replace(listing: Listing, plans: list[dict]) -> None:
+    offered = {plan.name: plan for plan in listing.plans.select_for_update().filter(retired_at__isnull=True)}
+    for terms in plans:
+        current = offered.pop(terms["name"], None)
+        if current is not None and _same_terms(current, terms):
+            continue
+        if current is not None:
+            _plan_withdraw(current)
+        Plan.objects.create(listing=listing, **terms)
+    for dropped in offered.values():
+        _plan_withdraw(dropped)
+
+
+def _check_listing(plans: list[dict] | None, fields: dict) -> None:
+    """``plans`` None: left as they are."""
+    if plans is not None and not plans:
         raise InvalidRequest("A listing needs at least one plan.", field="plans")
-    names = [plan["name"] for plan in plans]
+    names = [plan["name"] for plan in plans or []]
     if len(set(names)) != len(names):
         raise InvalidRequest("Plan names must differ.", field="plans")
     for name in ("example_input", "example_output"):

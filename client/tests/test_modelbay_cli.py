@@ -13,10 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from modelbay_site import FREE_PLAN, RAW_MODEL, python_package, running_site
+from modelbay_site import RAW_MODEL, python_package, running_site
 
 from conftest import wait_for
-from modelbay_client import Client
 from modelbay_client.cli import EXIT_API_ERROR, EXIT_FAILED, EXIT_OK, EXIT_TIMED_OUT, EXIT_UNREACHABLE, EXIT_USAGE
 from tests.own_services import free_port
 from tests.support import FAILING_LOAD
@@ -142,7 +141,22 @@ def test_readmes_whole_path_through_the_command_line_alone(worker, site, api, ou
     assert "invalid_input: " in raw.stderr  # an ONNX model takes JSON only: the API's own words
     assert publisher.json("services", "logs", "digits", "--tail", "20")["instance"]
 
-    # gray releases: version 2 rolled back (a watch then ends 5), version 3 promoted while watched (0).
+    # keys: one made for a CI job (predict only, its secret shown once), listed without it, revoked.
+    made = publisher.run("keys", "create", "ci")
+    assert "scopes predict" in made.stdout and "shown only this once" in made.stdout
+    secret = made.stdout.splitlines()[-1]
+    listed = publisher.run("keys", "list").stdout
+    key_id, _, prefix, scopes = next(row.split()[:4] for row in listed.splitlines() if row.split()[1] == "ci")
+    assert (prefix, scopes) == ("_".join(secret.split("_")[:2]) + "_…", "predict")
+    assert secret.split("_", 2)[2] not in listed
+    ci = Modelbay(tmp_path / "ci", MODELBAY_URL=site, MODELBAY_KEY=secret)
+    assert ci.json("predict", "digits", json.dumps(batch[:1]))["model_version"] == 1
+    publisher.run("keys", "revoke", key_id)
+    revoked = ci.run("predict", "digits", json.dumps(batch[:1]), expect=EXIT_API_ERROR)
+    assert revoked.stderr.startswith("modelbay: error: unauthenticated: ")
+
+    # gray releases: version 2 rolled back (a watch then ends 5); version 3 paused by the operator,
+    # resumed and promoted while watched (0).
     assert publisher.json("models", "upload", str(digits_model[0]), "--version-of", "digits")["version"] == 2
     release = publisher.json("releases", "start", "digits", "2", "--steps", "50,100", "--interval-s", "60")
     assert (release["from_version"], release["version"], release["status"]) == (1, 2, "starting")
@@ -154,18 +168,30 @@ def test_readmes_whole_path_through_the_command_line_alone(worker, site, api, ou
     assert publisher.json("models", "upload", str(digits_model[0]), "--version-of", "digits")["version"] == 3
     second = publisher.json("releases", "start", "digits", "3", "--steps", "50,100", "--interval-s", "60")
     with publisher.started("--json", "releases", "watch", "digits") as watch:
+        # An operator's pause holds the release: the watch goes on through it (an analysis's pause
+        # would end it with 5, naming `releases resume`: test_modelbay_config.py).
+        seen = _events_until(watch, "step")  # version 3 is up and takes 50 %
+        assert publisher.json("releases", "pause", "digits")["status"] == "paused"
+        seen += _events_until(watch, "paused")  # the watch saw it paused, and watches on
+        assert "Resumed at 50 %" in publisher.run("releases", "resume", "digits").stdout
         publisher.run("releases", "promote", "digits")
         stdout, stderr = watch.communicate(timeout=60)
     assert watch.returncode == EXIT_OK, stderr
-    events = [json.loads(line) for line in stdout.splitlines()]
-    assert [e["action"] for e in events][0] == "started" and events[-1]["action"] == "promoted"
+    events = seen + [json.loads(line) for line in stdout.splitlines()]
+    assert [e["action"] for e in events] == ["started", "step", "paused", "resumed", "promoted"]
     assert {e["release"] for e in events} == {second["id"]}
     assert publisher.json("predict", "digits", json.dumps(batch))["model_version"] == 3
 
-    # The listing is made with the client library (publishing is not the command line's).
-    with Client(site, api.full_key) as library:
-        library.create_listing(service="digits", slug="digit-reader", title="Handwritten digits", plans=[FREE_PLAN])
-        library.publish_listing("digit-reader")
+    # publishing: a draft listing with a plan given as a spec, then published.
+    example = tmp_path / "example.json"
+    example.write_text(json.dumps(batch[:1]))
+    draft = publisher.json("listings", "create", "digits", "--slug", "digit-reader", "--title", "Handwritten digits",
+                           "--plan", "free:1000:5:0", "--example-input", f"@{example}")  # fmt: skip
+    assert (draft["status"], draft["service"], draft["example_input"]) == ("draft", "digits", batch[:1])
+    assert [(p["name"], p["monthly_quota"], p["rate_limit_per_s"], p["price_per_1k"]) for p in draft["plans"]] == [
+        ("free", 1000, 5, "0.00")
+    ]
+    assert "digit-reader: Handwritten digits (published)" in publisher.run("listings", "publish", "digit-reader").stdout
 
     # Another organization, its key in the environment: find, subscribe, call, see the usage.
     subscriber = Modelbay(tmp_path / "subscriber", MODELBAY_URL=site, MODELBAY_KEY=outsider_api.full_key)
@@ -181,6 +207,19 @@ def test_readmes_whole_path_through_the_command_line_alone(worker, site, api, ou
     assert usage["quota"] == 1000 and sum(day["calls"] for day in usage["daily"]) == 1
     assert subscriber.json("usage")[0]["used"] == 1
     assert "digit-reader  free" in subscriber.run("usage").stdout
+
+    # The publisher changes the free plan and adds one: its subscriber keeps the free plan it has.
+    edited = publisher.json("listings", "edit", "digit-reader", "--summary", "Reads handwritten digits.",
+                            "--plan", "free:500:5:0", "--plan", "pro:100000:50:0.40")  # fmt: skip
+    assert edited["summary"] == "Reads handwritten digits." and edited["title"] == "Handwritten digits"
+    assert sorted((p["name"], p["monthly_quota"]) for p in edited["plans"]) == [("free", 500), ("pro", 100000)]
+    report = publisher.run("listings", "usage", "digit-reader", "--days", "7").stdout
+    assert ": 1 calls, revenue 0.00, 1 active subscriptions" in report.splitlines()[0]
+    rows = {tuple(line.split()) for line in report.splitlines()}
+    assert (outsider_api.organization.slug, "1", "0.00") in rows  # the subscriber: its calls, its revenue
+    # per plan (price, subscribers, calls, revenue): the retired free plan keeps its subscriber and its call
+    assert {("free", "0.00", "0", "0", "0.00"), ("pro", "0.40", "0", "0", "0.00")} < rows
+    assert ("free", "(retired)", "0.00", "1", "1", "0.00") in rows
 
     # A model that cannot load: the wait ends with its error and exit 5; then it is deleted.
     publisher.run("models", "upload", str(python_package(tmp_path / "broken.zip", FAILING_LOAD)), "--name", "broken")
@@ -202,6 +241,16 @@ def test_logs_follow_prints_new_lines_until_interrupted(worker, site, api, tmp_p
         assert _line_containing(follow, "predicting") == "predicting 2 inputs\n"
         follow.send_signal(signal.SIGINT)
         assert follow.wait(timeout=10) == 130
+
+
+def _events_until(process: subprocess.Popen, action: str) -> list[dict]:
+    """The events a ``--json`` watch prints, up to the first ``action``."""
+    events = []
+    while line := process.stdout.readline():
+        events.append(json.loads(line))
+        if events[-1]["action"] == action:
+            return events
+    raise AssertionError(f"no {action!r} came: {events} {process.stderr.read()}")
 
 
 def _line_containing(process: subprocess.Popen, text: str) -> str:

@@ -1,8 +1,8 @@
 """The console's live socket (``/ws/console/``, console/consumers.py), through the site's
 own WebSocket routes (console/routing.py): on the page's session, scoped to the organization; told which
-service changed, on the Redis channel layer (production) and on the embedded default's
-shared cache alike; an instance's output followed as it is written; nothing of another
-organization's, ever."""
+service changed, and which app's usage (its calls stored: its subscribers and its publisher), on the
+Redis channel layer (production) and on the embedded default's shared cache alike; an instance's
+output followed as it is written; nothing of another organization's, ever."""
 
 import asyncio
 
@@ -10,12 +10,17 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
+from django.db import connection
+from django.test import Client
 
+from accounts.tests.factories import MembershipFactory, OrganizationFactory
 from console.consumers import new_lines
 from controlplane import services
 from controlplane.backends import get_backend
 from controlplane.models import Deployment, Instance
 from console.routing import websocket_application as application
+from marketplace import metering
+from marketplace import services as marketplace_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -86,6 +91,45 @@ def test_a_change_reaches_the_organizations_pages_and_no_other(layer, owner_clie
         assert await outsider.receive_nothing(timeout=1.5)
         await owner.disconnect()
         await outsider.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_an_apps_stored_calls_reach_its_subscribers_and_publishers_pages_and_no_other(
+    layer, owner_client, outsider_client, outsider_organization, listing, monkeypatch
+):
+    """Calls on two plans (two counters) in one flush: one event for each organization."""
+    monkeypatch.setattr(metering.flusher, "paused", True)  # the test flushes, once
+    subscription = marketplace_services.subscribe(subscriber=outsider_organization, listing=listing, plan_name="free")
+    bystander = Client()
+    bystander.force_login(MembershipFactory(organization=OrganizationFactory(slug="initech")).user)
+    cookies = [_session_cookie(client) for client in (owner_client, outsider_client, bystander)]
+
+    def calls_stored():
+        meter = metering.meter()
+        try:
+            meter.settle(meter.admit(metering.Plan.of(subscription)), billed=True)
+            pro = marketplace_services.subscribe(subscriber=outsider_organization, listing=listing, plan_name="pro")
+            for _ in range(2):
+                meter.settle(meter.admit(metering.Plan.of(pro)), billed=True)
+            assert meter.flush() == 2
+        finally:
+            connection.close()  # this thread's
+
+    async def scenario():
+        publisher, subscriber, other = sockets = [_socket(cookie) for cookie in cookies]
+        for socket in sockets:
+            assert (await socket.connect())[0]
+            assert await socket.receive_json_from() == {"type": "live"}
+
+        await asyncio.to_thread(calls_stored)
+
+        told = {"type": "changed", "app": listing.slug}
+        assert await publisher.receive_json_from(timeout=3) == told
+        assert await subscriber.receive_json_from(timeout=3) == told
+        assert all(await asyncio.gather(*(socket.receive_nothing(timeout=1) for socket in sockets)))
+        for socket in sockets:
+            await socket.disconnect()
 
     async_to_sync(scenario)()
 

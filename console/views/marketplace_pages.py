@@ -4,6 +4,7 @@ to call it, Try it), and subscribing to it or changing plan."""
 import json
 
 from django.contrib import messages
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -30,6 +31,8 @@ def marketplace(request):
 @organization_required
 def marketplace_app(request, slug):
     listing = selectors.published_listing_get(slug=slug)
+    if request.GET.get("fragment") == "usage":  # the live page reloads the subscription's usage
+        return _usage_fragment(request, listing)
     return _render_app(request, listing)
 
 
@@ -52,6 +55,18 @@ def marketplace_subscribe(request, slug):
             messages.success(request, f"{done} the {subscription.plan.name} plan.")
             return redirect("console:marketplace_app", slug=listing.slug)
     return _render_app(request, listing, subscribe_form=form, status=400)
+
+
+def _usage_fragment(request, listing):
+    subscription = _active_subscription(request, listing)
+    if subscription is None:
+        raise Http404  # cancelled meanwhile: the page shows its last figures until reloaded
+    context = {
+        "listing": listing,
+        "subscription": subscription,
+        "usage": with_share(usage.subscription_usage(subscription)),
+    }
+    return render(request, "console/snippets/app_usage.html", context)
 
 
 def _active_subscription(request, listing):

@@ -6,6 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console.forms import ListingForm, add_api_error, listing_edit_forms
+from console.views import usage_charts
 from console.views.common import form_status, organization_id, organization_required, post_data
 from controlplane import selectors as controlplane_selectors
 from marketplace import selectors, services, usage
@@ -44,7 +45,15 @@ def publisher_listing_detail(request, slug):
     listing = selectors.publisher_listing_get(organization_id=organization_id(request), slug=slug)
     figures = usage.listing_usage(listing, days=DASHBOARD_DAYS)
     most = max((day["calls"] for day in figures["daily"]), default=0)
-    context = {"listing": listing, "figures": figures, "most": most, "days": DASHBOARD_DAYS}
+    context = {
+        "listing": listing,
+        "figures": figures,
+        "most": most,
+        "days": DASHBOARD_DAYS,
+        "chart": usage_charts.calls_and_revenue(figures, DASHBOARD_DAYS),
+    }
+    if request.GET.get("fragment") == "usage":  # the live page reloads the figures (calls stored)
+        return render(request, "console/snippets/listing_usage.html", context)
     return render(request, "console/publisher_listing_detail.html", context)
 
 

@@ -158,11 +158,25 @@ class ServiceSerializer(serializers.ModelSerializer):
 
     def get_in_flight(self, service) -> int | None:
         """Calls in flight now over every gateway process (null: the load reports cannot be read)."""
+        if "in_flight" in self.context:  # a list reads them all at once
+            return self.context["in_flight"][service.pk]
         return selectors.service_in_flight(service=service)
 
     @extend_schema_field(ColdStartsSerializer)
     def get_cold_starts(self, service) -> dict:
+        if "cold_starts" in self.context:
+            return ColdStartsSerializer(self.context["cold_starts"][service.pk]).data
         return ColdStartsSerializer(selectors.service_cold_starts(service=service)).data
+
+    @classmethod
+    def many(cls, services) -> list[dict]:
+        """A list of services, with the figures read once for all of them rather than per service."""
+        services = list(services)
+        context = {
+            "in_flight": selectors.services_in_flight(services=services) if services else {},
+            "cold_starts": selectors.services_cold_starts(services=services) if services else {},
+        }
+        return cls(services, many=True, context=context).data
 
     def get_shadow(self, service) -> dict[str, int]:
         """Versions that get a mirrored share of the calls (answers discarded): version -> percent."""
@@ -365,7 +379,9 @@ class SeriesSerializer(serializers.Serializer):
     times = _column("Each point's start, in seconds since the epoch (UTC).", serializers.IntegerField())
     versions = serializers.DictField(child=VersionSeriesSerializer(), help_text="Version -> its columns.")
     in_flight = _column("Calls in flight on average over every gateway process.")
-    replicas_desired = _column("The most replicas asked for within the point.", serializers.IntegerField(allow_null=True))
+    replicas_desired = _column(
+        "The most replicas asked for within the point.", serializers.IntegerField(allow_null=True)
+    )
     replicas_ready = _column("The fewest replicas ready within the point.", serializers.IntegerField(allow_null=True))
 
 

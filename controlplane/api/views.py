@@ -92,7 +92,7 @@ class ServiceListView(APIView):
     @extend_schema(responses=s.ServiceSerializer(many=True), summary="List services")
     def get(self, request):
         services_ = selectors.service_list(organization_id=request.auth.organization_id)
-        return Response(s.ServiceSerializer(services_, many=True).data)
+        return Response(s.ServiceSerializer.many(services_))
 
     @extend_schema(
         request=s.ServiceCreateSerializer,
@@ -159,7 +159,9 @@ class ServiceAutoscalerView(APIView):
     permission_classes = [CanManage]
     decisions_listed = 50
 
-    @extend_schema(responses=s.AutoscalerSerializer, summary="The autoscaler's latest decisions and cold starts, newest first")
+    @extend_schema(
+        responses=s.AutoscalerSerializer, summary="The autoscaler's latest decisions and cold starts, newest first"
+    )
     def get(self, request, slug: str):
         service = selectors.service_get(organization_id=request.auth.organization_id, slug=slug)
         decisions = selectors.autoscaler_decisions(service=service, limit=self.decisions_listed)

@@ -1,4 +1,5 @@
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from marketplace import usage
 from marketplace.models import AppIcon, Listing, Plan, Subscription
@@ -47,13 +48,13 @@ class PublisherListingSerializer(ListingSerializer):
         read_only_fields = fields
 
 
-class ListingCreateSerializer(serializers.Serializer):
-    service = serializers.SlugField(help_text="The slug of one of your services.")
-    slug = serializers.SlugField(max_length=64)
+class ListingPageSerializer(serializers.Serializer):
+    """What a listing's page shows and its plans: given in full on create, in part on PATCH."""
+
     title = serializers.CharField(max_length=120)
-    summary = serializers.CharField(max_length=300, required=False, default="")
-    description = serializers.CharField(required=False, default="", help_text="Markdown.")
-    category = serializers.SlugField(max_length=40, required=False, default="")
+    summary = serializers.CharField(max_length=300, required=False, default="", allow_blank=True)
+    description = serializers.CharField(required=False, default="", allow_blank=True, help_text="Markdown.")
+    category = serializers.SlugField(max_length=40, required=False, default="", allow_blank=True)
     icon = serializers.ChoiceField(
         choices=AppIcon.choices,
         required=False,
@@ -61,9 +62,36 @@ class ListingCreateSerializer(serializers.Serializer):
         default="",
         help_text="An icon of the marketplace's set.",
     )
-    example_input = serializers.JSONField(required=False, default=None)
-    example_output = serializers.JSONField(required=False, default=None)
-    plans = PlanSerializer(many=True)
+    example_input = serializers.JSONField(required=False, default=None, allow_null=True)
+    example_output = serializers.JSONField(required=False, default=None, allow_null=True)
+    plans = PlanSerializer(
+        many=True,
+        help_text="The plans offered from now on. On PATCH, left out: unchanged. A plan whose terms change "
+        "or that is left out stays with the subscribers who have it until they pick another.",
+    )
+
+
+class ListingCreateSerializer(ListingPageSerializer):
+    service = serializers.SlugField(help_text="The slug of one of your services.")
+    slug = serializers.SlugField(max_length=64)
+
+
+class ListingUpdateSerializer(ListingPageSerializer):
+    """A PATCH: the fields given change, the others stay. Not DRF's ``partial``, which would
+    also let a plan leave out its terms."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for field in fields.values():
+            field.required, field.default = False, empty
+        return fields
+
+    def validate(self, attrs):
+        # A field it cannot change (the slug, the service, the status) is refused, not ignored.
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({unknown[0]: "This field cannot be changed here."})
+        return attrs
 
 
 class MarketplaceQuerySerializer(serializers.Serializer):

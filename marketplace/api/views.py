@@ -52,6 +52,19 @@ class ListingDetailView(APIView):
         listing = selectors.publisher_listing_get(organization_id=request.auth.organization_id, slug=slug)
         return Response(s.PublisherListingSerializer(listing).data)
 
+    @extend_schema(
+        request=s.ListingUpdateSerializer,
+        responses=s.PublisherListingSerializer,
+        summary="Edit a listing: its page, its plans (subscribers keep a changed plan until they pick another)",
+    )
+    def patch(self, request, slug: str):
+        listing = selectors.publisher_listing_get(organization_id=request.auth.organization_id, slug=slug)
+        serializer = s.ListingUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.listing_update(listing=listing, **serializer.validated_data)
+        listing = selectors.publisher_listing_get(organization_id=request.auth.organization_id, slug=slug)
+        return Response(s.PublisherListingSerializer(listing).data)
+
 
 class ListingStatusView(APIView):
     """publish / unpublish."""

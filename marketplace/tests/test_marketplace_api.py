@@ -141,6 +141,54 @@ def test_drafts_cannot_be_subscribed_and_listings_belong_to_their_publisher(list
     assert outsider_api.post("/api/v1/listings", body, format="json").status_code == 400  # not its service
 
 
+def test_a_listing_is_edited_and_its_subscribers_keep_their_plan(listing, api, outsider_api):
+    api.post("/api/v1/listings/digit-reader/publish")
+    subscription = outsider_api.post("/api/v1/marketplace/digit-reader/subscribe", {"plan": "free"}, format="json")
+    plan_ids = set(Listing.objects.get().plans.values_list("pk", flat=True))
+
+    page = {"title": "Digits", "summary": "", "category": "ocr", "example_input": None, "description": "New."}
+    response = api.patch("/api/v1/listings/digit-reader", page, format="json")
+
+    assert response.status_code == 200, response.content
+    edited = response.json()
+    assert {name: edited[name] for name in page} == page
+    assert [plan["name"] for plan in edited["plans"]] == ["free", "pro"]
+    assert set(Listing.objects.get().plans.values_list("pk", flat=True)) == plan_ids  # plans left out: unchanged
+
+    cheaper = [{**PLANS[0], "monthly_quota": 500}, PLANS[1]]
+    edited = api.patch("/api/v1/listings/digit-reader", {"plans": cheaper}, format="json").json()
+
+    assert [(plan["name"], plan["monthly_quota"]) for plan in edited["plans"]] == [("free", 500), ("pro", 100000)]
+    assert outsider_api.get("/api/v1/marketplace/digit-reader").json()["plans"] == edited["plans"]
+    kept = outsider_api.get("/api/v1/subscriptions").json()
+    assert [(s["id"], s["plan"], s["quota"]) for s in kept] == [(subscription.json()["id"], "free", 1000)]
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"slug": "renamed"}, "slug"),
+        ({"status": "published"}, "status"),
+        ({"plans": []}, "plans"),
+        ({"plans": [{"name": "free", "price_per_1k": "0.00"}]}, "plans.0.monthly_quota"),
+        ({"title": ""}, "title"),
+        ({"icon": "rocket"}, "icon"),
+    ],
+)
+def test_a_bad_edit_answers_400_naming_the_field_and_changes_nothing(listing, api, change, field):
+    response = api.patch("/api/v1/listings/digit-reader", change, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid_request" and field in response.json()["fields"]
+    assert api.get("/api/v1/listings/digit-reader").json() == listing
+
+
+def test_only_the_publisher_edits_its_listing(listing, outsider_api, predict_only_api, api):
+    assert outsider_api.patch("/api/v1/listings/digit-reader", {"title": "Mine"}, format="json").status_code == 404
+    assert predict_only_api.patch("/api/v1/listings/digit-reader", {"title": "Mine"}, format="json").status_code == 403
+    assert api.get("/api/v1/listings/digit-reader").json()["title"] == listing["title"]
+
+
 def test_predict_only_keys_cannot_manage_listings_or_subscriptions(listing, predict_only_api):
     assert predict_only_api.get("/api/v1/listings").status_code == 403
     assert predict_only_api.post("/api/v1/marketplace/digit-reader/subscribe", {"plan": "free"}).status_code == 403

@@ -2,6 +2,7 @@
 embedded default): exact quotas under concurrent calls, refunds, rates, and a ledger that
 neither loses nor doubles a call however often its flush runs or wherever it stops."""
 
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,12 +11,14 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.layers import channel_layers
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Sum
 from django.test import override_settings
 from django.utils import timezone
 
+from controlplane import events
 from marketplace import access, metering
 from marketplace.models import DailyUsage, Subscription
 from modelbay.core import generation
@@ -418,3 +421,56 @@ def test_redis_back_empty_a_count_started_from_the_rows_does_not_get_the_calls_c
     _billed(first, plan, 1)  # starts the count again from the rows (11), which hold the calls counted alone
     _billed(second, plan, 1)  # so its own 4 are not added to that count again
     assert first.used(plan) == second.used(plan) == 13
+
+
+def test_a_stored_batch_tells_the_apps_subscriber_and_publisher_once_and_never_waits_on_the_layer(
+    subscription, monkeypatch, settings
+):
+    """The console's open pages hear of the stored calls (``controlplane.events``): one event
+    for the subscriber organization and one for the publisher, however many counters the
+    batch holds; none for a batch stored before. A channel layer that never answers neither
+    fails nor slows the flush (the gateway's thread): the events go out from a thread of their own."""
+    told = []
+    monkeypatch.setattr(
+        events, "publish", lambda organization_id, slug, kind="service": told.append((organization_id, slug, kind))
+    )
+    meter = metering.LocalMeter()
+    plan = metering.Plan.of(subscription)
+    _billed(meter, plan, 3)
+    meter.ledger.bill(
+        metering.Counter(
+            plan.subscription_id, plan.period_start, plan.plan_id, plan.period_start.date() + timedelta(days=1)
+        )
+    )
+
+    assert meter.flush() == 2
+    expected = [
+        (subscription.listing.publisher_id, "digits-app", "app"),
+        (subscription.subscriber_id, "digits-app", "app"),
+    ]
+    deadline = time.monotonic() + 5
+    while len(told) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(told) == sorted(expected)
+    assert (
+        metering.store_batch(meter.ledger._writer, meter.ledger._seq, {metering.Counter.of(meter.admit(plan)): 1})
+        is False
+    )
+
+    monkeypatch.undo()
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes connections, never answers
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [f"redis://127.0.0.1:{silent.getsockname()[1]}/0"]},
+            }
+        }
+        channel_layers.backends.clear()
+        try:
+            _billed(meter, plan, 2)
+            started = time.monotonic()
+            assert meter.flush() == 1
+            assert time.monotonic() - started < 1.0
+            assert _stored(subscription) == 6
+        finally:
+            channel_layers.backends.clear()

@@ -1,6 +1,8 @@
 /* Modelbay console: live pages. A WebSocket (/ws/console/, console/consumers.py) says which
-   of the organization's services changed; the blocks that show them ([data-live]) reload
-   themselves from their [data-poll-url]. A logs panel ([data-logs][data-instance]) gets the
+   of the organization's services changed, and which apps' usage did (their calls stored);
+   the blocks that show them ([data-live] with [data-service] or [data-app]) reload
+   themselves from their [data-poll-url], and tell the page so (a "live:reloaded" event on
+   the new block: its charts draw again). A logs panel ([data-logs][data-instance]) gets the
    lines its instance prints as they are written. When the socket drops, the page says so
    and refreshes those blocks every 2 s until it is back. Pages work without any of it. */
 (function () {
@@ -42,6 +44,7 @@
         var fresh = template.content.firstElementChild;
         current.replaceWith(fresh);
         if (fresh.querySelector("[data-logs][data-instance]")) follow(); // the panel may show another instance now
+        fresh.dispatchEvent(new CustomEvent("live:reloaded", { bubbles: true }));
       })
       .catch(function () { /* the next change or tick tries again */ });
   }
@@ -51,9 +54,12 @@
     pending[id] = window.setTimeout(function () { reload(id); }, RELOAD_AFTER_MS);
   }
 
-  function changed(service) {
+  /* A service changed ({service}), or an app's usage ({app}): the blocks that show it. */
+  function changed(message) {
     liveBlocks().forEach(function (block) {
-      var shows = block.dataset.live === "services" || block.dataset.service === service;
+      var shows = message.service
+        ? block.dataset.live === "services" || block.dataset.service === message.service
+        : Boolean(message.app) && block.dataset.app === message.app;
       if (shows && block.id) reloadSoon(block.id);
     });
   }
@@ -105,7 +111,7 @@
         setState("Live", true);
         follow();
       } else if (message.type === "changed") {
-        changed(message.service);
+        changed(message);
       } else if (message.type === "log") {
         appendLog(message);
       }

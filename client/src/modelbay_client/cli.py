@@ -1,9 +1,15 @@
 """``modelbay``: the command line over the Python client.
 
 Exit codes (client/README.md): 0 done, 1 the API answered an error, 2 a usage error (bad
-arguments, unreadable input, not logged in), 3 the site could not be reached, 4 a wait timed
-out, 5 what was waited for ended badly (a failed service, a release rolled back), 130
-interrupted.
+arguments, a bad plan spec, unreadable input, not logged in), 3 the site could not be
+reached, 4 a wait timed out, 5 what was waited for ended badly (a failed service, a release
+rolled back or failed, or paused by its analysis), 130 interrupted.
+
+A watched release (``releases watch``, ``releases start --watch``) that its analysis pauses
+(too few calls to judge) stays so until someone acts: the watch prints the pause and its
+reason and exits 5, naming ``modelbay releases resume``. A pause by an operator (``releases
+pause``, the console) is a deliberate hold that the same operator ends: the watch says so
+and goes on until the release ends (bounded by ``--wait-timeout``, then 4).
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import mimetypes
 import os
 import sys
 from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from modelbay_client.client import Client, describe_service
+from modelbay_client.client import Client, describe_service, paused_by_analysis
 from modelbay_client.config import (
     KEY_VARIABLE,
     URL_VARIABLE,
@@ -35,7 +42,7 @@ from modelbay_client.errors import (
     WaitTimedOut,
 )
 from modelbay_client.terminal import Terminal, table
-from modelbay_client.types import Prediction, Release, Service
+from modelbay_client.types import ApiKey, Listing, ListingUsage, Plan, Prediction, Release, Service
 from modelbay_client.version import VERSION
 
 EXIT_OK = 0
@@ -94,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     _releases_commands(_group(commands, "releases", "Gray releases: a new version takes the calls step by step."))
     _input_options(_command(commands, "predict", predict_command, "Call a service.", target="service"))
     _apps_commands(_group(commands, "apps", "Find, subscribe to and call marketplace apps."))
+    _listings_commands(_group(commands, "listings", "Publish your services as marketplace apps; their usage."))
+    _keys_commands(_group(commands, "keys", "Make, list and revoke this organization's API keys."))
     usage = _command(commands, "usage", usage_command, "Your subscriptions' calls against their quota.")
     usage.add_argument("app", nargs="?", help="An app's slug or a subscription's id: its usage per day.")
     return parser
@@ -159,7 +168,13 @@ def _releases_commands(releases: Commands) -> None:
         ("get", releases_get, "A release with its history (the newest by default)."),
         ("promote", releases_promote, "All calls to the new version now."),
         ("rollback", releases_rollback, "All calls back to the old version now."),
-        ("watch", releases_watch, "Print a release's steps until it ends: exit 0 promoted, 5 otherwise."),
+        ("pause", releases_pause, "Hold a rolling release at its step until it is resumed."),
+        ("resume", releases_resume, "Roll a paused release on (also one its analysis paused)."),
+        (
+            "watch",
+            releases_watch,
+            "Print a release's steps until it ends: exit 0 promoted, 5 otherwise or paused by its analysis.",
+        ),
     ):
         sub = _command(releases, name, handler, help_text, target="service")
         sub.add_argument("release", type=int, nargs="?", help="The release's id (default: the newest).")
@@ -173,6 +188,68 @@ def _apps_commands(apps: Commands) -> None:
     subscribe = _command(apps, "subscribe", apps_subscribe, "Subscribe this organization to an app.", target="app")
     subscribe.add_argument("--plan", default="free", help="Default: free.")
     _input_options(_command(apps, "call", apps_call, "Call an app you subscribe to.", target="app"))
+
+
+def _listings_commands(listings: Commands) -> None:
+    _command(listings, "list", listings_list, "Your listings, drafts too.")
+    _command(listings, "get", listings_get, "A listing with its plans.", target="listing")
+    create = _command(listings, "create", listings_create, "List one of your services as an app (a draft).")
+    create.add_argument("service", nargs="?", help="The service's slug (or `service` in --from-file).")
+    create.add_argument("--slug", help="The app's slug, unique in the marketplace.")
+    create.add_argument("--title")
+    _listing_options(create)
+    create.add_argument("--publish", action="store_true", help="Publish it at once.")
+    edit = _command(listings, "edit", listings_edit, "Change a listing: only what is given.", target="listing")
+    edit.add_argument("--title")
+    _listing_options(edit)
+    for name, handler, help_text in (
+        ("publish", listings_publish, "Put a listing in the marketplace."),
+        ("unpublish", listings_unpublish, "Take a listing out of the marketplace (its subscribers stay)."),
+    ):
+        _command(listings, name, handler, help_text, target="listing")
+    usage = _command(
+        listings, "usage", listings_usage, "Calls and revenue: per subscriber, per plan.", target="listing"
+    )
+    usage.add_argument("--days", type=int, default=30, help="How many days back, today included (default 30).")
+
+
+def _listing_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--summary")
+    parser.add_argument("--description", metavar="TEXT|@FILE", help="Markdown; @FILE reads it from a file.")
+    parser.add_argument("--category")
+    parser.add_argument("--icon", help="An icon of the marketplace's set.")
+    parser.add_argument("--example-input", metavar="JSON|@FILE", help="The app page's example input.")
+    parser.add_argument("--example-output", metavar="JSON|@FILE")
+    parser.add_argument(
+        "--plan",
+        dest="plans",
+        action="append",
+        type=plan_spec,
+        metavar="SPEC",
+        help=f"A plan, {PLAN_SPEC} (e.g. free:1000:5:0); again for each. All the plans offered from now on.",
+    )
+    parser.add_argument(
+        "--from-file",
+        type=Path,
+        metavar="FILE",
+        help="A JSON object of the same fields (plans as objects or SPECs); options given here win.",
+    )
+
+
+def _keys_commands(keys: Commands) -> None:
+    create = _command(keys, "create", keys_create, "A new API key: its secret is shown this once.")
+    create.add_argument("name")
+    create.add_argument(
+        "--scope",
+        dest="scopes",
+        action="append",
+        choices=("predict", "manage"),
+        help="predict (calls) or manage (the rest); again for both. Default: predict.",
+    )
+    create.add_argument("--expires-at", metavar="ISO", help="When it stops working, e.g. 2027-01-31T00:00:00Z.")
+    _command(keys, "list", keys_list, "The keys in use (never their secrets).")
+    revoke = _command(keys, "revoke", keys_revoke, "Revoke a key: it answers 401 from now on.")
+    revoke.add_argument("id", type=int)
 
 
 def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -212,6 +289,34 @@ def _percentages(text: str) -> list[int]:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of whole percentages like 10,50,100") from None
+
+
+# A plan on the command line: name:monthly_quota:rate_limit_per_s:price_per_1k[:max_in_flight].
+PLAN_SPEC = "NAME:MONTHLY_QUOTA:RATE_LIMIT_PER_S:PRICE_PER_1K[:MAX_IN_FLIGHT]"
+
+
+def plan_spec(text: str) -> Plan:
+    """``free:1000:5:0`` as the API's plan; a spec of another form is a usage error (exit 2)."""
+    parts = text.split(":")
+    try:
+        if len(parts) not in (4, 5) or not parts[0]:
+            raise ValueError
+        plan: Plan = {
+            "name": parts[0],
+            "monthly_quota": int(parts[1]),
+            "rate_limit_per_s": int(parts[2]),
+            "price_per_1k": parts[3],
+        }
+        if not Decimal(parts[3]).is_finite():
+            raise ValueError
+        if len(parts) == 5:
+            plan["max_in_flight"] = int(parts[4])
+    except (ValueError, InvalidOperation):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a plan: expected {PLAN_SPEC}, whole numbers but the price, e.g. free:1000:5:0 or "
+            "pro:100000:50:0.40:8"
+        ) from None
+    return plan
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -392,23 +497,39 @@ def _release_command(
     terminal.result(release, lambda: _release_text(args.service, release, history=True))
 
 
+def releases_pause(args: argparse.Namespace, terminal: Terminal) -> None:
+    _release_command(args, terminal, Client.pause_release)
+
+
+def releases_resume(args: argparse.Namespace, terminal: Terminal) -> None:
+    _release_command(args, terminal, Client.resume_release)
+
+
 def releases_watch(args: argparse.Namespace, terminal: Terminal) -> int:
     with _client(args) as client:
         return _watch(client, terminal, args.service, args.release, args.wait_timeout)
 
 
 def _watch(client: Client, terminal: Terminal, service: str, release_id: int | None, timeout_s: float | None) -> int:
-    """Each step of the release as it happens; exit 0 when it is promoted, 5 when it is not."""
+    """Each step of the release as it happens; exit 0 when it is promoted, 5 when it is not or
+    when its analysis paused it (no one is there to resume it: it would wait forever)."""
 
     def show(release: Release, event: dict[str, Any]) -> None:
         if terminal.json_mode:
             terminal.json_line({"release": release["id"], **event})
         else:
             terminal.print(_event_text(event))
+        if release["status"] == "paused" and event is release["history"][-1] and not paused_by_analysis(release):
+            terminal.note("Paused by an operator: watching on until it is resumed, promoted or rolled back.")
 
     release = client.wait_for_release(service, release_id, timeout_s=timeout_s, on_event=show)
     if not terminal.json_mode:
         terminal.print(_release_text(service, release))
+    if paused_by_analysis(release):
+        raise OperationFailed(
+            f"Release {release['id']} of {service} is paused by its analysis. `modelbay releases resume {service} "
+            f"{release['id']}` rolls it on (then watch again), or promote or roll it back."
+        )
     return EXIT_OK if release["status"] == "promoted" else EXIT_FAILED
 
 
@@ -541,3 +662,190 @@ def usage_command(args: argparse.Namespace, terminal: Terminal) -> None:
         usage = client.usage(args.app)
     days = table([(d["day"], d["calls"]) for d in usage.get("daily", [])], ("day", "calls"))
     terminal.result(usage, f"{usage['used']}/{usage['quota']} calls used until {usage['period_end'][:10]}\n{days}")
+
+
+# --- publishing -------------------------------------------------------------------------------
+LISTING_FIELDS = ("title", "summary", "description", "category", "icon", "example_input", "example_output", "plans")
+
+
+def listings_list(args: argparse.Namespace, terminal: Terminal) -> None:
+    with _client(args) as client:
+        listings = client.list_listings()
+    rows = [(li["slug"], li.get("title"), li.get("status"), li.get("service"), _plan_names(li)) for li in listings]
+    terminal.result(listings, lambda: table(rows, ("listing", "title", "status", "service", "plans")))
+
+
+def listings_get(args: argparse.Namespace, terminal: Terminal) -> None:
+    with _client(args) as client:
+        listing = client.get_listing(args.listing)
+    terminal.result(listing, lambda: _listing_text(listing))
+
+
+def listings_create(args: argparse.Namespace, terminal: Terminal) -> None:
+    fields = listing_fields(args, creating=True)
+    missing = [name for name in ("service", "slug", "title", "plans") if not fields.get(name)]
+    if missing:
+        raise UsageError(f"A new listing needs {', '.join(missing)}: SERVICE, --slug, --title, --plan SPEC.")
+    with _client(args) as client:
+        listing = client.create_listing(**fields)
+        if args.publish:
+            listing = client.publish_listing(listing["slug"])
+    terminal.result(listing, lambda: _listing_text(listing))
+
+
+def listings_edit(args: argparse.Namespace, terminal: Terminal) -> None:
+    fields = listing_fields(args, creating=False)
+    if not fields:
+        raise UsageError(f"Nothing to change: give --{' or --'.join(f.replace('_', '-') for f in LISTING_FIELDS)}.")
+    with _client(args) as client:
+        listing = client.update_listing(args.listing, **fields)
+    terminal.result(listing, lambda: _listing_text(listing))
+
+
+def listings_publish(args: argparse.Namespace, terminal: Terminal) -> None:
+    with _client(args) as client:
+        listing = client.publish_listing(args.listing)
+    terminal.result(listing, lambda: _listing_text(listing))
+
+
+def listings_unpublish(args: argparse.Namespace, terminal: Terminal) -> None:
+    with _client(args) as client:
+        listing = client.unpublish_listing(args.listing)
+    terminal.result(listing, lambda: _listing_text(listing))
+
+
+def listing_fields(args: argparse.Namespace, *, creating: bool) -> dict[str, Any]:
+    """The listing's fields from ``--from-file``, then those given as options (which win);
+    for an edit, only what is given: the API leaves the rest as it is."""
+    names = ("service", "slug", *LISTING_FIELDS) if creating else LISTING_FIELDS
+    fields: dict[str, Any] = {}
+    if args.from_file is not None:
+        source = str(args.from_file)
+        fields = _json_text(_read(args.from_file, binary=False), source)
+        if not isinstance(fields, dict):
+            raise UsageError(f"{source} is not a JSON object of the listing's fields.")
+        unknown = sorted(set(fields) - set(names))
+        if unknown:
+            raise UsageError(f"{source}: unknown fields {', '.join(unknown)}; known: {', '.join(names)}.")
+        if "plans" in fields:
+            fields["plans"] = _file_plans(fields["plans"], source)
+    for name in names:
+        given = getattr(args, name, None)  # None: not given (``--example-output null`` gives a JSON null)
+        if given is None:
+            continue
+        if name == "description":
+            given = _text_or_file(given)
+        elif name.startswith("example_"):
+            given = _json_or_file(given, f"--{name.replace('_', '-')}")
+        fields[name] = given
+    return fields
+
+
+def _file_plans(plans: Any, source: str) -> list[Plan]:
+    """Plans in a file: the API's objects, or SPEC strings as ``--plan`` takes them."""
+    if not isinstance(plans, list):
+        raise UsageError(f"{source}: plans is a list of plans (objects, or {PLAN_SPEC} strings).")
+    try:
+        return [plan_spec(plan) if isinstance(plan, str) else plan for plan in plans]
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(f"{source}: {error}") from None
+
+
+def _text_or_file(argument: str) -> str:
+    if argument.startswith("@"):
+        return _read(Path(argument[1:]), binary=False)
+    return argument
+
+
+def _json_or_file(argument: str, option: str) -> Any:
+    if argument.startswith("@"):
+        return _json_text(_read(Path(argument[1:]), binary=False), argument[1:])
+    return _json_text(argument, option)
+
+
+def _json_text(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise UsageError(f"{source} is not JSON: {error}") from None
+
+
+def listings_usage(args: argparse.Namespace, terminal: Terminal) -> None:
+    with _client(args) as client:
+        usage = client.listing_usage(args.listing, days=args.days)
+    terminal.result(usage, lambda: _listing_usage_text(usage))
+
+
+def _listing_text(listing: Listing) -> str:
+    lines = [
+        f"{listing['slug']}: {listing.get('title')} ({listing.get('status') or '-'}), "
+        f"service {listing.get('service') or '-'}, category {listing.get('category') or '-'}"
+    ]
+    if listing.get("summary"):
+        lines.append(f"  {listing['summary']}")
+    rows = [
+        (p["name"], p.get("monthly_quota"), p.get("rate_limit_per_s"), p.get("max_in_flight"), p.get("price_per_1k"))
+        for p in listing.get("plans", [])
+    ]
+    lines.append(table(rows, ("plan", "monthly quota", "rate/s", "in flight", "price/1k")))
+    return "\n".join(lines)
+
+
+def _plan_names(listing: Listing) -> str:
+    return ", ".join(p["name"] for p in listing.get("plans", []))
+
+
+def _listing_usage_text(usage: ListingUsage) -> str:
+    subscribers = [(s["organization"], s["calls"], s["revenue"]) for s in usage.get("subscribers", [])]
+    plans = [
+        (p["plan"] + (" (retired)" if p.get("retired") else ""), p.get("price_per_1k"), p.get("subscribers"),
+         p["calls"], p["revenue"])
+        for p in usage.get("plans", [])
+    ]  # fmt: skip
+    return "\n".join(
+        (
+            f"{usage['listing']} since {usage['since']}: {usage['calls']} calls, revenue {usage['revenue']}, "
+            f"{usage.get('active_subscriptions', 0)} active subscriptions",
+            "",
+            table(subscribers, ("subscriber", "calls", "revenue")),
+            "",
+            table(plans, ("plan", "price/1k", "subscribers", "calls", "revenue")),
+        )
+    )
+
+
+# --- API keys ---------------------------------------------------------------------------------
+def keys_create(args: argparse.Namespace, terminal: Terminal) -> None:
+    with _client(args) as client:
+        key = client.create_key(args.name, scopes=args.scopes or ("predict",), expires_at=args.expires_at)
+    terminal.result(
+        key,
+        f"Created the key {key['name']} (id {key['id']}, scopes {', '.join(key.get('scopes', []))}, expires "
+        f"{key.get('expires_at') or 'never'}). Its secret, shown only this once:\n{key['key']}",
+    )
+
+
+def keys_list(args: argparse.Namespace, terminal: Terminal) -> None:
+    with _client(args) as client:
+        keys = [_without_secret(key) for key in client.list_keys()]
+    rows = [
+        (k["id"], k["name"], f"mb_{k['prefix']}_…", ",".join(k.get("scopes", [])), _day(k.get("created_at")),
+         _day(k.get("expires_at")), _day(k.get("last_used_at")))
+        for k in keys
+    ]  # fmt: skip
+    terminal.result(keys, lambda: table(rows, ("key", "name", "prefix", "scopes", "created", "expires", "last used")))
+
+
+def keys_revoke(args: argparse.Namespace, terminal: Terminal) -> None:
+    with _client(args) as client:
+        client.revoke_key(args.id)
+    terminal.result({"id": args.id, "revoked": True}, f"Revoked the key {args.id}: it answers 401 from now on.")
+
+
+def _without_secret(key: ApiKey) -> ApiKey:
+    """A listed key never carries its secret; should an answer ever hold one, it is not printed."""
+    return {name: value for name, value in key.items() if name != "key"}  # type: ignore[return-value]
+
+
+def _day(timestamp: str | None) -> str | None:
+    return timestamp[:10] if timestamp else None

@@ -17,7 +17,8 @@ from __future__ import annotations
 import mimetypes
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,7 +27,19 @@ import httpx
 from modelbay_client.config import load_credentials
 from modelbay_client.errors import ApiError, ConnectionFailed, OperationFailed, WaitTimedOut
 from modelbay_client.version import VERSION
-from modelbay_client.types import Listing, Logs, Model, ModelVersion, Prediction, Release, Service, Subscription, Usage
+from modelbay_client.types import (
+    ApiKey,
+    Listing,
+    ListingUsage,
+    Logs,
+    Model,
+    ModelVersion,
+    Prediction,
+    Release,
+    Service,
+    Subscription,
+    Usage,
+)
 
 # (bytes sent, bytes in all), called as an upload goes.
 UploadProgress = Callable[[int, int], None]
@@ -244,9 +257,11 @@ class Client:
         return self._release_action(service, release_id, "rollback")
 
     def pause_release(self, service: str, release_id: int | None = None) -> Release:
+        """Hold a rolling release at its step: the analysis stops until it is resumed."""
         return self._release_action(service, release_id, "pause")
 
     def resume_release(self, service: str, release_id: int | None = None) -> Release:
+        """Roll a paused release on: a full interval of calls at its step, then the analysis again."""
         return self._release_action(service, release_id, "resume")
 
     def wait_for_release(
@@ -257,8 +272,11 @@ class Client:
         timeout_s: float | None = None,
         on_event: Callable[[Release, dict[str, Any]], None] | None = None,
     ) -> Release:
-        """Poll until the release ends (``promoted``, ``rolled_back``, ``failed``) and return it;
-        ``on_event`` sees each step of its history once, as it appears."""
+        """Poll until the release ends (``promoted``, ``rolled_back``, ``failed``), or until the
+        analysis pauses it (see ``paused_by_analysis``: nothing moves it on until someone
+        resumes, promotes or rolls it back), and return it; ``on_event`` sees each step of its
+        history once, as it appears. A release paused by an operator is waited for: that
+        operator resumes it, or ends it."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         seen = 0
         while True:
@@ -269,7 +287,7 @@ class Client:
                 if on_event is not None:
                     on_event(release, event)
             seen = len(history)
-            if release.get("status") in RELEASE_END_STATUSES:
+            if release.get("status") in RELEASE_END_STATUSES or paused_by_analysis(release):
                 return release
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimedOut(f"Release {release_id} of {service} is still {release.get('status')}.")
@@ -357,8 +375,48 @@ class Client:
         body = {"service": service, "slug": slug, "title": title, "plans": plans, **fields}
         return self._json("POST", "/listings", json=body)
 
+    def list_listings(self) -> list[Listing]:
+        """This organization's listings, drafts and unpublished ones too."""
+        return self._json("GET", "/listings")
+
+    def get_listing(self, listing: str) -> Listing:
+        return self._json("GET", f"/listings/{listing}")
+
+    def update_listing(self, listing: str, *, plans: list[dict[str, Any]] | None = None, **fields: Any) -> Listing:
+        """Change a listing's page (``title``, ``summary``, ``description``, ``category``, ``icon``,
+        ``example_input``, ``example_output``) and, given, its ``plans``: all those offered from
+        now on. A plan whose terms change is retired for new subscribers; those it has keep it."""
+        body = {**fields, **({"plans": plans} if plans is not None else {})}
+        return self._json("PATCH", f"/listings/{listing}", json=body)
+
     def publish_listing(self, listing: str) -> Listing:
+        """In the marketplace from now on: anyone finds it and may subscribe."""
         return self._json("POST", f"/listings/{listing}/publish")
+
+    def unpublish_listing(self, listing: str) -> Listing:
+        """Out of the marketplace: no new subscriber."""
+        return self._json("POST", f"/listings/{listing}/unpublish")
+
+    def listing_usage(self, listing: str, *, days: int = 30) -> ListingUsage:
+        """Calls and revenue of the last ``days`` days (today included): in all, per subscriber
+        organization, per plan, per day."""
+        return self._json("GET", f"/listings/{listing}/usage", params={"days": days})
+
+    # --- API keys ------------------------------------------------------------------------------
+    def create_key(
+        self, name: str, scopes: Iterable[str] = ("predict",), expires_at: datetime | str | None = None
+    ) -> ApiKey:
+        """A new key of this organization; its secret (``key``) is in this answer alone."""
+        expires = expires_at.isoformat() if isinstance(expires_at, datetime) else expires_at
+        return self._json("POST", "/keys", json={"name": name, "scopes": list(scopes), "expires_at": expires})
+
+    def list_keys(self) -> list[ApiKey]:
+        """The organization's keys in use (never their secrets), newest first."""
+        return self._json("GET", "/keys")
+
+    def revoke_key(self, key_id: int) -> None:
+        """The key answers 401 from now on."""
+        self._request("DELETE", f"/keys/{key_id}")
 
     # --- HTTP ------------------------------------------------------------------------------
     def _upload(
@@ -401,6 +459,12 @@ def new_lines(seen: list[str], lines: list[str]) -> list[str]:
         if seen[-overlap:] == lines[:overlap]:
             return lines[overlap:]
     return lines
+
+
+def paused_by_analysis(release: Release) -> bool:
+    """Paused by the release's analysis (too few calls to judge, its ``reason`` says), which
+    only an operator moves on; an operator's own pause gives no reason."""
+    return release.get("status") == "paused" and bool(release.get("reason"))
 
 
 def service_is_ready(service: Service) -> bool:

@@ -92,18 +92,27 @@ class Plan(TypedDict, total=False):
     name: str
     monthly_quota: int
     rate_limit_per_s: int
+    max_in_flight: int | None
     price_per_1k: str
 
 
 class Listing(TypedDict, total=False):
+    """A marketplace app; its publisher also sees ``service``, ``status`` and its dates."""
+
     slug: str
     title: str
     summary: str
     description: str
     category: str
+    icon: str
     publisher: str
+    example_input: Any
+    example_output: Any
     plans: list[Plan]
+    service: str
     status: str
+    created_at: str
+    updated_at: str
 
 
 class Subscription(TypedDict, total=False):
@@ -123,3 +132,31 @@ class Usage(TypedDict, total=False):
     period_start: str
     period_end: str
     daily: list[dict[str, Any]]
+
+
+class ListingUsage(TypedDict, total=False):
+    """A publisher's figures for one listing since ``since``: totals, then ``subscribers``
+    (``organization``, ``calls``, ``revenue``), ``plans`` (``plan``, ``price_per_1k``,
+    ``subscribers``, ``retired``, ``calls``, ``revenue``) and ``daily`` (``day``, ...)."""
+
+    listing: str
+    since: str
+    calls: int
+    revenue: str
+    active_subscriptions: int
+    subscribers: list[dict[str, Any]]
+    plans: list[dict[str, Any]]
+    daily: list[dict[str, Any]]
+
+
+class ApiKey(TypedDict, total=False):
+    """An API key as listed: never its secret. ``key`` (the whole key) only in ``create_key``'s answer."""
+
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: str
+    expires_at: str | None
+    last_used_at: str | None
+    key: str

@@ -12,7 +12,7 @@ import yaml
 from django.apps import apps
 from django.utils import timezone
 
-from controlplane import services
+from controlplane import selectors, services
 from controlplane.models import AutoscalerDecision, ColdStart, Service
 
 pytestmark = pytest.mark.django_db
@@ -461,3 +461,23 @@ def test_cold_start_figures_on_the_service(api, to_zero):
 def test_another_tenant_cannot_see_the_cold_starts(outsider_api, to_zero):
     services.service_wake(service_id=to_zero.pk)
     assert outsider_api.get("/api/v1/services/s/autoscaler").status_code == 404
+
+
+def test_the_list_gives_each_service_its_own_cold_starts_in_a_fixed_number_of_queries(
+    api, to_zero, django_assert_max_num_queries, monkeypatch
+):
+    monkeypatch.setattr(selectors, "COLD_STARTS_SUMMED", 3)  # "s" has more: its count is one more query
+    now = timezone.now()
+    for seconds in (0.4, 0.6, 2.0, 3.0):
+        ColdStart.objects.create(
+            service=to_zero, requested_at=now - timedelta(seconds=60), ready_at=now - timedelta(seconds=60 - seconds)
+        )
+    for slug in ("t", "u"):
+        assert _create(api, name=slug, slug=slug).status_code == 202
+    ColdStart.objects.create(service=Service.objects.get(slug="t"), requested_at=now)  # under way
+
+    with django_assert_max_num_queries(8):  # the key, the services and their prefetches, the cold starts
+        listed = {service["slug"]: service["cold_starts"] for service in api.get("/api/v1/services").json()}
+
+    assert listed == {slug: api.get(f"/api/v1/services/{slug}").json()["cold_starts"] for slug in ("s", "t", "u")}
+    assert (listed["s"]["count"], listed["t"]["starting"], listed["u"]["count"]) == (4, True, 0)

@@ -130,7 +130,10 @@ def test_patch_replicas_and_resources_together(api, service):
     response = api.patch("/api/v1/services/s", {"replicas": 2, "resources": {"memory_mb": 4096}}, format="json")
 
     assert response.status_code == 202
-    assert (response.json()["replicas"]["desired"], response.json()["resources"]) == (2, {"cpu": 2.0, "memory_mb": 4096})
+    assert (response.json()["replicas"]["desired"], response.json()["resources"]) == (
+        2,
+        {"cpu": 2.0, "memory_mb": 4096},
+    )
 
 
 def test_patch_replicas_alone_keeps_the_resources(api, service):

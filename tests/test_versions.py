@@ -50,9 +50,9 @@ def _version_of(response) -> int:
 
 def test_calls_split_like_the_weights_and_route_keys_stick(two_versions, api):
     assert api.put("/api/v1/services/echo/traffic", {"weights": {"1": 70, "2": 30}}, format="json").status_code == 200
-    # Weighted random per call: bounded at 4 sigma of the sample (±2.9 points over 4,000 calls).
-    counts = Counter(_version_of(predict(api, "echo", ["x"])) for _ in range(4000))
-    assert_share(counts[2], 4000, 0.30, what="version 2 at a weight of 30%")
+    # Weighted random per call: bounded at 4 sigma of the sample (±4.1 points over 2,000 calls).
+    counts = Counter(_version_of(predict(api, "echo", ["x"])) for _ in range(2000))
+    assert_share(counts[2], 2000, 0.30, what="version 2 at a weight of 30%")
 
     keyed = {}
     for n in range(60):

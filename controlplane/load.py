@@ -110,7 +110,7 @@ class RedisStore:
         self.outage.passed()
 
     def read(self, service_id: int) -> Load | None:
-        return self._read([service_id]).get(service_id)
+        return self.read_many([service_id]).get(service_id)
 
     def read_all(self) -> dict[int, Load]:
         try:
@@ -120,9 +120,9 @@ class RedisStore:
             service_ids = [int(member) for member in pipe.execute()[1]]
         except _REDIS_ERRORS as error:
             raise LoadUnknown(f"the load reports cannot be read from Redis: {error}") from error
-        return self._read(service_ids)
+        return self.read_many(service_ids)
 
-    def _read(self, service_ids: list[int]) -> dict[int, Load]:
+    def read_many(self, service_ids: list[int]) -> dict[int, Load]:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for service_id in service_ids:
@@ -178,6 +178,10 @@ class FileStore:
     def read(self, service_id: int) -> Load | None:
         return self.read_all().get(service_id)
 
+    def read_many(self, service_ids: list[int]) -> dict[int, Load]:
+        loads = self.read_all()  # one folder for every service: read whole
+        return {service_id: loads[service_id] for service_id in service_ids if service_id in loads}
+
     def read_all(self) -> dict[int, Load]:
         reports: dict[int, list[tuple[float, int, float]]] = {}
         forget = time.time() - fresh_s() - _FORGET_AFTER_S
@@ -222,6 +226,11 @@ def read(service_id: int) -> Load | None:
     """A service's calls in flight over every process's fresh report; None when no process
     reported it lately (no calls for a few intervals). Raises :class:`LoadUnknown`."""
     return store().read(service_id)
+
+
+def read_many(service_ids: list[int]) -> dict[int, Load]:
+    """Those of these services reported lately, as :func:`read`. Raises :class:`LoadUnknown`."""
+    return store().read_many(service_ids)
 
 
 def read_all() -> dict[int, Load]:

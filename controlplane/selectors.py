@@ -114,13 +114,9 @@ def service_in_flight(*, service: Service) -> int | None:
 
 
 def services_in_flight(*, services: list[Service]) -> dict[int, int | None]:
-    """``service_in_flight`` of each service, from one read of the reports: service id -> calls."""
+    """``service_in_flight`` of each service, from one read of their reports: service id -> calls."""
     try:
-        if len(services) == 1:  # its own reports only
-            one = load.read(services[0].pk)
-            reported = {services[0].pk: one} if one else {}
-        else:
-            reported = load.read_all()
+        reported = load.read_many([service.pk for service in services])
     except load.LoadUnknown:
         return {service.pk: None for service in services}
     return {service.pk: reported[service.pk].now if service.pk in reported else 0 for service in services}

@@ -38,6 +38,7 @@ def test_two_processes_reports_are_added_up(any_store):
     assert time.time() - 5 < seven.at <= time.time()
     assert any_store.read_all() == {7: seven, 8: Load(in_flight=0.25, now=0, processes=1, at=any_store.read(8).at)}
     assert any_store.read(9) is None
+    assert any_store.read_many([7, 9]) == {7: seven}  # those asked for that were reported
 
 
 def test_a_process_report_replaces_its_last_one(any_store):
